@@ -1,0 +1,37 @@
+"""``fastconv.convert``: swap the convolutions of an existing model for fastconv's."""
+import copy
+
+import torch.nn as nn
+
+from fastconv.nn.conv import Conv2d
+
+# torch module type -> fastconv type. Only exact types are swapped: a user subclass of
+# nn.Conv2d may override forward(), and replacing it would silently change what it computes.
+_REPLACEMENTS = {nn.Conv2d: Conv2d}
+
+
+def convert(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """Return ``model`` with every ``nn.Conv2d`` replaced by a :class:`fastconv.Conv2d`.
+
+    The replacements hold the very same parameters and buffers (and hooks), so ``state_dict``,
+    optimisers and training state carry over. With ``inplace=False`` (the default) the model is
+    deep-copied first and the original is left untouched.
+
+    Args:
+        model (nn.Module): any model; it may itself be an ``nn.Conv2d``.
+        inplace (bool): modify ``model`` itself instead of a copy.
+
+    Returns:
+        nn.Module: the converted model.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"convert(): model must be an nn.Module, got {type(model).__name__}")
+    if not inplace:
+        model = copy.deepcopy(model)
+    for module in model.modules():
+        new_type = _REPLACEMENTS.get(type(module))
+        if new_type is not None:
+            # the fastconv classes add no state to their torch base classes, so changing the
+            # class keeps parameters, buffers, hooks and training mode exactly as they were
+            module.__class__ = new_type
+    return model

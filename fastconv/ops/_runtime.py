@@ -1,0 +1,38 @@
+"""Where the kernels run: a CUDA device, or the CPU through Triton's interpreter."""
+import torch
+from triton.runtime.interpreter import InterpretedFunction
+
+from fastconv.kernels import conv2d_fprop_igemm_kernel
+
+# @triton.jit decides at import time whether it builds GPU code or an interpreted function, so
+# the kernels themselves tell which mode this process is in.
+INTERPRETING = isinstance(conv2d_fprop_igemm_kernel, InterpretedFunction)
+
+# Tests set this so that every output is filled with NaN before a launch: an element a kernel
+# forgets to write then shows up as a mismatch instead of as leftover memory.
+POISON_OUTPUTS = False
+
+
+def check_device(name: str, t: torch.Tensor) -> None:
+    """Refuse tensors the kernels cannot run on, instead of quietly handing them to ATen."""
+    if t.device.type == "cuda" or (INTERPRETING and t.device.type == "cpu"):
+        return
+    if t.device.type == "cpu":
+        raise RuntimeError(
+            f"fastconv: {name} is a CPU tensor, but fastconv's Triton kernels run on CPU tensors "
+            "only under Triton's interpreter. Set TRITON_INTERPRET=1 in the environment before "
+            "fastconv (or triton) is imported, or move the tensors to a CUDA device."
+        )
+    raise RuntimeError(
+        f"fastconv: {name} is on device '{t.device}', but fastconv's kernels run on CUDA devices "
+        "(or on the CPU with TRITON_INTERPRET=1)."
+    )
+
+
+def new_output(shape, like: torch.Tensor, memory_format=torch.contiguous_format, dtype=None):
+    """Allocate an output tensor (poisoned with NaN when tests ask for it)."""
+    out = torch.empty(shape, dtype=dtype or like.dtype, device=like.device,
+                      memory_format=memory_format)
+    if POISON_OUTPUTS:
+        out.fill_(float("nan"))
+    return out

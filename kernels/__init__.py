@@ -1,0 +1,22 @@
+"""Triton kernels of fastconv (installed as ``fastconv.kernels``).
+
+Only ``@triton.jit`` code lives here: no autograd, no argument checking. The launchers, the
+dispatch plan and the config lists are in :mod:`fastconv.ops`.
+"""
+from .conv2d_fprop_igemm import conv2d_fprop_igemm_kernel
+from .conv2d_dgrad_igemm import conv2d_dgrad_igemm_kernel
+from .conv2d_wgrad_igemm import conv2d_wgrad_igemm_kernel
+from .conv2d_direct import (
+    conv2d_fprop_direct_kernel,
+    conv2d_dgrad_direct_kernel,
+    conv2d_wgrad_direct_kernel,
+)
+
+__all__ = [
+    "conv2d_fprop_igemm_kernel",
+    "conv2d_dgrad_igemm_kernel",
+    "conv2d_wgrad_igemm_kernel",
+    "conv2d_fprop_direct_kernel",
+    "conv2d_dgrad_direct_kernel",
+    "conv2d_wgrad_direct_kernel",
+]

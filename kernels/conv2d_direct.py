@@ -1,0 +1,209 @@
+"""Direct convolution for thin groups (fewer than 16 channels per group, depthwise included).
+
+tl.dot needs a reduction block of at least 16, so when the reduced channel count per group is
+smaller these kernels compute the sliding window with elementwise multiply-adds instead. Each
+program owns a [BLOCK_M pixels, BLOCK_N channels] tile; the channel axis is the vector axis, so
+channels_last input is read with unit stride. Every channel of the tile may belong to a
+different group: one launch covers all groups.
+"""
+import triton
+import triton.language as tl
+
+from ._common import cast_index
+
+
+@triton.jit
+def conv2d_fprop_direct_kernel(
+    # pointers
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    # sizes
+    N, H, W, P, Q, R, S, CG, KG, K,
+    # convolution parameters
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    # strides (in elements)
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    stride_wk, stride_wc, stride_wr, stride_ws,
+    stride_yn, stride_yk, stride_yp, stride_yq,
+    # meta-parameters
+    HAS_BIAS: tl.constexpr, ACC_FP64: tl.constexpr, INDEX_64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    # one flat grid axis: pid -> (pid_m, pid_n), n fastest
+    M = cast_index(N, INDEX_64) * P * Q
+    num_pid_n = tl.cdiv(K, BLOCK_N)
+    pid = cast_index(tl.program_id(0), INDEX_64)
+    pid_n = pid % num_pid_n
+    pid_m = pid // num_pid_n
+
+    # -- output pixels m -> (n, p, q)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask_m = offs_m < M
+    q = offs_m % Q
+    p = (offs_m // Q) % P
+    n = offs_m // (P * Q)
+    h0 = p * stride_h - pad_h
+    w0 = q * stride_w - pad_w
+
+    # -- output channels (all groups); each reads input channels of its own group
+    offs_k = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_k = offs_k < K
+    x_chan = x_ptr + ((offs_k // KG) * CG) * stride_xc
+    w_chan = w_ptr + offs_k * stride_wk
+    x_img = n * stride_xn
+
+    if ACC_FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+
+    # -- sliding window over (c, r, s)
+    for it in range(0, CG * R * S):
+        c = it // (R * S)
+        r = (it // S) % R
+        s = it % S
+        h = h0 + r * dil_h
+        w = w0 + s * dil_w
+        row_ok = mask_m & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+        x_ptrs = (x_img + h * stride_xh + w * stride_xw)[:, None] + (x_chan + c * stride_xc)[None, :]
+        xv = tl.load(x_ptrs, mask=row_ok[:, None] & mask_k[None, :], other=0.0)
+        wv = tl.load(w_chan + c * stride_wc + r * stride_wr + s * stride_ws, mask=mask_k, other=0.0)
+        acc += xv.to(acc.dtype) * wv.to(acc.dtype)[None, :]
+
+    # -- epilogue
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + offs_k, mask=mask_k, other=0.0)
+        acc += bias.to(acc.dtype)[None, :]
+    y_ptrs = (y_ptr + n * stride_yn + p * stride_yp + q * stride_yq)[:, None] \
+        + offs_k[None, :] * stride_yk
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_k[None, :])
+
+
+@triton.jit
+def conv2d_dgrad_direct_kernel(
+    # pointers
+    dy_ptr, w_ptr, dx_ptr,
+    # sizes
+    N, H, W, P, Q, R, S, CG, KG, C,
+    # convolution parameters
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    # strides (in elements)
+    stride_dyn, stride_dyk, stride_dyp, stride_dyq,
+    stride_wk, stride_wc, stride_wr, stride_ws,
+    stride_dxn, stride_dxc, stride_dxh, stride_dxw,
+    # meta-parameters
+    ACC_FP64: tl.constexpr, INDEX_64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    # one flat grid axis: pid -> (pid_m, pid_n), n fastest
+    M = cast_index(N, INDEX_64) * H * W
+    num_pid_n = tl.cdiv(C, BLOCK_N)
+    pid = cast_index(tl.program_id(0), INDEX_64)
+    pid_n = pid % num_pid_n
+    pid_m = pid // num_pid_n
+
+    # -- input pixels m -> (n, h, w)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask_m = offs_m < M
+    w = offs_m % W
+    h = (offs_m // W) % H
+    n = offs_m // (H * W)
+    hp = h + pad_h
+    wp = w + pad_w
+
+    # -- input channels (all groups); each gathers from the output channels of its group
+    offs_c = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_c = offs_c < C
+    chan_k0 = (offs_c // CG) * KG
+    w_chan = w_ptr + chan_k0 * stride_wk + (offs_c % CG) * stride_wc
+    dy_chan = dy_ptr + chan_k0 * stride_dyk
+    dy_img = n * stride_dyn
+
+    if ACC_FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+
+    # -- every (k, r, s) that reaches (h, w): h + pad_h - r*dil_h = p*stride_h, 0 <= p < P
+    for it in range(0, KG * R * S):
+        k = it // (R * S)
+        r = (it // S) % R
+        s = it % S
+        ph = hp - r * dil_h
+        pw = wp - s * dil_w
+        p = ph // stride_h
+        q = pw // stride_w
+        row_ok = mask_m & (ph >= 0) & (pw >= 0) & (p * stride_h == ph) & (q * stride_w == pw) \
+            & (p < P) & (q < Q)
+        dy_ptrs = (dy_img + p * stride_dyp + q * stride_dyq)[:, None] \
+            + (dy_chan + k * stride_dyk)[None, :]
+        dyv = tl.load(dy_ptrs, mask=row_ok[:, None] & mask_c[None, :], other=0.0)
+        wv = tl.load(w_chan + k * stride_wk + r * stride_wr + s * stride_ws, mask=mask_c, other=0.0)
+        acc += dyv.to(acc.dtype) * wv.to(acc.dtype)[None, :]
+
+    # -- epilogue
+    dx_ptrs = (dx_ptr + n * stride_dxn + h * stride_dxh + w * stride_dxw)[:, None] \
+        + offs_c[None, :] * stride_dxc
+    tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_c[None, :])
+
+
+@triton.jit
+def conv2d_wgrad_direct_kernel(
+    # pointers
+    x_ptr, dy_ptr, part_ptr,
+    # sizes
+    N, H, W, P, Q, R, S, CG, KG, K, M_PER_SPLIT,
+    # convolution parameters
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    # strides (in elements)
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    stride_dyn, stride_dyk, stride_dyp, stride_dyq,
+    stride_pt, stride_pk, stride_pc, stride_pr, stride_ps,
+    # meta-parameters
+    ACC_FP64: tl.constexpr, INDEX_64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    # grid: axis 0 -> (tap crs, pid_n), n fastest; axis 1 -> split of the reduction
+    num_pid_n = tl.cdiv(K, BLOCK_N)
+    pid = cast_index(tl.program_id(0), INDEX_64)
+    split = cast_index(tl.program_id(1), INDEX_64)
+    pid_n = pid % num_pid_n
+    crs = pid // num_pid_n
+
+    # -- one tap (c, r, s) for a block of output channels (all groups)
+    c = crs // (R * S)
+    r = (crs // S) % R
+    s = crs % S
+    offs_k = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_k = offs_k < K
+    x_chan = x_ptr + ((offs_k // KG) * CG + c) * stride_xc
+    dy_chan = dy_ptr + offs_k * stride_dyk
+
+    if ACC_FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+
+    # -- reduction over this split's range of output pixels m -> (n, p, q)
+    m_total = cast_index(N, INDEX_64) * P * Q
+    m_start = split * M_PER_SPLIT
+    m_stop = tl.minimum(m_start + M_PER_SPLIT, m_total)
+    for m0 in range(m_start, m_stop, BLOCK_M):
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        mask_m = offs_m < m_stop
+        q = offs_m % Q
+        p = (offs_m // Q) % P
+        n = offs_m // (P * Q)
+        h = p * stride_h + r * dil_h - pad_h
+        w = q * stride_w + s * dil_w - pad_w
+        row_ok = mask_m & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+        dy_ptrs = (n * stride_dyn + p * stride_dyp + q * stride_dyq)[:, None] + dy_chan[None, :]
+        dyv = tl.load(dy_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+        x_ptrs = (n * stride_xn + h * stride_xh + w * stride_xw)[:, None] + x_chan[None, :]
+        xv = tl.load(x_ptrs, mask=row_ok[:, None] & mask_k[None, :], other=0.0)
+        acc += dyv.to(acc.dtype) * xv.to(acc.dtype)
+
+    # -- epilogue: this split's partial sum for the tap
+    part = tl.sum(acc, axis=0)
+    part_ptrs = part_ptr + split * stride_pt + offs_k * stride_pk \
+        + c * stride_pc + r * stride_pr + s * stride_ps
+    tl.store(part_ptrs, part, mask=mask_k)

@@ -1,0 +1,90 @@
+"""Forward conv2d as an implicit GEMM.
+
+GEMM view per group g:  Y[m, k] = sum_{(r, s, c)} X[m ; r, s, c] * W[k, c, r, s]
+  m = (n, p, q) output pixel        (M = N*P*Q rows)
+  k = output channel in the group   (KG columns)
+  reduction over (r, s, c)          (R*S*CG, c fastest)
+No im2col buffer: each A tile is gathered from the input on the fly. The reduction loop is one
+flat loop over (r, s, channel-block) so that the compiler can software-pipeline it. The
+dispatcher sends groups with fewer than 16 channels to the direct kernel instead (tl.dot needs
+a reduction block of at least 16).
+"""
+import triton
+import triton.language as tl
+
+from ._common import cast_index, mma
+
+
+@triton.jit
+def conv2d_fprop_igemm_kernel(
+    # pointers
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    # sizes
+    N, H, W, P, Q, R, S, CG, KG,
+    # convolution parameters
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    # strides (in elements)
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    stride_wk, stride_wc, stride_wr, stride_ws,
+    stride_yn, stride_yk, stride_yp, stride_yq,
+    # meta-parameters
+    HAS_BIAS: tl.constexpr, ACC_FP64: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+    ALLOW_TF32: tl.constexpr, INDEX_64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # one flat grid axis (the others are capped at 65535): pid -> (g, pid_m, pid_n), n fastest
+    M = cast_index(N, INDEX_64) * P * Q
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(KG, BLOCK_N)
+    pid = cast_index(tl.program_id(0), INDEX_64)
+    pid_n = pid % num_pid_n
+    pid_m = (pid // num_pid_n) % num_pid_m
+    g = pid // (num_pid_n * num_pid_m)
+
+    # -- output pixels handled by this program: m -> (n, p, q)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask_m = offs_m < M
+    q = offs_m % Q
+    p = (offs_m // Q) % P
+    n = offs_m // (P * Q)
+    h0 = p * stride_h - pad_h
+    w0 = q * stride_w - pad_w
+
+    # -- output channels of group g handled by this program
+    offs_k = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_k = offs_k < KG
+    chan_k = g * KG + offs_k
+
+    x_img = x_ptr + n * stride_xn + (g * CG) * stride_xc
+    w_chan = w_ptr + chan_k * stride_wk
+
+    if ACC_FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+
+    # -- reduction over (r, s, channel block), one flat loop
+    num_cb = tl.cdiv(CG, BLOCK_K)
+    for it in range(0, R * S * num_cb):
+        rs = it // num_cb
+        c0 = (it % num_cb) * BLOCK_K
+        r = rs // S
+        s = rs % S
+        h = h0 + r * dil_h
+        w = w0 + s * dil_w
+        row_ok = mask_m & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+        offs_c = c0 + tl.arange(0, BLOCK_K)
+        mask_c = offs_c < CG
+        a_ptrs = (x_img + h * stride_xh + w * stride_xw)[:, None] + offs_c[None, :] * stride_xc
+        a = tl.load(a_ptrs, mask=row_ok[:, None] & mask_c[None, :], other=0.0)
+        b_ptrs = (w_chan + r * stride_wr + s * stride_ws)[None, :] + offs_c[:, None] * stride_wc
+        b = tl.load(b_ptrs, mask=mask_c[:, None] & mask_k[None, :], other=0.0)
+        acc = mma(a, b, acc, DOT_IN_FP32, ALLOW_TF32)
+
+    # -- epilogue: bias, cast, store in the output's own layout
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + chan_k, mask=mask_k, other=0.0)
+        acc += bias.to(acc.dtype)[None, :]
+    y_ptrs = (y_ptr + n * stride_yn + p * stride_yp + q * stride_yq)[:, None] \
+        + chan_k[None, :] * stride_yk
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_k[None, :])

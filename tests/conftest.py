@@ -1,0 +1,26 @@
+"""Test setup: every kernel runs on the CPU through Triton's interpreter.
+
+TRITON_INTERPRET must be set before anything imports triton, so it is the first thing here.
+"""
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+import fastconv.ops._runtime as runtime  # noqa: E402
+
+# Fill every output with NaN before a launch, so an element a kernel forgets shows up.
+runtime.POISON_OUTPUTS = True
+
+settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield

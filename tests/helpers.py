@@ -1,0 +1,63 @@
+"""Helpers shared by the tests: tolerances, comparison, and proof that fastconv's kernels ran."""
+import contextlib
+import warnings
+
+import torch
+
+# relative error ||out - ref|| / ||ref|| against a float64 reference (DESIGN.md, Numerics)
+TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2, torch.float64: 1e-12}
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.detach().double(), ref.detach().double()
+    if torch.isnan(out).any() and not torch.isnan(ref).any():
+        return float("inf")
+    den = ref.norm().item()
+    num = (out - ref).norm().item()
+    return num / den if den > 0 else num
+
+
+def first_mismatch(out: torch.Tensor, ref: torch.Tensor, tol: float) -> str:
+    out, ref = out.detach().double(), ref.detach().double()
+    bad = ~torch.isclose(out, ref, rtol=max(tol * 10, 1e-6), atol=tol * ref.abs().max().item() * 10)
+    idx = bad.nonzero()
+    if len(idx) == 0:
+        return "no single element stands out"
+    i = tuple(idx[0].tolist())
+    return f"{len(idx)} elements differ; first at {i}: got {out[i].item()} want {ref[i].item()}"
+
+
+def assert_rel_close(out, ref, dtype, what=""):
+    tol = TOL[dtype]
+    assert out.shape == ref.shape, f"{what}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
+    err = rel_err(out, ref)
+    assert err < tol, f"{what}: relative error {err:.3e} >= {tol:.0e}; {first_mismatch(out, ref, tol)}"
+
+
+class ATenRan(AssertionError):
+    pass
+
+
+@contextlib.contextmanager
+def aten_forbidden(ops=("convolution", "convolution_backward"), namespace="aten"):
+    """Make the listed CPU ops raise while the block runs.
+
+    fastconv must compute everything with its own kernels: if a call silently fell back to ATen
+    (or torchvision), the comparison in a test would be ATen against ATen and prove nothing.
+    """
+    lib = torch.library.Library(namespace, "IMPL")
+
+    def raising(name):
+        def fn(*args, **kwargs):
+            raise ATenRan(f"{namespace}::{name} ran inside a fastconv call")
+        return fn
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "overriding a previously registered kernel"
+        for name in ops:
+            lib.impl(name, raising(name), "CPU")
+    try:
+        yield
+    finally:
+        lib._destroy()
