@@ -87,6 +87,10 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
                 f"kernel spans {span}: the kernel can't be larger than the padded input "
                 f"(input shape {list(input.shape)}, weight shape {list(weight.shape)}, "
                 f"padding={pad}, dilation={dilation})")
+    if x.numel() == 0 and x.shape[0] and x.shape[1]:
+        # torch convolves an empty batch or zero channels, but not an empty image, even padded
+        raise ValueError(f"{_FN}(): only an empty batch or zero channels are supported, got "
+                         f"input of shape {list(input.shape)} with an empty H or W")
     if any(extra):
         x = F.pad(x, (0, extra[1], 0, extra[0]))
     out = torch.ops.fastconv.conv2d(x, weight, bias, list(stride), list(pad), list(dilation),

@@ -62,7 +62,8 @@ def conv2d_fprop(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor],
     cfg = plan.config
     meta = _meta(plan, x.dtype, x, w, y)
     meta["HAS_BIAS"] = bias is not None
-    b = bias if bias is not None else y  # never read when HAS_BIAS is False
+    # the kernels read the bias with unit stride; a strided view (bias[::2]) is copied first
+    b = bias.contiguous() if bias is not None else y  # y: never read when HAS_BIAS is False
     m_tiles = triton.cdiv(pb.N * pb.P * pb.Q, cfg.block_m)
     if plan.family == "implicit_gemm":
         grid = (m_tiles * triton.cdiv(pb.KG, cfg.block_n) * groups,)

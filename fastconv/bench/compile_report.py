@@ -1,0 +1,469 @@
+"""Static GPU compile check: every kernel variant the dispatcher can launch, built for a real GPU.
+
+The tests run the kernels through Triton's interpreter, which never generates GPU code, so a tile
+config that spills registers, overflows shared memory or misses the tensor cores would only show
+on a GPU. Triton ships ptxas and cuobjdump, so the real PTX and cubin can be built and inspected on
+any machine: this module compiles every (kernel, dtype, tile config, flag) combination that
+``fastconv.ops.plan.plan_conv2d`` may choose on a GPU and reports registers, spills (stack bytes),
+shared memory, tensor-core instructions and the theoretical occupancy.
+
+    python -m fastconv.bench.compile_report --arch sm_90 --csv sm90.csv
+
+exits non-zero when a variant fails to compile, spills, or needs more shared memory than a block
+may have. It must run without TRITON_INTERPRET (the interpreter replaces ``@triton.jit`` before
+anything can be compiled); ``main`` re-executes itself without it when needed.
+"""
+import argparse
+import csv
+import inspect
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from typing import Iterable, Iterator, List, Optional
+
+import torch
+import triton
+
+from fastconv import kernels
+from fastconv.kernels.configs import DIRECT_CONFIGS, GEMM_CONFIGS, TileConfig
+from fastconv.ops import conv2d_launch
+from fastconv.ops._runtime import INTERPRETING
+from fastconv.ops.plan import _KERNELS, Plan, dtype_class
+
+# Every dtype the dispatcher accepts; the plan keys its config tables by dtype_class().
+DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+_TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32",
+                 torch.float64: "fp64"}
+
+# The launcher reports these in its meta dict, but they are launch options, not constexprs.
+_LAUNCH_OPTIONS = ("num_warps", "num_stages")
+
+ROW_FIELDS = ("kernel", "direction", "family", "dtype", "block_m", "block_n", "block_k",
+              "num_warps", "num_stages", "flags", "arch", "registers", "stack", "shared",
+              "tensor_cores", "occupancy_warps", "occupancy_limit", "compile_s", "error")
+
+
+@dataclass(frozen=True)
+class SmLimits:
+    """Per-SM resources that bound occupancy (CUDA C Programming Guide, compute capabilities)."""
+    registers: int = 65536
+    max_warps: int = 64
+    max_blocks: int = 32
+    reg_granularity: int = 256      # registers are allocated per warp in units of 256
+    smem_per_sm: int = 0
+    smem_per_block: int = 0         # the most one block may use (static + dynamic)
+    smem_reserved: int = 1024       # the driver keeps 1 KB per resident block (sm_80 and newer)
+    smem_granularity: int = 128
+
+
+SM_LIMITS = {
+    80: SmLimits(smem_per_sm=164 * 1024, smem_per_block=163 * 1024),
+    90: SmLimits(smem_per_sm=228 * 1024, smem_per_block=227 * 1024),
+}
+
+
+@dataclass
+class KernelVariant:
+    """One compilation: a kernel with its argument types, constexprs and launch options.
+
+    Holds the kernel by name so that a variant pickles into a worker process.
+    """
+    kernel_name: str
+    direction: str
+    family: str
+    dtype: torch.dtype
+    config: TileConfig
+    signature: dict = field(repr=False)   # {arg_name: "*fp16" | "i32" | "i64" | "constexpr"}
+    constexprs: dict = field(repr=False)  # {constexpr_name: value}
+
+    @property
+    def kernel(self):
+        return getattr(kernels, self.kernel_name)
+
+    @property
+    def num_warps(self) -> int:
+        return self.config.num_warps
+
+    @property
+    def num_stages(self) -> int:
+        return self.config.num_stages
+
+    @property
+    def flags(self) -> dict:
+        """The boolean constexprs (everything but the tile sizes)."""
+        return {k: v for k, v in self.constexprs.items() if isinstance(v, bool)}
+
+    def describe(self) -> dict:
+        """The columns of a report row that identify this variant."""
+        cfg = self.config
+        return {
+            "kernel": self.kernel_name, "direction": self.direction, "family": self.family,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "block_m": cfg.block_m, "block_n": cfg.block_n, "block_k": cfg.block_k,
+            "num_warps": cfg.num_warps, "num_stages": cfg.num_stages,
+            "flags": " ".join(f"{k}={int(v)}" for k, v in self.flags.items()),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Enumerating what the dispatcher can launch
+# --------------------------------------------------------------------------------------------
+
+def _constexpr_names(kernel) -> list:
+    """Names of the kernel's ``tl.constexpr`` parameters, in declaration order.
+
+    Read from the annotations of the Python function, which both a JITFunction and the
+    interpreter's InterpretedFunction wrap, so that the variants can also be listed from an
+    interpreting process (the tests do).
+    """
+    params = inspect.signature(kernel.fn).parameters
+    names = []
+    for name in kernel.arg_names:
+        ann = params[name].annotation
+        if ann is triton.language.constexpr or (isinstance(ann, str) and "constexpr" in ann):
+            names.append(name)
+    return names
+
+
+def _signature(kernel, dtype: torch.dtype, index_64: bool) -> dict:
+    """Triton argument types, as the launch in ``fastconv.ops.conv2d_launch`` passes them.
+
+    Tensors are of the problem's dtype, except the wgrad split-K workspace ``part_ptr``, which the
+    launcher allocates in the accumulator dtype. Integer arguments are all widened together with
+    INDEX_64 (a real launch would only widen those >= 2**31; this is the worst case).
+    """
+    constexprs = set(_constexpr_names(kernel))
+    acc = "*fp64" if dtype == torch.float64 else "*fp32"
+    sig = {}
+    for name in kernel.arg_names:
+        if name in constexprs:
+            sig[name] = "constexpr"
+        elif name == "part_ptr":
+            sig[name] = acc
+        elif name.endswith("_ptr"):
+            sig[name] = "*" + _TRITON_DTYPE[dtype]
+        else:
+            sig[name] = "i64" if index_64 else "i32"
+    return sig
+
+
+def _launcher_meta(direction: str, family: str, dtype: torch.dtype, config: TileConfig,
+                   allow_tf32: bool) -> dict:
+    """The meta dict the real launcher builds for this plan (constexprs and launch options).
+
+    Asking ``conv2d_launch._meta`` keeps the TileConfig -> BLOCK_* mapping and the dtype flags in
+    one place. It reads ``torch.backends.cudnn.allow_tf32`` the way a launch does, so both values
+    are tried here; it gets no tensors, so INDEX_64 comes back False and is varied by the caller.
+    """
+    plan = Plan(direction, family, _KERNELS[(direction, family)], config, 1, "compile report")
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    try:
+        return conv2d_launch._meta(plan, dtype)
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
+
+
+def variants_for(direction: str, family: str, dtype: torch.dtype,
+                 config: TileConfig) -> Iterator[KernelVariant]:
+    """Every flag combination a GPU launch of one (direction, family, dtype, config) can use.
+
+    Also usable with a TileConfig that is not (yet) in ``fastconv.kernels.configs``, to try an
+    alternative before proposing it.
+    """
+    kernel = _KERNELS[(direction, family)]
+    name = kernel.fn.__name__
+    expected = set(_constexpr_names(kernel))
+    seen = []
+    for allow_tf32 in (False, True):
+        base = _launcher_meta(direction, family, dtype, config, allow_tf32)
+        # DOT_IN_FP32 works around an interpreter bug; the launcher sets it only when this
+        # process interprets, which says nothing about a GPU launch.
+        if "DOT_IN_FP32" in base:
+            base["DOT_IN_FP32"] = False
+        # conv2d_fprop adds HAS_BIAS after _meta; mirror it for the kernels that take it
+        biases = (False, True) if "HAS_BIAS" in expected else (None,)
+        for has_bias in biases:
+            for index_64 in (False, True):
+                meta = dict(base, INDEX_64=index_64)
+                if has_bias is not None:
+                    meta["HAS_BIAS"] = has_bias
+                constexprs = {k: v for k, v in meta.items() if k not in _LAUNCH_OPTIONS}
+                if set(constexprs) != expected:
+                    raise ValueError(
+                        f"{name}: the launcher passes constexprs {sorted(constexprs)} but the "
+                        f"kernel declares {sorted(expected)}; a launch would fail")
+                # kernel declaration order, so rows and flag strings read like the signature
+                constexprs = {k: constexprs[k] for k in _constexpr_names(kernel)}
+                if constexprs in seen:  # ALLOW_TF32 only matters for float32 GEMMs
+                    continue
+                seen.append(constexprs)
+                yield KernelVariant(name, direction, family, dtype, config,
+                                    _signature(kernel, dtype, index_64), constexprs)
+
+
+def kernel_variants() -> Iterator[KernelVariant]:
+    """Every variant ``plan_conv2d`` can choose on a GPU: all configs, dtypes and flag values.
+
+    The plan takes the first config of its list that the problem fills and the last one
+    otherwise, so every entry of GEMM_CONFIGS / DIRECT_CONFIGS is reachable.
+    """
+    tables = {"implicit_gemm": GEMM_CONFIGS, "direct": DIRECT_CONFIGS}
+    for (direction, family) in _KERNELS:
+        for dtype in DTYPES:
+            for config in tables[family][direction][dtype_class(dtype)]:
+                yield from variants_for(direction, family, dtype, config)
+
+
+# --------------------------------------------------------------------------------------------
+# Compiling one variant
+# --------------------------------------------------------------------------------------------
+
+def _arch_number(arch) -> int:
+    """90 from 90, "90", "sm_90" or "sm90"."""
+    return int(str(arch).lower().replace("sm_", "").replace("sm", ""))
+
+
+def _tool(name: str) -> str:
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+
+
+def _resource_usage(cubin: bytes) -> dict:
+    """REG, STACK and SHARED of the (single) function in a cubin, from ``cuobjdump -res-usage``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        out = subprocess.run([_tool("cuobjdump"), "-res-usage", path], capture_output=True,
+                             text=True, check=True).stdout
+    usage = {}
+    for key in ("REG", "STACK", "SHARED"):
+        m = re.search(rf"\b{key}:(\d+)", out)
+        if m is None:
+            raise RuntimeError(f"cuobjdump -res-usage printed no {key}: {out!r}")
+        usage[key] = int(m.group(1))
+    return usage
+
+
+def _tensor_core_ops(ptx: str) -> str:
+    """Which tensor-core instructions the PTX uses: "wgmma", "mma", both, or "" for none."""
+    found = []
+    if "wgmma.mma_async" in ptx:
+        found.append("wgmma")
+    if re.search(r"^\s*(@%p\d+\s+)?mma\.sync", ptx, re.MULTILINE):
+        found.append("mma")
+    return "+".join(found)
+
+
+def occupancy(arch: int, registers: int, shared: int, num_warps: int) -> tuple:
+    """Theoretical resident warps per SM, and the resource that limits them.
+
+    blocks = min(max_blocks,
+                 registers_per_sm // (ceil(registers * 32 / 256) * 256 * num_warps),
+                 smem_per_sm // ceil_128(shared + 1 KB reserved),
+                 max_warps // num_warps)
+    warps  = blocks * num_warps            (of 64 on sm_80 / sm_90)
+    with 65536 registers, 64 warps and 32 blocks per SM on both, and 164 KB (sm_80) / 228 KB
+    (sm_90) of shared memory per SM. A block needing more shared memory than the per-block limit
+    (163 KB / 227 KB) cannot launch at all: 0 warps.
+    """
+    lim = SM_LIMITS[arch]
+    if shared > lim.smem_per_block:
+        return 0, "shared"
+    regs_per_warp = math.ceil(max(registers, 1) * 32 / lim.reg_granularity) * lim.reg_granularity
+    smem_per_block = math.ceil((shared + lim.smem_reserved) / lim.smem_granularity) \
+        * lim.smem_granularity
+    limits = {
+        "blocks": lim.max_blocks,
+        "registers": lim.registers // (regs_per_warp * num_warps),
+        "shared": lim.smem_per_sm // smem_per_block,
+        "warps": lim.max_warps // num_warps,
+    }
+    which = min(limits, key=lambda k: limits[k])
+    return limits[which] * num_warps, which
+
+
+def _one_line(exc: BaseException, limit: int = 600) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def compile_variant(variant: KernelVariant, arch) -> dict:
+    """Compile one variant for ``sm_<arch>`` and describe the result as a report row.
+
+    A failure (compile error, ptxas error, missing tool) is recorded in the row's ``error``
+    column instead of raised, so that one bad variant does not hide the others.
+
+    Args:
+        variant: what to compile (see :func:`kernel_variants`).
+        arch: compute capability, e.g. ``90``, ``80`` or ``"sm_90"``.
+
+    Returns:
+        dict with the keys of ``ROW_FIELDS``; ``shared`` is static (cuobjdump) plus dynamic
+        (Triton's allocation) bytes per block, ``stack`` the spill stack in bytes.
+    """
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from triton.runtime.jit import JITFunction
+
+    arch = _arch_number(arch)
+    row = dict.fromkeys(ROW_FIELDS, "")
+    row.update(variant.describe(), arch=f"sm_{arch}")
+    start = time.perf_counter()
+    try:
+        kernel = variant.kernel
+        if not isinstance(kernel, JITFunction):
+            raise RuntimeError("the kernels are interpreted in this process (TRITON_INTERPRET is "
+                               "set): nothing can be compiled for a GPU")
+        compiled = triton.compile(
+            ASTSource(kernel, variant.signature, variant.constexprs),
+            target=GPUTarget("cuda", arch, 32),
+            options={"num_warps": variant.num_warps, "num_stages": variant.num_stages})
+        usage = _resource_usage(compiled.asm["cubin"])
+        # Triton's shared memory is dynamic (absent from the cubin); cuobjdump shows the static
+        # part only (e.g. 1 KB on sm_90). A launch needs both.
+        shared = usage["SHARED"] + int(compiled.metadata.shared)
+        warps, limit = occupancy(arch, usage["REG"], shared, variant.num_warps)
+        row.update(registers=usage["REG"], stack=usage["STACK"], shared=shared,
+                   tensor_cores=_tensor_core_ops(compiled.asm["ptx"]),
+                   occupancy_warps=warps, occupancy_limit=limit)
+        if warps == 0:
+            raise RuntimeError(f"needs {shared} bytes of shared memory per block, more than the "
+                               f"{SM_LIMITS[arch].smem_per_block} sm_{arch} allows: cannot launch")
+    except Exception as exc:  # noqa: BLE001 -- every failure belongs in the report
+        row["error"] = _one_line(exc)
+    row["compile_s"] = round(time.perf_counter() - start, 2)
+    return row
+
+
+# --------------------------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------------------------
+
+def _compile_star(args) -> dict:
+    return compile_variant(*args)
+
+
+def compile_report(arch, jobs: int = 2,
+                   variants: Optional[Iterable[KernelVariant]] = None) -> List[dict]:
+    """Compile every variant for one architecture.
+
+    Args:
+        arch: compute capability (``90``, ``80`` or ``"sm_90"``).
+        jobs: worker processes; 1 compiles in this process.
+        variants: what to compile; all of :func:`kernel_variants` by default.
+
+    Returns:
+        one row (see :func:`compile_variant`) per variant, in the order of ``variants``.
+    """
+    if INTERPRETING:
+        raise RuntimeError("compile_report needs a process without TRITON_INTERPRET; run "
+                           "`python -m fastconv.bench.compile_report`, which re-executes itself")
+    arch = _arch_number(arch)
+    if arch not in SM_LIMITS:
+        raise ValueError(f"sm_{arch}: occupancy limits known for {sorted(SM_LIMITS)} only")
+    variants = list(kernel_variants() if variants is None else variants)
+    if jobs <= 1:
+        return [compile_variant(v, arch) for v in variants]
+    # spawn: a fresh interpreter per worker, not a fork of a process with torch's threads in it
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_compile_star, (v, arch)) for v in variants]
+        rows = []
+        for v, fut in zip(variants, futures):
+            try:
+                rows.append(fut.result())
+            except Exception as exc:  # noqa: BLE001 -- e.g. a worker killed by the OOM killer
+                row = dict.fromkeys(ROW_FIELDS, "")
+                row.update(v.describe(), arch=f"sm_{arch}", error=_one_line(exc))
+                rows.append(row)
+    return rows
+
+
+def is_failure(row: dict) -> bool:
+    """A row that must not ship: a compile error or register spills."""
+    return bool(row["error"]) or (row["stack"] not in ("", None) and int(row["stack"]) > 0)
+
+
+def write_csv(rows: List[dict], path: str) -> None:
+    """Write the rows with a header of ``ROW_FIELDS``."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=ROW_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def print_table(rows: List[dict]) -> None:
+    """Print the rows as a rich table; failures in red."""
+    from rich.console import Console
+    from rich.table import Table
+
+    arch = rows[0]["arch"] if rows else ""
+    table = Table(title=f"fastconv kernels compiled for {arch}", show_lines=False)
+    for col, justify in (("kernel", "left"), ("dtype", "left"), ("tile MxNxK", "right"),
+                         ("warps", "right"), ("stages", "right"), ("flags", "left"),
+                         ("regs", "right"), ("stack", "right"), ("smem KB", "right"),
+                         ("tensor cores", "left"), ("occupancy", "right"), ("error", "left")):
+        table.add_column(col, justify=justify, overflow="fold")
+    for r in rows:
+        on = [f.split("=")[0] for f in r["flags"].split() if f.endswith("=1")]
+        tile = f'{r["block_m"]}x{r["block_n"]}' + (f'x{r["block_k"]}' if r["block_k"] else "")
+        occ = f'{r["occupancy_warps"]}/64 ({r["occupancy_limit"]})' \
+            if r["occupancy_warps"] != "" else ""
+        smem = f'{r["shared"] / 1024:.1f}' if r["shared"] != "" else ""
+        table.add_row(r["kernel"].replace("_kernel", ""), r["dtype"], tile, str(r["num_warps"]),
+                      str(r["num_stages"]), " ".join(on) or "-", str(r["registers"]),
+                      str(r["stack"]), smem, r["tensor_cores"] or "-", occ, r["error"][:120],
+                      style="red" if is_failure(r) else None)
+    console = Console()
+    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+        console = Console(width=200)
+    console.print(table)
+
+
+def _reexec_without_interpreter(argv: List[str]) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    cmd = [sys.executable, "-m", "fastconv.bench.compile_report", *argv]
+    return subprocess.run(cmd, env=env).returncode
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m fastconv.bench.compile_report --arch sm_90 [--csv FILE] [--jobs N]``.
+
+    Returns:
+        0 when every variant compiled without spills, 1 otherwise.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="python -m fastconv.bench.compile_report",
+        description="Compile every fastconv kernel variant for a GPU architecture and report "
+                    "registers, spills, shared memory, tensor-core use and occupancy.")
+    parser.add_argument("--arch", default="sm_90", choices=[f"sm_{a}" for a in sorted(SM_LIMITS)])
+    parser.add_argument("--csv", help="also write the rows to this CSV file")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
+    args = parser.parse_args(argv)
+    if INTERPRETING:
+        # @triton.jit already returned interpreted functions in this process: start afresh
+        return _reexec_without_interpreter(argv)
+
+    start = time.perf_counter()
+    rows = compile_report(args.arch, jobs=args.jobs)
+    print_table(rows)
+    if args.csv:
+        write_csv(rows, args.csv)
+    failures = [r for r in rows if is_failure(r)]
+    print(f"{len(rows)} variants compiled for {args.arch} in {time.perf_counter() - start:.0f} s; "
+          f"{sum(bool(r['error']) for r in rows)} errors, "
+          f"{sum(r['stack'] != '' and int(r['stack']) > 0 for r in rows)} with spills")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
