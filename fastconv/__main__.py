@@ -1,0 +1,118 @@
+"""The ``fastconv`` command: ``fastconv verify``, ``fastconv compile-report``."""
+import argparse
+import json
+import os
+import sys
+
+_AUTO_FLAG = "FASTCONV_AUTO_INTERPRET"
+
+
+def _ensure_backend() -> None:
+    """Without a CUDA device, re-run this command under Triton's interpreter, and say so.
+
+    @triton.jit picks interpreter or GPU code when fastconv is imported, which has already
+    happened by the time this runs, so the switch needs a fresh process.
+    """
+    import torch
+    from fastconv.ops import INTERPRETING
+    if INTERPRETING or torch.cuda.is_available():
+        return
+    env = dict(os.environ, TRITON_INTERPRET="1", **{_AUTO_FLAG: "1"})
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "fastconv", *sys.argv[1:]], env)
+
+
+def _dtype(name: str):
+    import torch
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+              "float64": torch.float64}
+    if name not in dtypes:
+        raise argparse.ArgumentTypeError(f"--dtype must be one of {', '.join(dtypes)}")
+    return dtypes[name]
+
+
+def cmd_verify(args) -> int:
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from fastconv import verify as V
+
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if os.environ.get(_AUTO_FLAG):
+        console.print("[yellow]No CUDA device: running fastconv's kernels on the CPU through "
+                      "Triton's interpreter (TRITON_INTERPRET=1). This is slow; sizes are small.")
+    size = args.size or (224 if device.type == "cuda" else 32)
+    models = args.models or list(V.MODELS)
+    unknown = [m for m in models if m not in V.MODELS]
+    if unknown:
+        console.print(f"[red]unknown model(s) {unknown}; known: {sorted(V.MODELS)}")
+        return 2
+    steps = len(models) * 2
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True, disable=args.json) as bar:
+        task = bar.add_task("verifying", total=steps)
+
+        def step(what):
+            bar.update(task, description=what)
+            bar.advance(task)
+        results = V.verify(models, args.batch, size, args.dtype, device, step=step)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        table = Table(title="fastconv vs PyTorch on identical weights (relative errors)",
+                      caption="d params: the worst parameter gradient of the model")
+        for col in ("model", "params", "input", "dtype", "output", "d input", "d params",
+                    "tolerance", "backend", "time", "result"):
+            table.add_column(col, justify="right" if col in ("params", "time") else "left")
+        for r in results:
+            table.add_row(r.model, f"{r.params / 1e6:.2f}M", r.input, r.dtype,
+                          f"{r.output_err:.1e}", f"{r.input_grad_err:.1e}",
+                          f"{r.param_grad_err:.1e}", f"{r.tolerance:.0e}", r.backend,
+                          f"{r.seconds:.0f}s", "[green]ok" if r.passed else "[red]MISMATCH")
+        console.print(table)
+    failed = [r.model for r in results if not r.passed]
+    if failed:
+        console.print(f"[red]mismatch: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+def cmd_compile_report(args) -> int:
+    from fastconv.bench import compile_report
+    argv = ["--arch", args.arch] + (["--csv", args.csv] if args.csv else [])
+    return compile_report.main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastconv", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("verify", help="compare fastconv with PyTorch on real models")
+    p.add_argument("--models", nargs="+", help="models to verify (default: all)")
+    p.add_argument("--batch", type=int, default=2, help="batch size (default: 2)")
+    p.add_argument("--size", type=int, default=None,
+                   help="input height and width (default: 224 on a GPU, 32 on the CPU)")
+    p.add_argument("--dtype", type=_dtype, default="float32", help="float32 | float16 | bfloat16 | float64")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("compile-report",
+                       help="compile every kernel config for a GPU architecture (no GPU needed)")
+    p.add_argument("--arch", default="sm_90", choices=["sm_90", "sm_80"])
+    p.add_argument("--csv", help="also write the table to this CSV file")
+    p.set_defaults(func=cmd_compile_report)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.func is cmd_verify:
+        _ensure_backend()
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
