@@ -1,0 +1,62 @@
+"""The ``fastconv`` command: verify end to end, including its exit code on a mismatch."""
+import json
+import os
+import subprocess
+import sys
+
+import torch
+import torch.nn as nn
+
+from fastconv import __main__ as cli
+from fastconv import verify as V
+from fastconv.ops import conv2d_launch
+
+
+def _tiny_model():
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                         nn.Conv2d(16, 16, 3, stride=2, groups=2), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(16, 4))
+
+
+def test_verify_resnet18_json(capsys):
+    assert cli.main(["verify", "--models", "resnet18", "--batch", "1", "--size", "16", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["model"] for r in rows] == ["resnet18"]
+    row = rows[0]
+    assert row["passed"] and row["input"] == "1x3x16x16" and row["params"] == 11689512
+    assert 0 < row["output_err"] < 1e-4 and 0 < row["param_grad_err"] < 1e-4
+    assert row["backend"] == "interpreter (CPU)"
+
+
+def test_verify_table_and_mismatch_exit_code(monkeypatch, capsys):
+    monkeypatch.setitem(V.MODELS, "tiny", _tiny_model)
+    assert cli.main(["verify", "--models", "tiny", "--size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny" in out and "ok" in out and "d params" in out
+
+    real = conv2d_launch.conv2d_fprop
+
+    def off_by_a_little(x, w, bias, y, *args):
+        plan = real(x, w, bias, y, *args)
+        y.mul_(1.001)  # a kernel that is almost right must still fail verification
+        return plan
+    monkeypatch.setattr(conv2d_launch, "conv2d_fprop", off_by_a_little)
+    assert cli.main(["verify", "--models", "tiny", "--size", "8"]) == 1
+    assert "MISMATCH" in capsys.readouterr().out
+
+
+def test_verify_unknown_model(capsys):
+    assert cli.main(["verify", "--models", "nosuchnet"]) == 2
+    assert "nosuchnet" in capsys.readouterr().out
+
+
+def test_command_switches_to_the_interpreter_without_a_gpu():
+    """Run as a user would, with no TRITON_INTERPRET: the command must set it and say so."""
+    if torch.cuda.is_available():
+        return
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "fastconv", "verify", "--models", "tiny_cli"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    # an unknown model is enough to see the switch without the cost of a whole run
+    assert proc.returncode == 2, proc.stderr
+    assert "TRITON_INTERPRET=1" in proc.stdout and "interpreter" in proc.stdout
