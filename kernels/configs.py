@@ -1,8 +1,14 @@
 """Tile configurations the dispatcher may choose on a GPU, per kernel family and dtype class.
 
-Every entry here is compiled for sm_90 and sm_80 by the compile check, which fails on a compile
-error or a register spill; the plan in ``fastconv.ops.plan`` never picks anything else on a GPU.
-Under the interpreter the plan sizes blocks to the problem instead (fewer, larger programs).
+Every entry here is compiled for sm_90 and sm_80 by the compile check (``fastconv
+compile-report``, tests/test_compile_gpu.py), which fails on a compile error or a register
+spill; the plan in ``fastconv.ops.plan`` never picks anything else on a GPU. Under the
+interpreter the plan sizes blocks to the problem instead (fewer, larger programs).
+
+The lists are what that check measured as spill-free (registers at most 255, stack 0) on both
+architectures; larger tiles measured at the time, e.g. 128x128x32 with 8 warps for 16-bit or
+64x32x32 for float32, spilled. 64-bit index arithmetic (a tensor with >= 2**31 elements) holds
+more registers, so those launches use the smaller GEMM_CONFIGS_INT64 tiles.
 """
 from dataclasses import dataclass
 
@@ -16,31 +22,29 @@ class TileConfig:
     num_stages: int
 
 
+_C = TileConfig
+
 # dtype classes: "16" (float16, bfloat16), "32" (float32), "64" (float64)
 # Ordered from the largest tile to the smallest; the plan takes the first that the problem fills.
+_PIXEL_GEMM = {  # fprop and dgrad: rows are pixels, columns channels
+    "16": [_C(128, 64, 32, 8, 2), _C(64, 64, 32, 4, 3), _C(32, 32, 32, 4, 2)],
+    "32": [_C(32, 32, 32, 4, 2)],
+    "64": [_C(64, 32, 16, 4, 2), _C(32, 32, 16, 4, 1)],
+}
 GEMM_CONFIGS = {
-    "fprop": {
-        "16": [TileConfig(128, 128, 32, 8, 3), TileConfig(128, 64, 32, 4, 4), TileConfig(64, 32, 32, 4, 4)],
-        "32": [TileConfig(128, 64, 32, 8, 3), TileConfig(64, 32, 32, 4, 3)],
-        "64": [TileConfig(64, 32, 16, 4, 2)],
-    },
-    "dgrad": {
-        "16": [TileConfig(128, 128, 32, 8, 3), TileConfig(128, 64, 32, 4, 4), TileConfig(64, 32, 32, 4, 4)],
-        "32": [TileConfig(128, 64, 32, 8, 3), TileConfig(64, 32, 32, 4, 3)],
-        "64": [TileConfig(64, 32, 16, 4, 2)],
-    },
-    "wgrad": {
-        "16": [TileConfig(128, 128, 32, 8, 3), TileConfig(64, 64, 32, 4, 4)],
-        "32": [TileConfig(64, 64, 32, 4, 3), TileConfig(32, 64, 32, 4, 3)],
-        "64": [TileConfig(32, 32, 16, 4, 2)],
+    "fprop": _PIXEL_GEMM,
+    "dgrad": _PIXEL_GEMM,
+    "wgrad": {  # rows are output channels, columns taps, reduction over pixels
+        "16": [_C(128, 64, 32, 8, 2), _C(64, 64, 32, 4, 3), _C(32, 32, 32, 4, 2)],
+        "32": [_C(64, 64, 16, 4, 2), _C(32, 32, 32, 4, 2)],
+        "64": [_C(32, 32, 16, 4, 1)],
     },
 }
 
-DIRECT_CONFIGS = {
-    "fprop": {"16": [TileConfig(64, 64, 0, 4, 1)], "32": [TileConfig(64, 64, 0, 4, 1)],
-              "64": [TileConfig(32, 64, 0, 4, 1)]},
-    "dgrad": {"16": [TileConfig(64, 64, 0, 4, 1)], "32": [TileConfig(64, 64, 0, 4, 1)],
-              "64": [TileConfig(32, 64, 0, 4, 1)]},
-    "wgrad": {"16": [TileConfig(64, 64, 0, 4, 1)], "32": [TileConfig(64, 64, 0, 4, 1)],
-              "64": [TileConfig(32, 64, 0, 4, 1)]},
-}
+_INT64 = {"16": [_C(32, 32, 32, 4, 2)], "32": [_C(32, 32, 16, 4, 1)], "64": [_C(32, 32, 16, 4, 1)]}
+GEMM_CONFIGS_INT64 = {"fprop": _INT64, "dgrad": _INT64, "wgrad": _INT64}
+
+# Direct kernels: few rows per thread (each row carries its own n/h/w state), 64 channels wide
+# for unit-stride channels_last access; spill-free with 32- and 64-bit offsets alike.
+_DIRECT = {cls: [_C(16, 64, 0, 4, 1), _C(32, 32, 0, 4, 1)] for cls in ("16", "32", "64")}
+DIRECT_CONFIGS = {"fprop": _DIRECT, "dgrad": _DIRECT, "wgrad": _DIRECT}

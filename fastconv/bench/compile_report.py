@@ -32,10 +32,10 @@ import torch
 import triton
 
 from fastconv import kernels
-from fastconv.kernels.configs import DIRECT_CONFIGS, GEMM_CONFIGS, TileConfig
+from fastconv.kernels.configs import DIRECT_CONFIGS, GEMM_CONFIGS, GEMM_CONFIGS_INT64, TileConfig
 from fastconv.ops import conv2d_launch
 from fastconv.ops._runtime import INTERPRETING
-from fastconv.ops.plan import _KERNELS, Plan, dtype_class
+from fastconv.ops.plan import _KERNELS, ConvProblem, Plan, dtype_class, plan_conv2d
 
 # Every dtype the dispatcher accepts; the plan keys its config tables by dtype_class().
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -156,14 +156,15 @@ def _signature(kernel, dtype: torch.dtype, index_64: bool) -> dict:
 
 
 def _launcher_meta(direction: str, family: str, dtype: torch.dtype, config: TileConfig,
-                   allow_tf32: bool) -> dict:
+                   index_64: bool, allow_tf32: bool) -> dict:
     """The meta dict the real launcher builds for this plan (constexprs and launch options).
 
-    Asking ``conv2d_launch._meta`` keeps the TileConfig -> BLOCK_* mapping and the dtype flags in
-    one place. It reads ``torch.backends.cudnn.allow_tf32`` the way a launch does, so both values
-    are tried here; it gets no tensors, so INDEX_64 comes back False and is varied by the caller.
+    Asking ``conv2d_launch._meta`` keeps the TileConfig -> BLOCK_* mapping and the dtype flags
+    (INDEX_64 from the plan included) in one place. It reads ``torch.backends.cudnn.allow_tf32``
+    the way a launch does, so both values are tried here.
     """
-    plan = Plan(direction, family, _KERNELS[(direction, family)], config, 1, "compile report")
+    plan = Plan(direction, family, _KERNELS[(direction, family)], config, 1, "compile report",
+                index_64)
     saved = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = allow_tf32
     try:
@@ -172,28 +173,38 @@ def _launcher_meta(direction: str, family: str, dtype: torch.dtype, config: Tile
         torch.backends.cudnn.allow_tf32 = saved
 
 
-def variants_for(direction: str, family: str, dtype: torch.dtype,
-                 config: TileConfig) -> Iterator[KernelVariant]:
+# (table, the INDEX_64 values the plan launches its configs with) per family, as plan_conv2d
+# reads them on a GPU: GEMM launches that need 64-bit offsets take GEMM_CONFIGS_INT64, the direct
+# kernels use one list for both. _check_plan_tables keeps this in step with the plan.
+_TABLES = {"implicit_gemm": [(GEMM_CONFIGS, (False,)), (GEMM_CONFIGS_INT64, (True,))],
+           "direct": [(DIRECT_CONFIGS, (False, True))]}
+
+
+def variants_for(direction: str, family: str, dtype: torch.dtype, config: TileConfig,
+                 index_64_values=(False, True)) -> Iterator[KernelVariant]:
     """Every flag combination a GPU launch of one (direction, family, dtype, config) can use.
 
     Also usable with a TileConfig that is not (yet) in ``fastconv.kernels.configs``, to try an
     alternative before proposing it.
+
+    Args:
+        index_64_values: the INDEX_64 values (64-bit offsets) to build.
     """
     kernel = _KERNELS[(direction, family)]
     name = kernel.fn.__name__
     expected = set(_constexpr_names(kernel))
+    biases = (False, True) if "HAS_BIAS" in expected else (None,)
     seen = []
-    for allow_tf32 in (False, True):
-        base = _launcher_meta(direction, family, dtype, config, allow_tf32)
-        # DOT_IN_FP32 works around an interpreter bug; the launcher sets it only when this
-        # process interprets, which says nothing about a GPU launch.
-        if "DOT_IN_FP32" in base:
-            base["DOT_IN_FP32"] = False
-        # conv2d_fprop adds HAS_BIAS after _meta; mirror it for the kernels that take it
-        biases = (False, True) if "HAS_BIAS" in expected else (None,)
-        for has_bias in biases:
-            for index_64 in (False, True):
-                meta = dict(base, INDEX_64=index_64)
+    for index_64 in index_64_values:
+        for allow_tf32 in (False, True):
+            base = _launcher_meta(direction, family, dtype, config, index_64, allow_tf32)
+            # DOT_IN_FP32 works around an interpreter bug; the launcher sets it only when this
+            # process interprets, which says nothing about a GPU launch.
+            if "DOT_IN_FP32" in base:
+                base["DOT_IN_FP32"] = False
+            # conv2d_fprop adds HAS_BIAS after _meta; mirror it for the kernels that take it
+            for has_bias in biases:
+                meta = dict(base)
                 if has_bias is not None:
                     meta["HAS_BIAS"] = has_bias
                 constexprs = {k: v for k, v in meta.items() if k not in _LAUNCH_OPTIONS}
@@ -214,13 +225,40 @@ def kernel_variants() -> Iterator[KernelVariant]:
     """Every variant ``plan_conv2d`` can choose on a GPU: all configs, dtypes and flag values.
 
     The plan takes the first config of its list that the problem fills and the last one
-    otherwise, so every entry of GEMM_CONFIGS / DIRECT_CONFIGS is reachable.
+    otherwise, so every entry of GEMM_CONFIGS, GEMM_CONFIGS_INT64 and DIRECT_CONFIGS is
+    reachable.
     """
-    tables = {"implicit_gemm": GEMM_CONFIGS, "direct": DIRECT_CONFIGS}
     for (direction, family) in _KERNELS:
         for dtype in DTYPES:
-            for config in tables[family][direction][dtype_class(dtype)]:
-                yield from variants_for(direction, family, dtype, config)
+            for table, index_64_values in _TABLES[family]:
+                for config in table[direction][dtype_class(dtype)]:
+                    yield from variants_for(direction, family, dtype, config, index_64_values)
+
+
+def _check_plan_tables() -> None:
+    """Fail loudly if ``plan_conv2d`` picks a config that :func:`kernel_variants` does not build.
+
+    ``_TABLES`` restates which table the plan reads; asking the plan itself about a large and a
+    tiny problem of every kind keeps the two from drifting apart unnoticed. Only meaningful where
+    the plan takes its GPU path, i.e. in a process that does not interpret.
+    """
+    # (C, K, groups) that send a problem to each family
+    channels = {"implicit_gemm": [(1024, 1024, 1), (16, 16, 1)],
+                "direct": [(4096, 4096, 512), (8, 8, 1)]}
+    for (direction, family) in _KERNELS:
+        for dtype in DTYPES:
+            for index_64 in (False, True):
+                table = next(t for t, values in _TABLES[family] if index_64 in values)
+                allowed = table[direction][dtype_class(dtype)]
+                for (c, k, groups) in channels[family]:
+                    for (n, hw, rs) in ((64, 64, 3), (1, 1, 1)):  # (N, H=W=P=Q, R=S)
+                        pb = ConvProblem(n, c, hw, hw, k, hw, hw, rs, rs, groups, dtype)
+                        plan = plan_conv2d(direction, pb, None, index_64)
+                        if plan.family != family or plan.config not in allowed:
+                            raise RuntimeError(
+                                f"plan_conv2d({direction!r}, {pb}, index_64={index_64}) chose "
+                                f"{plan.family} {plan.config}, which the compile report does "
+                                "not build: update _TABLES in fastconv.bench.compile_report")
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,7 +408,10 @@ def compile_report(arch, jobs: int = 2,
     arch = _arch_number(arch)
     if arch not in SM_LIMITS:
         raise ValueError(f"sm_{arch}: occupancy limits known for {sorted(SM_LIMITS)} only")
-    variants = list(kernel_variants() if variants is None else variants)
+    if variants is None:
+        _check_plan_tables()
+        variants = kernel_variants()
+    variants = list(variants)
     if jobs <= 1:
         return [compile_variant(v, arch) for v in variants]
     # spawn: a fresh interpreter per worker, not a fork of a process with torch's threads in it

@@ -36,10 +36,10 @@ def needs_int64(*tensors: torch.Tensor) -> bool:
     return False
 
 
-def _meta(plan: Plan, dtype: torch.dtype, *tensors: torch.Tensor) -> dict:
+def _meta(plan: Plan, dtype: torch.dtype) -> dict:
     cfg = plan.config
     meta = _dtype_flags(dtype, plan.family)
-    meta["INDEX_64"] = needs_int64(*tensors)
+    meta["INDEX_64"] = plan.index_64
     meta.update(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
                 num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     if plan.family == "implicit_gemm":
@@ -56,11 +56,11 @@ def conv2d_fprop(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor],
                  groups: int) -> Plan:
     """y = conv2d(x, w) + bias, written into the preallocated ``y``."""
     pb = conv_problem(x.shape, w.shape, y.shape, groups, x.dtype)
-    plan = plan_conv2d("fprop", pb, x.device)
+    plan = plan_conv2d("fprop", pb, x.device, needs_int64(x, w, y))
     if y.numel() == 0:
         return plan
     cfg = plan.config
-    meta = _meta(plan, x.dtype, x, w, y)
+    meta = _meta(plan, x.dtype)
     meta["HAS_BIAS"] = bias is not None
     # the kernels read the bias with unit stride; a strided view (bias[::2]) is copied first
     b = bias.contiguous() if bias is not None else y  # y: never read when HAS_BIAS is False
@@ -80,11 +80,11 @@ def conv2d_dgrad(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor, stride: Se
                  padding: Sequence[int], dilation: Sequence[int], groups: int) -> Plan:
     """dx = d conv2d / d input, written into the preallocated ``dx``."""
     pb = conv_problem(dx.shape, w.shape, dy.shape, groups, dy.dtype)
-    plan = plan_conv2d("dgrad", pb, dy.device)
+    plan = plan_conv2d("dgrad", pb, dy.device, needs_int64(dy, w, dx))
     if dx.numel() == 0:
         return plan
     cfg = plan.config
-    meta = _meta(plan, dy.dtype, dy, w, dx)
+    meta = _meta(plan, dy.dtype)
     m_tiles = triton.cdiv(pb.N * pb.H * pb.W, cfg.block_m)
     if plan.family == "implicit_gemm":
         grid = (m_tiles * triton.cdiv(pb.CG, cfg.block_n) * groups,)
@@ -102,7 +102,10 @@ def conv2d_wgrad(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[int],
                  groups: int) -> torch.Tensor:
     """d conv2d / d weight, as a new contiguous tensor of ``weight_shape``."""
     pb = conv_problem(x.shape, weight_shape, dy.shape, groups, x.dtype)
-    plan = plan_conv2d("wgrad", pb, x.device)
+    # the plan keeps the split-K workspace under 2**31 elements, so only x, dy and the weight
+    # itself can need 64-bit offsets
+    big_weight = pb.K * pb.CG * pb.R * pb.S >= 2**31
+    plan = plan_conv2d("wgrad", pb, x.device, needs_int64(x, dy) or big_weight)
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     if pb.K * pb.CG * pb.R * pb.S == 0:
         return new_output(weight_shape, x)
@@ -112,7 +115,7 @@ def conv2d_wgrad(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[int],
     m_per_split = triton.cdiv(triton.cdiv(red, plan.split), step) * step
     split = max(1, triton.cdiv(red, max(m_per_split, 1)))
     part = new_output((split, *weight_shape), x, dtype=acc_dtype)
-    meta = _meta(plan, x.dtype, x, dy, part)
+    meta = _meta(plan, x.dtype)
     if plan.family == "implicit_gemm":
         tiles = triton.cdiv(pb.KG, cfg.block_m) * triton.cdiv(pb.R * pb.S * pb.CG, cfg.block_n)
         grid = (tiles * groups, split)

@@ -21,7 +21,7 @@ import torch
 import triton
 
 from fastconv import kernels
-from fastconv.kernels.configs import DIRECT_CONFIGS, GEMM_CONFIGS, TileConfig
+from fastconv.kernels.configs import DIRECT_CONFIGS, GEMM_CONFIGS, GEMM_CONFIGS_INT64, TileConfig
 from fastconv.ops._runtime import INTERPRETING
 
 THIN = 16  # smallest reduction tl.dot accepts
@@ -60,6 +60,7 @@ class Plan:
     config: TileConfig
     split: int           # wgrad: number of partial sums over N*P*Q (1 otherwise)
     reason: str
+    index_64: bool = False  # 64-bit element offsets (some tensor has >= 2**31 elements)
 
     @property
     def kernel_name(self) -> str:
@@ -148,19 +149,26 @@ def _wgrad_split(family: str, pb: ConvProblem, cfg: TileConfig, device) -> int:
         tiles = (triton.cdiv(pb.KG, cfg.block_m) * triton.cdiv(pb.R * pb.S * pb.CG, cfg.block_n)
                  * pb.groups)
     want = triton.cdiv(2 * _sm_count(device), max(tiles, 1))
-    return max(1, min(want, triton.cdiv(red, 4 * step), 1024))
+    # the workspace [split, K, CG, R, S] stays under 2**31 elements, so it never forces int64
+    fits_int32 = (2**31 - 1) // max(pb.K * pb.CG * pb.R * pb.S, 1)
+    return max(1, min(want, triton.cdiv(red, 4 * step), 1024, fits_int32))
 
 
-def plan_conv2d(direction: str, pb: ConvProblem, device=None) -> Plan:
-    """Choose the kernel family and config for one direction of a conv2d problem."""
+def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = False) -> Plan:
+    """Choose the kernel family and config for one direction of a conv2d problem.
+
+    ``index_64`` says that some tensor needs 64-bit offsets; 64-bit index arithmetic holds more
+    registers, so those launches take smaller tiles (still spill-free).
+    """
     family, reason = _family(direction, pb)
     if INTERPRETING:
         cfg = _interpreter_config(direction, family, pb)
     else:
-        table = GEMM_CONFIGS if family == "implicit_gemm" else DIRECT_CONFIGS
+        table = DIRECT_CONFIGS if family == "direct" else (
+            GEMM_CONFIGS_INT64 if index_64 else GEMM_CONFIGS)
         rows, cols, _ = _gemm_dims(direction, pb)
         if family == "direct":
             cols = pb.K if direction != "dgrad" else pb.C
         cfg = _gpu_config(table[direction][dtype_class(pb.dtype)], rows, cols)
     split = _wgrad_split(family, pb, cfg, device) if direction == "wgrad" else 1
-    return Plan(direction, family, _KERNELS[(direction, family)], cfg, split, reason)
+    return Plan(direction, family, _KERNELS[(direction, family)], cfg, split, reason, index_64)
