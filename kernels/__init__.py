@@ -6,6 +6,7 @@ dispatch plan and the config lists are in :mod:`fastconv.ops`.
 from .conv2d_fprop_igemm import conv2d_fprop_igemm_kernel
 from .conv2d_dgrad_igemm import conv2d_dgrad_igemm_kernel
 from .conv2d_wgrad_igemm import conv2d_wgrad_igemm_kernel
+from .conv2d_1x1_gemm import conv2d_1x1_gemm_kernel, conv2d_1x1_wgrad_kernel
 from .conv2d_direct import (
     conv2d_fprop_direct_kernel,
     conv2d_dgrad_direct_kernel,
@@ -16,6 +17,8 @@ __all__ = [
     "conv2d_fprop_igemm_kernel",
     "conv2d_dgrad_igemm_kernel",
     "conv2d_wgrad_igemm_kernel",
+    "conv2d_1x1_gemm_kernel",
+    "conv2d_1x1_wgrad_kernel",
     "conv2d_fprop_direct_kernel",
     "conv2d_dgrad_direct_kernel",
     "conv2d_wgrad_direct_kernel",

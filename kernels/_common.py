@@ -27,3 +27,43 @@ def cast_index(x, INDEX_64: tl.constexpr):
     if INDEX_64:
         x = x.to(tl.int64)
     return x
+
+
+# activation codes shared with fastconv.ops (ACTIVATIONS there maps names to these)
+ACT_NONE = 0
+ACT_RELU = 1
+ACT_RELU6 = 2
+ACT_SILU = 3
+ACT_GELU = 4
+
+
+@triton.jit
+def conv_epilogue(acc, offs_k, mask_k, y_row, r_row, mask_m,
+                  b_ptr, res_ptr, pre_ptr, y_ptr, stride_yk, stride_rk,
+                  activation, has_residual, store_preact, HAS_BIAS: tl.constexpr):
+    """y = act(acc + bias + residual), stored in y's layout.
+
+    ``activation``, ``has_residual`` and ``store_preact`` are runtime values, not constexprs:
+    the epilogue runs once per tile, so its branches cost nothing measurable, and one compiled
+    kernel covers every combination (the compile check then sees the worst case of them all).
+    The pre-activation z is stored (``store_preact``) when the backward of silu/gelu needs it.
+    """
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + offs_k, mask=mask_k, other=0.0)
+        acc += bias.to(acc.dtype)[None, :]
+    mask = mask_m[:, None] & mask_k[None, :]
+    if has_residual != 0:
+        res = tl.load(res_ptr + r_row[:, None] + offs_k[None, :] * stride_rk, mask=mask, other=0.0)
+        acc += res.to(acc.dtype)
+    y_offs = y_row[:, None] + offs_k[None, :] * stride_yk
+    if store_preact != 0:
+        tl.store(pre_ptr + y_offs, acc.to(pre_ptr.dtype.element_ty), mask=mask)
+    if activation == 1:    # relu
+        acc = tl.maximum(acc, 0.0)
+    elif activation == 2:  # relu6
+        acc = tl.minimum(tl.maximum(acc, 0.0), 6.0)
+    elif activation == 3:  # silu
+        acc = acc * tl.sigmoid(acc.to(tl.float32)).to(acc.dtype)
+    elif activation == 4:  # gelu, exact (erf) form as torch's default
+        acc = 0.5 * acc * (1.0 + tl.erf((acc * 0.7071067811865476).to(tl.float32)).to(acc.dtype))
+    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask)

@@ -9,13 +9,13 @@ different group: one launch covers all groups.
 import triton
 import triton.language as tl
 
-from ._common import cast_index
+from ._common import cast_index, conv_epilogue
 
 
 @triton.jit
 def conv2d_fprop_direct_kernel(
-    # pointers
-    x_ptr, w_ptr, b_ptr, y_ptr,
+    # pointers (res: residual added before the activation; pre: pre-activation, for backward)
+    x_ptr, w_ptr, b_ptr, res_ptr, y_ptr, pre_ptr,
     # sizes
     N, H, W, P, Q, R, S, CG, KG, K,
     # convolution parameters
@@ -24,6 +24,9 @@ def conv2d_fprop_direct_kernel(
     stride_xn, stride_xc, stride_xh, stride_xw,
     stride_wk, stride_wc, stride_wr, stride_ws,
     stride_yn, stride_yk, stride_yp, stride_yq,
+    stride_rn, stride_rk, stride_rp, stride_rq,
+    # epilogue switches (runtime: see conv_epilogue)
+    activation, has_residual, store_preact,
     # meta-parameters
     HAS_BIAS: tl.constexpr, ACC_FP64: tl.constexpr, INDEX_64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -69,13 +72,11 @@ def conv2d_fprop_direct_kernel(
         wv = tl.load(w_chan + c * stride_wc + r * stride_wr + s * stride_ws, mask=mask_k, other=0.0)
         acc += xv.to(acc.dtype) * wv.to(acc.dtype)[None, :]
 
-    # -- epilogue
-    if HAS_BIAS:
-        bias = tl.load(b_ptr + offs_k, mask=mask_k, other=0.0)
-        acc += bias.to(acc.dtype)[None, :]
-    y_ptrs = (y_ptr + n * stride_yn + p * stride_yp + q * stride_yq)[:, None] \
-        + offs_k[None, :] * stride_yk
-    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_k[None, :])
+    # -- epilogue: bias, residual, activation
+    conv_epilogue(acc, offs_k, mask_k, n * stride_yn + p * stride_yp + q * stride_yq,
+                  n * stride_rn + p * stride_rp + q * stride_rq, mask_m,
+                  b_ptr, res_ptr, pre_ptr, y_ptr, stride_yk, stride_rk,
+                  activation, has_residual, store_preact, HAS_BIAS)
 
 
 @triton.jit

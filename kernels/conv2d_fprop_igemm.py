@@ -12,13 +12,13 @@ a reduction block of at least 16).
 import triton
 import triton.language as tl
 
-from ._common import cast_index, mma
+from ._common import cast_index, conv_epilogue, mma
 
 
 @triton.jit
 def conv2d_fprop_igemm_kernel(
-    # pointers
-    x_ptr, w_ptr, b_ptr, y_ptr,
+    # pointers (res: residual added before the activation; pre: pre-activation, for backward)
+    x_ptr, w_ptr, b_ptr, res_ptr, y_ptr, pre_ptr,
     # sizes
     N, H, W, P, Q, R, S, CG, KG,
     # convolution parameters
@@ -27,6 +27,9 @@ def conv2d_fprop_igemm_kernel(
     stride_xn, stride_xc, stride_xh, stride_xw,
     stride_wk, stride_wc, stride_wr, stride_ws,
     stride_yn, stride_yk, stride_yp, stride_yq,
+    stride_rn, stride_rk, stride_rp, stride_rq,
+    # epilogue switches (runtime: see conv_epilogue)
+    activation, has_residual, store_preact,
     # meta-parameters
     HAS_BIAS: tl.constexpr, ACC_FP64: tl.constexpr, DOT_IN_FP32: tl.constexpr,
     ALLOW_TF32: tl.constexpr, INDEX_64: tl.constexpr,
@@ -81,10 +84,8 @@ def conv2d_fprop_igemm_kernel(
         b = tl.load(b_ptrs, mask=mask_c[:, None] & mask_k[None, :], other=0.0)
         acc = mma(a, b, acc, DOT_IN_FP32, ALLOW_TF32)
 
-    # -- epilogue: bias, cast, store in the output's own layout
-    if HAS_BIAS:
-        bias = tl.load(b_ptr + chan_k, mask=mask_k, other=0.0)
-        acc += bias.to(acc.dtype)[None, :]
-    y_ptrs = (y_ptr + n * stride_yn + p * stride_yp + q * stride_yq)[:, None] \
-        + chan_k[None, :] * stride_yk
-    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_k[None, :])
+    # -- epilogue: bias, residual, activation, store in the output's own layout
+    conv_epilogue(acc, chan_k, mask_k, n * stride_yn + p * stride_yp + q * stride_yq,
+                  n * stride_rn + p * stride_rp + q * stride_rq, mask_m,
+                  b_ptr, res_ptr, pre_ptr, y_ptr, stride_yk, stride_rk,
+                  activation, has_residual, store_preact, HAS_BIAS)

@@ -56,7 +56,8 @@ def _out(size, k, s, p, d):
 
 
 def random_case(rng: random.Random) -> Optional[ConvCase]:
-    kind = rng.choice(["dense", "dense", "thin_dense", "grouped", "depthwise", "pointwise"])
+    kind = rng.choice(["dense", "dense", "thin_dense", "grouped", "depthwise", "pointwise",
+                       "pointwise"])
     if kind == "depthwise":
         groups = rng.choice([3, 4, 8, 17])
         cg, kg = 1, rng.choice([1, 1, 2, 3])
@@ -79,6 +80,8 @@ def random_case(rng: random.Random) -> Optional[ConvCase]:
         padding = rng.choice(["same", "valid"])
     else:
         padding = (rng.randint(0, 3), rng.randint(0, 3))
+    if kind == "pointwise" and rng.random() < 0.8:  # mostly the 1x1 GEMM's case, some strided
+        stride, padding = (1, 1), (0, 0)
     n = rng.choice([1, 1, 2, 3])
     h, w = rng.randint(1, 13), rng.randint(1, 13)
     pads = (0, 0) if padding == "valid" else (

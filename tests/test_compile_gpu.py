@@ -86,12 +86,13 @@ def test_no_register_spills(report):
 def test_16bit_gemms_use_tensor_cores(report):
     arch, _, rows = report
     gemm16 = [r for r in rows
-              if r["family"] == "implicit_gemm" and r["dtype"] in ("float16", "bfloat16")
-              and not r["error"]]
-    assert gemm16, f"no 16-bit implicit-GEMM rows on {arch}"
+              if r["family"] in ("implicit_gemm", "gemm_1x1")
+              and r["dtype"] in ("float16", "bfloat16") and not r["error"]]
+    assert {r["family"] for r in gemm16} == {"implicit_gemm", "gemm_1x1"}, arch
+    assert gemm16, f"no 16-bit GEMM rows on {arch}"
     allowed = {"sm_90": {"wgmma", "mma"}, "sm_80": {"mma"}}[arch]
     missing = [_label(r) for r in gemm16 if not set(r["tensor_cores"].split("+")) & allowed]
     # which instruction Triton picked (wgmma is the fast path on sm_90): visible with -s / -rA
-    print(f"{arch} 16-bit implicit-GEMM tensor-core instructions:",
+    print(f"{arch} 16-bit GEMM tensor-core instructions:",
           dict(collections.Counter(r["tensor_cores"] or "none" for r in gemm16)))
     assert not missing, f"no {'/'.join(sorted(allowed))} in the PTX of:\n" + "\n".join(missing)

@@ -111,3 +111,32 @@ def test_convert_a_bare_conv_and_leaves_subclasses_alone():
     assert type(out[0]) is Custom and type(out[1]) is fastconv.Conv2d
     with pytest.raises(TypeError, match="model"):
         fastconv.convert("resnet")
+
+
+def test_convert_replaces_conv1d_and_conv_transpose2d():
+    """An encoder-decoder with every convolution type fastconv has: all swapped, same result."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seq = nn.Conv1d(4, 16, 3, padding=1)
+            self.down = nn.Conv2d(1, 16, 3, stride=2, padding=1)
+            self.up = nn.ConvTranspose2d(16, 4, 3, stride=2, padding=1, output_padding=1)
+
+        def forward(self, x):
+            n, c, length = x.shape
+            y = self.seq(x).view(n, 1, 16, length)
+            return self.up(torch.relu(self.down(y)))
+
+    ref = Net().double()
+    model = fastconv.convert(ref)
+    assert type(model.seq) is fastconv.Conv1d and type(model.down) is fastconv.Conv2d
+    assert type(model.up) is fastconv.ConvTranspose2d
+    x = torch.randn(2, 4, 6, dtype=torch.float64)
+    with aten_forbidden():
+        y = model(x)
+        y.sum().backward()
+    y_ref = ref(x)
+    y_ref.sum().backward()
+    assert_rel_close(y, y_ref, torch.float64, "output")
+    for (name, p), p_ref in zip(model.named_parameters(), ref.parameters()):
+        assert_rel_close(p.grad, p_ref.grad, torch.float64, f"grad {name}")

@@ -32,10 +32,10 @@ import torch
 import triton
 
 from fastconv import kernels
-from fastconv.kernels.configs import DIRECT_CONFIGS, GEMM_CONFIGS, GEMM_CONFIGS_INT64, TileConfig
+from fastconv.kernels.configs import TileConfig
 from fastconv.ops import conv2d_launch
 from fastconv.ops._runtime import INTERPRETING
-from fastconv.ops.plan import _KERNELS, ConvProblem, Plan, dtype_class, plan_conv2d
+from fastconv.ops.plan import _KERNELS, CONFIG_TABLES, Plan, dtype_class
 
 # Every dtype the dispatcher accepts; the plan keys its config tables by dtype_class().
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -173,13 +173,6 @@ def _launcher_meta(direction: str, family: str, dtype: torch.dtype, config: Tile
         torch.backends.cudnn.allow_tf32 = saved
 
 
-# (table, the INDEX_64 values the plan launches its configs with) per family, as plan_conv2d
-# reads them on a GPU: GEMM launches that need 64-bit offsets take GEMM_CONFIGS_INT64, the direct
-# kernels use one list for both. _check_plan_tables keeps this in step with the plan.
-_TABLES = {"implicit_gemm": [(GEMM_CONFIGS, (False,)), (GEMM_CONFIGS_INT64, (True,))],
-           "direct": [(DIRECT_CONFIGS, (False, True))]}
-
-
 def variants_for(direction: str, family: str, dtype: torch.dtype, config: TileConfig,
                  index_64_values=(False, True)) -> Iterator[KernelVariant]:
     """Every flag combination a GPU launch of one (direction, family, dtype, config) can use.
@@ -225,40 +218,14 @@ def kernel_variants() -> Iterator[KernelVariant]:
     """Every variant ``plan_conv2d`` can choose on a GPU: all configs, dtypes and flag values.
 
     The plan takes the first config of its list that the problem fills and the last one
-    otherwise, so every entry of GEMM_CONFIGS, GEMM_CONFIGS_INT64 and DIRECT_CONFIGS is
-    reachable.
+    otherwise, so every entry of the tables in ``plan.CONFIG_TABLES`` is reachable; those
+    tables are the ones the plan reads, so the report cannot miss one.
     """
     for (direction, family) in _KERNELS:
         for dtype in DTYPES:
-            for table, index_64_values in _TABLES[family]:
+            for table, index_64_values in CONFIG_TABLES[family]:
                 for config in table[direction][dtype_class(dtype)]:
                     yield from variants_for(direction, family, dtype, config, index_64_values)
-
-
-def _check_plan_tables() -> None:
-    """Fail loudly if ``plan_conv2d`` picks a config that :func:`kernel_variants` does not build.
-
-    ``_TABLES`` restates which table the plan reads; asking the plan itself about a large and a
-    tiny problem of every kind keeps the two from drifting apart unnoticed. Only meaningful where
-    the plan takes its GPU path, i.e. in a process that does not interpret.
-    """
-    # (C, K, groups) that send a problem to each family
-    channels = {"implicit_gemm": [(1024, 1024, 1), (16, 16, 1)],
-                "direct": [(4096, 4096, 512), (8, 8, 1)]}
-    for (direction, family) in _KERNELS:
-        for dtype in DTYPES:
-            for index_64 in (False, True):
-                table = next(t for t, values in _TABLES[family] if index_64 in values)
-                allowed = table[direction][dtype_class(dtype)]
-                for (c, k, groups) in channels[family]:
-                    for (n, hw, rs) in ((64, 64, 3), (1, 1, 1)):  # (N, H=W=P=Q, R=S)
-                        pb = ConvProblem(n, c, hw, hw, k, hw, hw, rs, rs, groups, dtype)
-                        plan = plan_conv2d(direction, pb, None, index_64)
-                        if plan.family != family or plan.config not in allowed:
-                            raise RuntimeError(
-                                f"plan_conv2d({direction!r}, {pb}, index_64={index_64}) chose "
-                                f"{plan.family} {plan.config}, which the compile report does "
-                                "not build: update _TABLES in fastconv.bench.compile_report")
 
 
 # --------------------------------------------------------------------------------------------
@@ -409,7 +376,6 @@ def compile_report(arch, jobs: int = 2,
     if arch not in SM_LIMITS:
         raise ValueError(f"sm_{arch}: occupancy limits known for {sorted(SM_LIMITS)} only")
     if variants is None:
-        _check_plan_tables()
         variants = kernel_variants()
     variants = list(variants)
     if jobs <= 1:

@@ -1,4 +1,5 @@
 """``fastconv.functional.conv2d``: torch.nn.functional.conv2d's signature on Triton kernels."""
+from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -6,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import fastconv.ops  # noqa: F401  (registers torch.ops.fastconv.*)
+from fastconv.ops.conv2d import ACTIVATIONS
 from fastconv.functional._args import (check_bias, check_groups, check_same, check_tensor,
                                        int_tuple, non_negative, positive)
 
@@ -33,26 +35,45 @@ def _resolve_padding(padding, weight: Tensor, stride: Tuple[int, int],
     return pad, (0, 0)
 
 
-def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
-           stride: IntOrPair = 1, padding: Union[str, IntOrPair] = 0,
-           dilation: IntOrPair = 1, groups: int = 1) -> Tensor:
-    """2-D convolution, as :func:`torch.nn.functional.conv2d`, computed by fastconv's kernels.
+def _check_activation(activation) -> str:
+    if activation is None:
+        return "none"
+    if not isinstance(activation, str):
+        raise TypeError(f"{_FN}(): activation must be None or a string, got "
+                        f"{type(activation).__name__}")
+    if activation == "none" or activation not in ACTIVATIONS:
+        names = ", ".join(repr(a) for a in ACTIVATIONS if a != "none")
+        raise ValueError(f"{_FN}(): activation must be None or one of {names}, "
+                         f"got activation={activation!r}")
+    return activation
 
-    Args:
-        input (Tensor[N, C_in, H, W] or Tensor[C_in, H, W]): input, NCHW or channels_last;
-            float16, bfloat16, float32 or float64.
-        weight (Tensor[C_out, C_in / groups, kH, kW]): filters, same dtype and device.
-        bias (Tensor[C_out], optional): added to every output pixel.
-        stride (int or tuple): stride of the window. Default: 1.
-        padding (int, tuple, 'valid' or 'same'): implicit zero padding on both sides;
-            'same' (stride 1 only) pads so that the output has the input's size. Default: 0.
-        dilation (int or tuple): spacing between kernel taps. Default: 1.
-        groups (int): number of blocked connections from input to output channels. Default: 1.
 
-    Returns:
-        Tensor[N, C_out, H_out, W_out] (or Tensor[C_out, H_out, W_out] for unbatched input), in
-        channels_last when input or weight is channels_last, else contiguous.
-    """
+def _check_residual(residual, input: Tensor, out_shape) -> None:
+    if residual is None:
+        return
+    if not isinstance(residual, Tensor):
+        raise TypeError(f"{_FN}(): residual must be a Tensor or None, got "
+                        f"{type(residual).__name__}")
+    check_same(_FN, "residual", residual, "input", input)
+    if tuple(residual.shape) != tuple(out_shape):
+        raise ValueError(f"{_FN}(): residual must have the output's shape {list(out_shape)} "
+                         f"(no broadcasting), got residual of shape {list(residual.shape)}")
+
+
+@dataclass(frozen=True)
+class Conv2dArgs:
+    """conv2d's arguments, validated and normalised."""
+    x: Tensor                     # the input as a 4-D batch (unbatched input gets N = 1)
+    stride: Tuple[int, int]
+    padding: Tuple[int, int]      # symmetric padding
+    extra: Tuple[int, int]        # extra bottom/right padding ('same' with an odd total)
+    dilation: Tuple[int, int]
+    groups: int
+
+
+def normalize_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding,
+                     dilation, groups) -> Conv2dArgs:
+    """Validate conv2d's arguments as torch does (errors name the argument) and normalise them."""
     check_tensor(_FN, "input", input, (3, 4))
     check_tensor(_FN, "weight", weight, 4)
     check_same(_FN, "weight", weight, "input", input)
@@ -77,8 +98,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     check_bias(_FN, bias, input, out_channels)
     pad, extra = _resolve_padding(padding, weight, stride, dilation)
 
-    batched = input.dim() == 4
-    x = input if batched else input.unsqueeze(0)
+    x = input if input.dim() == 4 else input.unsqueeze(0)
     for axis, (size, p, e, d, k) in enumerate(zip(x.shape[2:], pad, extra, dilation, (kh, kw))):
         padded, span = size + 2 * p + e, d * (k - 1) + 1
         if padded < span:
@@ -91,8 +111,58 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
         # torch convolves an empty batch or zero channels, but not an empty image, even padded
         raise ValueError(f"{_FN}(): only an empty batch or zero channels are supported, got "
                          f"input of shape {list(input.shape)} with an empty H or W")
+    return Conv2dArgs(x, stride, pad, extra, dilation, groups)
+
+
+def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+           stride: IntOrPair = 1, padding: Union[str, IntOrPair] = 0,
+           dilation: IntOrPair = 1, groups: int = 1, *, activation: Optional[str] = None,
+           residual: Optional[Tensor] = None) -> Tensor:
+    """2-D convolution, as :func:`torch.nn.functional.conv2d`, computed by fastconv's kernels.
+
+    With ``activation`` and/or ``residual`` it computes ``act(conv2d(...) + bias + residual)``
+    in the kernel's epilogue: one pass over the output instead of three.
+
+    Args:
+        input (Tensor[N, C_in, H, W] or Tensor[C_in, H, W]): input, NCHW or channels_last;
+            float16, bfloat16, float32 or float64.
+        weight (Tensor[C_out, C_in / groups, kH, kW]): filters, same dtype and device.
+        bias (Tensor[C_out], optional): added to every output pixel.
+        stride (int or tuple): stride of the window. Default: 1.
+        padding (int, tuple, 'valid' or 'same'): implicit zero padding on both sides;
+            'same' (stride 1 only) pads so that the output has the input's size. Default: 0.
+        dilation (int or tuple): spacing between kernel taps. Default: 1.
+        groups (int): number of blocked connections from input to output channels. Default: 1.
+        activation (str, optional): 'relu', 'relu6', 'silu' or 'gelu' (exact, erf form),
+            applied after bias and residual. Default: None.
+        residual (Tensor, optional): a tensor of the output's shape, added before the
+            activation (a ResNet shortcut). Gradients flow to it. Default: None.
+
+    Returns:
+        Tensor[N, C_out, H_out, W_out] (or Tensor[C_out, H_out, W_out] for unbatched input), in
+        channels_last when input or weight is channels_last, else contiguous.
+    """
+    args = normalize_conv2d(input, weight, bias, stride, padding, dilation, groups)
+    x, stride, pad, extra, dilation, groups = (args.x, args.stride, args.padding, args.extra,
+                                               args.dilation, args.groups)
+    batched = input.dim() == 4
+    out_channels, _, kh, kw = weight.shape
+    act = _check_activation(activation)
+    if residual is not None:
+        out_shape = [out_channels] + [
+            (size + 2 * p + e - d * (k - 1) - 1) // s + 1
+            for size, p, e, d, k, s in zip(x.shape[2:], pad, extra, dilation, (kh, kw), stride)]
+        _check_residual(residual, input, ([x.shape[0]] if batched else []) + out_shape)
     if any(extra):
         x = F.pad(x, (0, extra[1], 0, extra[0]))
-    out = torch.ops.fastconv.conv2d(x, weight, bias, list(stride), list(pad), list(dilation),
-                                    groups)
+    if act == "none" and residual is None:
+        out = torch.ops.fastconv.conv2d(x, weight, bias, list(stride), list(pad),
+                                        list(dilation), groups)
+    else:
+        res = residual if residual is None or batched else residual.unsqueeze(0)
+        wants_grad = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (input, weight, bias, residual))
+        out, _ = torch.ops.fastconv.conv2d_activation(
+            x, weight, bias, res, list(stride), list(pad), list(dilation), groups, act,
+            wants_grad and act in ("silu", "gelu"))
     return out if batched else out.squeeze(0)

@@ -3,15 +3,17 @@ import copy
 
 import torch.nn as nn
 
-from fastconv.nn.conv import Conv2d
+from fastconv.nn.conv import Conv1d, Conv2d
+from fastconv.nn.conv_transpose import ConvTranspose2d
 
 # torch module type -> fastconv type. Only exact types are swapped: a user subclass of
 # nn.Conv2d may override forward(), and replacing it would silently change what it computes.
-_REPLACEMENTS = {nn.Conv2d: Conv2d}
+_REPLACEMENTS = {nn.Conv1d: Conv1d, nn.Conv2d: Conv2d, nn.ConvTranspose2d: ConvTranspose2d}
 
 
 def convert(model: nn.Module, inplace: bool = False) -> nn.Module:
-    """Return ``model`` with every ``nn.Conv2d`` replaced by a :class:`fastconv.Conv2d`.
+    """Return ``model`` with every ``nn.Conv1d``, ``nn.Conv2d`` and ``nn.ConvTranspose2d``
+    replaced by fastconv's :class:`Conv1d`, :class:`Conv2d` and :class:`ConvTranspose2d`.
 
     The replacements hold the very same parameters and buffers (and hooks), so ``state_dict``,
     optimisers and training state carry over. With ``inplace=False`` (the default) the model is

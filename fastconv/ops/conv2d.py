@@ -1,4 +1,4 @@
-"""``fastconv::conv2d`` and its two gradient ops, registered with ``torch.library``.
+"""``fastconv::conv2d``, its fused-epilogue twin and the gradient ops, with ``torch.library``.
 
 The ops take normalised arguments (4-D input, explicit symmetric padding pairs); argument
 checking and the user-facing signature live in :mod:`fastconv.functional`. Each op has a fake
@@ -6,10 +6,12 @@ checking and the user-facing signature live in :mod:`fastconv.functional`. Each 
 and ``opcheck`` can trace them, and the forward op has an autograd formula built from the two
 gradient ops.
 """
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
+
+from fastconv.kernels._common import ACT_GELU, ACT_NONE, ACT_RELU, ACT_RELU6, ACT_SILU
 
 from fastconv.ops import conv2d_launch
 from fastconv.ops._runtime import check_device, new_output
@@ -37,6 +39,63 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[i
 def _(input, weight, bias, stride, padding, dilation, groups):
     shape = conv2d_output_shape(input.shape, weight.shape, stride, padding, dilation)
     return input.new_empty(shape).contiguous(memory_format=conv_memory_format(input, weight))
+
+
+# ---------------------------------------------------------------------------- fused epilogue
+# activation name -> kernel code; the functional layer validates names against this
+ACTIVATIONS = {"none": ACT_NONE, "relu": ACT_RELU, "relu6": ACT_RELU6, "silu": ACT_SILU,
+               "gelu": ACT_GELU}
+# their derivative needs the pre-activation value; relu and relu6 read it off the output
+_NEEDS_PREACT = ("silu", "gelu")
+
+
+@torch.library.custom_op("fastconv::conv2d_activation", mutates_args=())
+def conv2d_activation(input: Tensor, weight: Tensor, bias: Optional[Tensor],
+                      residual: Optional[Tensor], stride: List[int], padding: List[int],
+                      dilation: List[int], groups: int, activation: str,
+                      keep_preactivation: bool) -> Tuple[Tensor, Tensor]:
+    """(act(conv2d + bias + residual), the pre-activation or an empty tensor)."""
+    _check_devices(input=input, weight=weight, bias=bias, residual=residual)
+    shape = conv2d_output_shape(input.shape, weight.shape, stride, padding, dilation)
+    fmt = conv_memory_format(input, weight)
+    out = new_output(shape, input, fmt)
+    preact = new_output(shape, input, fmt) if keep_preactivation else input.new_empty(0)
+    conv2d_launch.conv2d_fprop(input, weight, bias, out, stride, padding, dilation, groups,
+                               residual=residual, activation=ACTIVATIONS[activation],
+                               preact=preact if keep_preactivation else None)
+    return out, preact
+
+
+@conv2d_activation.register_fake
+def _(input, weight, bias, residual, stride, padding, dilation, groups, activation,
+      keep_preactivation):
+    shape = conv2d_output_shape(input.shape, weight.shape, stride, padding, dilation)
+    fmt = conv_memory_format(input, weight)
+    out = input.new_empty(shape).contiguous(memory_format=fmt)
+    preact = input.new_empty(shape).contiguous(memory_format=fmt) if keep_preactivation \
+        else input.new_empty(0)
+    return out, preact
+
+
+def activation_backward(activation: str, grad: Tensor, out: Tensor, preact: Tensor) -> Tensor:
+    """d act / d z times ``grad``, in float32 and back (elementwise, torch ops)."""
+    if activation == "none":
+        return grad
+    g = grad.float()
+    if activation == "relu":
+        g = g * (out > 0)
+    elif activation == "relu6":
+        g = g * ((out > 0) & (out < 6))
+    else:
+        z = preact.float()
+        if activation == "silu":
+            s = torch.sigmoid(z)
+            g = g * (s * (1 + z * (1 - s)))
+        else:  # gelu, exact: Phi(z) + z * phi(z)
+            cdf = 0.5 * (1 + torch.erf(z * 0.7071067811865476))
+            pdf = torch.exp(-0.5 * z * z) * 0.3989422804014327
+            g = g * (cdf + z * pdf)
+    return g.to(grad.dtype)
 
 
 # ---------------------------------------------------------------------------- gradients
@@ -71,6 +130,21 @@ def _(grad_output, input, weight_size, stride, padding, dilation, groups):
 
 
 # ---------------------------------------------------------------------------- autograd
+def _conv_backward(input, weight, conv, grad_output, needs_input, needs_weight, needs_bias):
+    """(grad_input, grad_weight, grad_bias) of conv2d, each only when asked for."""
+    stride, padding, dilation, groups = conv
+    grad_input = grad_weight = grad_bias = None
+    if needs_input:
+        grad_input = torch.ops.fastconv.conv2d_input_grad(
+            grad_output, weight, list(input.shape), stride, padding, dilation, groups)
+    if needs_weight:
+        grad_weight = torch.ops.fastconv.conv2d_weight_grad(
+            grad_output, input, list(weight.shape), stride, padding, dilation, groups)
+    if needs_bias:
+        grad_bias = grad_output.sum(dim=(0, 2, 3))
+    return grad_input, grad_weight, grad_bias
+
+
 def _setup_context(ctx, inputs, output):
     input, weight, bias, stride, padding, dilation, groups = inputs
     ctx.save_for_backward(input, weight)
@@ -80,17 +154,36 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_output):
     input, weight = ctx.saved_tensors
-    stride, padding, dilation, groups = ctx.conv
-    grad_input = grad_weight = grad_bias = None
-    if ctx.needs_input_grad[0]:
-        grad_input = torch.ops.fastconv.conv2d_input_grad(
-            grad_output, weight, list(input.shape), stride, padding, dilation, groups)
-    if ctx.needs_input_grad[1]:
-        grad_weight = torch.ops.fastconv.conv2d_weight_grad(
-            grad_output, input, list(weight.shape), stride, padding, dilation, groups)
-    if ctx.has_bias and ctx.needs_input_grad[2]:
-        grad_bias = grad_output.sum(dim=(0, 2, 3))
-    return grad_input, grad_weight, grad_bias, None, None, None, None
+    needs = ctx.needs_input_grad
+    grads = _conv_backward(input, weight, ctx.conv, grad_output, needs[0], needs[1],
+                           ctx.has_bias and needs[2])
+    return (*grads, None, None, None, None)
 
 
 conv2d.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _setup_context_activation(ctx, inputs, output):
+    input, weight, bias, residual, stride, padding, dilation, groups, activation, _ = inputs
+    out, preact = output
+    ctx.save_for_backward(input, weight, out, preact)
+    ctx.conv = (list(stride), list(padding), list(dilation), groups)
+    ctx.has_bias = bias is not None
+    ctx.activation = activation
+    if activation in _NEEDS_PREACT and preact.numel() == 0 and any(ctx.needs_input_grad[:4]):
+        raise RuntimeError("fastconv::conv2d_activation: the backward of "
+                           f"activation={activation!r} needs keep_preactivation=True")
+
+
+def _backward_activation(ctx, grad_out, _grad_preact):
+    input, weight, out, preact = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    grad_z = activation_backward(ctx.activation, grad_out, out, preact)
+    grads = _conv_backward(input, weight, ctx.conv, grad_z, needs[0], needs[1],
+                           ctx.has_bias and needs[2])
+    grad_residual = grad_z if needs[3] else None
+    return (*grads, grad_residual, None, None, None, None, None, None)
+
+
+conv2d_activation.register_autograd(_backward_activation,
+                                    setup_context=_setup_context_activation)

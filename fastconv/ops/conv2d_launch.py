@@ -1,35 +1,31 @@
 """Launchers of the conv2d kernels: shapes and strides in, one kernel launch out.
 
-Callers (the ops in ``fastconv.ops.conv2d``) have already validated the arguments and allocated
-the outputs; these functions only pick the plan and launch.
+Callers (the ops in ``fastconv.ops``) have already validated the arguments and allocated the
+outputs; these functions only pick the plan and launch.
 """
 from typing import Optional, Sequence
 
 import torch
 import triton
 
+from fastconv.ops import autotune
 from fastconv.ops._runtime import INTERPRETING, new_output
-from fastconv.ops.plan import ConvProblem, Plan, plan_conv2d
+from fastconv.ops.plan import ConvProblem, Plan, plan_conv2d, spatially_flat, wgrad_tiles
 
 
-def conv_problem(x_shape, w_shape, y_shape, groups: int, dtype: torch.dtype) -> ConvProblem:
+def conv_problem(x_shape, w_shape, y_shape, groups: int, dtype: torch.dtype, stride=(1, 1),
+                 padding=(0, 0), dilation=(1, 1)) -> ConvProblem:
     n, c, h, w = x_shape
     k, _, r, s = w_shape
-    return ConvProblem(n, c, h, w, k, y_shape[2], y_shape[3], r, s, groups, dtype)
+    return ConvProblem(n, c, h, w, k, y_shape[2], y_shape[3], r, s, groups, dtype,
+                       tuple(stride), tuple(padding), tuple(dilation))
 
 
-def _dtype_flags(dtype: torch.dtype, family: str) -> dict:
-    flags = {"ACC_FP64": dtype == torch.float64, "INDEX_64": False}
-    if family == "implicit_gemm":
-        flags["DOT_IN_FP32"] = INTERPRETING and dtype == torch.bfloat16
-        # conv follows cuDNN's switch, as torch.nn.functional.conv2d does
-        flags["ALLOW_TF32"] = dtype == torch.float32 and torch.backends.cudnn.allow_tf32
-    return flags
-
-
-def needs_int64(*tensors: torch.Tensor) -> bool:
+def needs_int64(*tensors: Optional[torch.Tensor]) -> bool:
     """Whether an element offset of some tensor (a strided view included) can reach 2**31."""
     for t in tensors:
+        if t is None:
+            continue
         reach = sum((size - 1) * abs(st) for size, st in zip(t.shape, t.stride()) if size > 0)
         if t.numel() >= 2**31 or reach >= 2**31:
             return True
@@ -37,13 +33,17 @@ def needs_int64(*tensors: torch.Tensor) -> bool:
 
 
 def _meta(plan: Plan, dtype: torch.dtype) -> dict:
+    """The constexpr meta-parameters and launch options of a plan."""
     cfg = plan.config
-    meta = _dtype_flags(dtype, plan.family)
-    meta["INDEX_64"] = plan.index_64
-    meta.update(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
-                num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-    if plan.family == "implicit_gemm":
+    meta = {"ACC_FP64": dtype == torch.float64, "INDEX_64": plan.index_64,
+            "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n,
+            "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+    if plan.family != "direct":
         meta["BLOCK_K"] = cfg.block_k
+        # the interpreter's tl.dot is wrong on bfloat16 operands (see kernels._common.mma)
+        meta["DOT_IN_FP32"] = INTERPRETING and dtype == torch.bfloat16
+        # conv follows cuDNN's switch, as torch.nn.functional.conv2d does
+        meta["ALLOW_TF32"] = dtype == torch.float32 and torch.backends.cudnn.allow_tf32
     return meta
 
 
@@ -51,41 +51,112 @@ def _conv_args(stride, padding, dilation) -> tuple:
     return (stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1])
 
 
+def _pixel_strides(t: torch.Tensor) -> tuple:
+    """(image, flat pixel, channel) strides of a tensor whose H, W axes flatten."""
+    return t.stride(0), t.stride(3) if t.shape[3] > 1 else t.stride(2), t.stride(1)
+
+
+def plan_fprop(x, w, y, groups, stride, padding, dilation, residual=None) -> Plan:
+    pb = conv_problem(x.shape, w.shape, y.shape, groups, x.dtype, stride, padding, dilation)
+    flat = all(spatially_flat(t) for t in (x, y, residual) if t is not None)
+    return plan_conv2d("fprop", pb, x.device, needs_int64(x, w, y, residual), flat)
+
+
+def plan_dgrad(dy, w, dx, groups, stride, padding, dilation) -> Plan:
+    pb = conv_problem(dx.shape, w.shape, dy.shape, groups, dy.dtype, stride, padding, dilation)
+    flat = spatially_flat(dy) and spatially_flat(dx)
+    return plan_conv2d("dgrad", pb, dy.device, needs_int64(dy, w, dx), flat)
+
+
+def plan_wgrad(x, dy, weight_shape, groups, stride, padding, dilation) -> Plan:
+    pb = conv_problem(x.shape, weight_shape, dy.shape, groups, x.dtype, stride, padding, dilation)
+    # the plan keeps the split-K workspace under 2**31 elements, so only x, dy and the weight
+    # itself can need 64-bit offsets
+    big_weight = pb.K * pb.CG * pb.R * pb.S >= 2**31
+    flat = spatially_flat(x) and spatially_flat(dy)
+    return plan_conv2d("wgrad", pb, x.device, needs_int64(x, dy) or big_weight, flat)
+
+
 def conv2d_fprop(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor], y: torch.Tensor,
                  stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
-                 groups: int) -> Plan:
-    """y = conv2d(x, w) + bias, written into the preallocated ``y``."""
-    pb = conv_problem(x.shape, w.shape, y.shape, groups, x.dtype)
-    plan = plan_conv2d("fprop", pb, x.device, needs_int64(x, w, y))
+                 groups: int, *, residual: Optional[torch.Tensor] = None, activation: int = 0,
+                 preact: Optional[torch.Tensor] = None) -> Plan:
+    """y = act(conv2d(x, w) + bias + residual), written into the preallocated ``y``.
+
+    ``preact`` (same shape and strides as ``y``), when given, receives the value before the
+    activation. ``activation`` is a code of ``fastconv.kernels._common`` (0: none).
+    """
+    plan = plan_fprop(x, w, y, groups, stride, padding, dilation, residual)
     if y.numel() == 0:
         return plan
+    pb = conv_problem(x.shape, w.shape, y.shape, groups, x.dtype)
+
+    def launch(plan):
+        _launch_fprop(plan, pb, x, w, bias, y, stride, padding, dilation, groups, residual,
+                      activation, preact)
+    plan = autotune.tuned(plan, pb, x.device, launch)
+    launch(plan)
+    return plan
+
+
+def _launch_fprop(plan, pb, x, w, bias, y, stride, padding, dilation, groups, residual,
+                  activation, preact) -> None:
     cfg = plan.config
     meta = _meta(plan, x.dtype)
     meta["HAS_BIAS"] = bias is not None
     # the kernels read the bias with unit stride; a strided view (bias[::2]) is copied first
     b = bias.contiguous() if bias is not None else y  # y: never read when HAS_BIAS is False
+    res = residual if residual is not None else y      # never read when has_residual is 0
+    pre = preact if preact is not None else y          # never written when store_preact is 0
+    epilogue = (activation, int(residual is not None), int(preact is not None))
     m_tiles = triton.cdiv(pb.N * pb.P * pb.Q, cfg.block_m)
+    if plan.family == "gemm_1x1":
+        grid = (m_tiles * triton.cdiv(pb.KG, cfg.block_n) * groups,)
+        # A = x as [pixels, channels]; B = w read as [c, k], one group KG rows further on
+        plan.kernel[grid](x, w, b, res, y, pre, pb.N, pb.H * pb.W, pb.CG, pb.KG,
+                          *_pixel_strides(x)[:2], x.stride(1),
+                          w.stride(1), w.stride(0), pb.KG * w.stride(0),
+                          *_pixel_strides(y), *_pixel_strides(res), *epilogue, **meta)
+        return
     if plan.family == "implicit_gemm":
         grid = (m_tiles * triton.cdiv(pb.KG, cfg.block_n) * groups,)
         sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG)
     else:
         grid = (m_tiles * triton.cdiv(pb.K, cfg.block_n),)
         sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG, pb.K)
-    plan.kernel[grid](x, w, b, y, *sizes, *_conv_args(stride, padding, dilation),
-                      *x.stride(), *w.stride(), *y.stride(), **meta)
-    return plan
+    r_strides = (res.stride(0), res.stride(1), res.stride(2), res.stride(3))
+    plan.kernel[grid](x, w, b, res, y, pre, *sizes, *_conv_args(stride, padding, dilation),
+                      *x.stride(), *w.stride(), *y.stride(), *r_strides, *epilogue, **meta)
 
 
 def conv2d_dgrad(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor, stride: Sequence[int],
                  padding: Sequence[int], dilation: Sequence[int], groups: int) -> Plan:
     """dx = d conv2d / d input, written into the preallocated ``dx``."""
-    pb = conv_problem(dx.shape, w.shape, dy.shape, groups, dy.dtype)
-    plan = plan_conv2d("dgrad", pb, dy.device, needs_int64(dy, w, dx))
+    plan = plan_dgrad(dy, w, dx, groups, stride, padding, dilation)
     if dx.numel() == 0:
         return plan
+    pb = conv_problem(dx.shape, w.shape, dy.shape, groups, dy.dtype)
+
+    def launch(plan):
+        _launch_dgrad(plan, pb, dy, w, dx, stride, padding, dilation, groups)
+    plan = autotune.tuned(plan, pb, dy.device, launch)
+    launch(plan)
+    return plan
+
+
+def _launch_dgrad(plan, pb, dy, w, dx, stride, padding, dilation, groups) -> None:
     cfg = plan.config
     meta = _meta(plan, dy.dtype)
     m_tiles = triton.cdiv(pb.N * pb.H * pb.W, cfg.block_m)
+    if plan.family == "gemm_1x1":
+        grid = (m_tiles * triton.cdiv(pb.CG, cfg.block_n) * groups,)
+        meta["HAS_BIAS"] = False
+        # A = dy as [pixels, channels]; B = w read as [k, c], one group KG rows further on
+        plan.kernel[grid](dy, w, dx, dx, dx, dx, pb.N, pb.H * pb.W, pb.KG, pb.CG,
+                          *_pixel_strides(dy)[:2], dy.stride(1),
+                          w.stride(0), w.stride(1), pb.KG * w.stride(0),
+                          *_pixel_strides(dx), *_pixel_strides(dx), 0, 0, 0, **meta)
+        return
     if plan.family == "implicit_gemm":
         grid = (m_tiles * triton.cdiv(pb.CG, cfg.block_n) * groups,)
         sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG)
@@ -94,7 +165,6 @@ def conv2d_dgrad(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor, stride: Se
         sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG, pb.C)
     plan.kernel[grid](dy, w, dx, *sizes, *_conv_args(stride, padding, dilation),
                       *dy.stride(), *w.stride(), *dx.stride(), **meta)
-    return plan
 
 
 def conv2d_wgrad(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[int],
@@ -102,29 +172,35 @@ def conv2d_wgrad(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[int],
                  groups: int) -> torch.Tensor:
     """d conv2d / d weight, as a new contiguous tensor of ``weight_shape``."""
     pb = conv_problem(x.shape, weight_shape, dy.shape, groups, x.dtype)
-    # the plan keeps the split-K workspace under 2**31 elements, so only x, dy and the weight
-    # itself can need 64-bit offsets
-    big_weight = pb.K * pb.CG * pb.R * pb.S >= 2**31
-    plan = plan_conv2d("wgrad", pb, x.device, needs_int64(x, dy) or big_weight)
-    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    plan = plan_wgrad(x, dy, weight_shape, groups, stride, padding, dilation)
     if pb.K * pb.CG * pb.R * pb.S == 0:
         return new_output(weight_shape, x)
+
+    def launch(plan):
+        return _launch_wgrad(plan, pb, x, dy, weight_shape, stride, padding, dilation, groups)
+    return launch(autotune.tuned(plan, pb, x.device, launch))
+
+
+def _launch_wgrad(plan, pb, x, dy, weight_shape, stride, padding, dilation, groups):
+    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     cfg = plan.config
     red = pb.N * pb.P * pb.Q
-    step = cfg.block_k if plan.family == "implicit_gemm" else cfg.block_m
+    step = cfg.block_m if plan.family == "direct" else cfg.block_k
     m_per_split = triton.cdiv(triton.cdiv(red, plan.split), step) * step
     split = max(1, triton.cdiv(red, max(m_per_split, 1)))
     part = new_output((split, *weight_shape), x, dtype=acc_dtype)
     meta = _meta(plan, x.dtype)
-    if plan.family == "implicit_gemm":
-        tiles = triton.cdiv(pb.KG, cfg.block_m) * triton.cdiv(pb.R * pb.S * pb.CG, cfg.block_n)
-        grid = (tiles * groups, split)
-        sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG, m_per_split)
+    grid = (wgrad_tiles(plan.family, pb, cfg), split)
+    if plan.family == "gemm_1x1":
+        plan.kernel[grid](x, dy, part, pb.N, pb.H * pb.W, pb.CG, pb.KG, m_per_split,
+                          *_pixel_strides(x), *_pixel_strides(dy),
+                          part.stride(0), part.stride(1), part.stride(2), **meta)
     else:
-        grid = (triton.cdiv(pb.K, cfg.block_n) * pb.CG * pb.R * pb.S, split)
-        sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG, pb.K, m_per_split)
-    plan.kernel[grid](x, dy, part, *sizes, *_conv_args(stride, padding, dilation),
-                      *x.stride(), *dy.stride(), *part.stride(), **meta)
+        sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG)
+        if plan.family == "direct":
+            sizes += (pb.K,)
+        plan.kernel[grid](x, dy, part, *sizes, m_per_split, *_conv_args(stride, padding, dilation),
+                          *x.stride(), *dy.stride(), *part.stride(), **meta)
     # the partials are added in a fixed order: bitwise reproducible, no atomics
     total = part[0] if split == 1 else part.sum(dim=0)
     return total.to(x.dtype)

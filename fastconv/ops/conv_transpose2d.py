@@ -1,0 +1,128 @@
+"""``fastconv::conv_transpose2d`` and its input-gradient op, registered with ``torch.library``.
+
+A transposed convolution is the input gradient of a convolution: ``conv_transpose2d(x, w)`` is
+d conv2d(z, w) / d z applied to dy = x, with ``w`` read as the conv2d weight [K, C/g, R, S] =
+[C_in, C_out/g, kH, kW]. So the three directions reuse conv2d's kernels with the roles swapped:
+
+| conv_transpose2d  | conv2d kernel | as                                                      |
+|-------------------|---------------|---------------------------------------------------------|
+| forward           | dgrad         | dx = out (transposed size), dy = input                  |
+| grad w.r.t. input | fprop         | x = grad_output, y = grad_input (input's size)          |
+| grad w.r.t. weight| wgrad         | x = grad_output, dy = input (``fastconv::conv2d_weight_grad``) |
+
+``output_padding`` only makes the transposed output larger: the kernels take every size from the
+tensors they are given, so no other argument changes. The gradient of the input can't be the
+``fastconv::conv2d`` op itself: that op sizes its output from the padding, and when
+``output_padding >= stride`` (allowed while it is below the dilation) the conv2d of grad_output
+is larger than the input; here grad_input is allocated with the input's size instead.
+
+The ops take normalised arguments (4-D input, pairs of ints); argument checking and the
+user-facing signature live in :mod:`fastconv.functional.conv_transpose2d`.
+"""
+from typing import List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from fastconv.ops import conv2d as _conv2d_ops  # noqa: F401  (registers conv2d_weight_grad)
+from fastconv.ops import conv2d_launch
+from fastconv.ops._runtime import check_device, new_output
+from fastconv.ops.conv_shapes import conv_memory_format
+
+
+def conv_transpose_output_size(size: int, kernel: int, stride: int, padding: int,
+                               output_padding: int, dilation: int) -> int:
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+
+
+def conv_transpose2d_output_shape(input_shape: Sequence[int], weight_shape: Sequence[int],
+                                  stride: Sequence[int], padding: Sequence[int],
+                                  output_padding: Sequence[int], groups: int,
+                                  dilation: Sequence[int]) -> list:
+    n, _, h, w = input_shape
+    _, out_per_group, kh, kw = weight_shape
+    return [n, out_per_group * groups,
+            conv_transpose_output_size(h, kh, stride[0], padding[0], output_padding[0],
+                                       dilation[0]),
+            conv_transpose_output_size(w, kw, stride[1], padding[1], output_padding[1],
+                                       dilation[1])]
+
+
+def _check_devices(**tensors) -> None:
+    for name, t in tensors.items():
+        if t is not None:
+            check_device(name, t)
+
+
+# ---------------------------------------------------------------------------- forward
+# argument order as aten::conv_transpose2d (groups before dilation)
+@torch.library.custom_op("fastconv::conv_transpose2d", mutates_args=())
+def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
+                     padding: List[int], output_padding: List[int], groups: int,
+                     dilation: List[int]) -> Tensor:
+    _check_devices(input=input, weight=weight, bias=bias)
+    shape = conv_transpose2d_output_shape(input.shape, weight.shape, stride, padding,
+                                          output_padding, groups, dilation)
+    out = new_output(shape, input, conv_memory_format(input, weight))
+    conv2d_launch.conv2d_dgrad(input, weight, out, stride, padding, dilation, groups)
+    if bias is not None:
+        # the dgrad kernel has no bias epilogue; ``out`` is ours, so adding in place is safe
+        out += bias.view(1, -1, 1, 1)
+    return out
+
+
+@conv_transpose2d.register_fake
+def _(input, weight, bias, stride, padding, output_padding, groups, dilation):
+    shape = conv_transpose2d_output_shape(input.shape, weight.shape, stride, padding,
+                                          output_padding, groups, dilation)
+    # allocated as the real one is: ``new_empty(...).contiguous(memory_format=...)`` would keep
+    # NCHW strides where both layouts coincide (one output channel) and differ from the real op
+    return torch.empty(shape, dtype=input.dtype, device=input.device,
+                       memory_format=conv_memory_format(input, weight))
+
+
+# ---------------------------------------------------------------------------- gradients
+@torch.library.custom_op("fastconv::conv_transpose2d_input_grad", mutates_args=())
+def conv_transpose2d_input_grad(grad_output: Tensor, weight: Tensor, input_size: List[int],
+                                stride: List[int], padding: List[int], dilation: List[int],
+                                groups: int) -> Tensor:
+    _check_devices(grad_output=grad_output, weight=weight)
+    grad_input = new_output(input_size, grad_output, conv_memory_format(grad_output, weight))
+    conv2d_launch.conv2d_fprop(grad_output, weight, None, grad_input, stride, padding, dilation,
+                               groups)
+    return grad_input
+
+
+@conv_transpose2d_input_grad.register_fake
+def _(grad_output, weight, input_size, stride, padding, dilation, groups):
+    return torch.empty(input_size, dtype=grad_output.dtype, device=grad_output.device,
+                       memory_format=conv_memory_format(grad_output, weight))
+
+
+# ---------------------------------------------------------------------------- autograd
+def _setup_context(ctx, inputs, output):
+    input, weight, bias, stride, padding, output_padding, groups, dilation = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.conv = (list(stride), list(padding), list(dilation), groups)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad_output):
+    input, weight = ctx.saved_tensors
+    stride, padding, dilation, groups = ctx.conv
+    grad_input = grad_weight = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_input = torch.ops.fastconv.conv_transpose2d_input_grad(
+            grad_output, weight, list(input.shape), stride, padding, dilation, groups)
+    if ctx.needs_input_grad[1]:
+        # conv2d's weight gradient with grad_output as the conv2d input and ``input`` as the
+        # conv2d output gradient; it reduces over the pixels of ``input``, so the extra rows
+        # and columns of output_padding are read only where a tap reaches them
+        grad_weight = torch.ops.fastconv.conv2d_weight_grad(
+            input, grad_output, list(weight.shape), stride, padding, dilation, groups)
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        grad_bias = grad_output.sum(dim=(0, 2, 3))
+    return grad_input, grad_weight, grad_bias, None, None, None, None, None
+
+
+conv_transpose2d.register_autograd(_backward, setup_context=_setup_context)

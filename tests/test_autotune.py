@@ -1,0 +1,59 @@
+"""Autotuning: bucketed keys, the measured winner reused, and the interpreter left untimed.
+
+Timing needs a GPU; here the selection logic runs with an injected timer.
+"""
+import torch
+
+from fastconv.ops import autotune
+from fastconv.ops.conv2d_launch import conv_problem
+from fastconv.ops.plan import Plan, config_table, plan_conv2d
+
+
+def _problem(n, dtype=torch.float16, c=64, k=128, hw=28):
+    return conv_problem((n, c, hw, hw), (k, c, 3, 3), (n, k, hw, hw), 1, dtype, (1, 1), (1, 1))
+
+
+def test_batch_sizes_in_a_bucket_share_a_key():
+    plan = plan_conv2d("fprop", _problem(8))
+    # 28*28 pixels an image: batches 6..10 all give 4097..8192 GEMM rows
+    keys = {autotune.tuning_key(plan, _problem(n)) for n in (6, 7, 8, 9, 10)}
+    assert len(keys) == 1
+    assert autotune.tuning_key(plan, _problem(8)) != autotune.tuning_key(plan, _problem(11))
+    assert autotune.tuning_key(plan, _problem(8)) != autotune.tuning_key(plan, _problem(8, torch.bfloat16))
+
+
+def test_candidates_are_the_compiled_table():
+    pb = _problem(8)
+    plan = plan_conv2d("wgrad", pb)
+    options = autotune.candidates(plan, pb, None)
+    table = config_table(plan.family, False)["wgrad"]["16"]
+    assert [p.config for p in options] == table
+    assert all(p.split >= 1 for p in options)
+
+
+def test_tuning_measures_once_per_bucket_and_keeps_the_fastest(monkeypatch):
+    monkeypatch.setattr(autotune, "_BEST", {})
+    pb = _problem(8)
+    plan = plan_conv2d("fprop", pb)
+    options = autotune.candidates(plan, pb, None)
+    assert len(options) >= 2
+    fastest = options[-1].config
+    launched = []
+
+    def launch(p: Plan):
+        launched.append(p.config)
+
+    def timer(fn):  # the last config is the fastest
+        fn()
+        return 1.0 if launched[-1] == fastest else 2.0
+
+    chosen = autotune.tuned(plan, pb, None, launch, timer=timer)
+    assert chosen.config == fastest and launched == [p.config for p in options]
+    again = autotune.tuned(plan, _problem(9), None, launch, timer=timer)
+    assert again.config == fastest and len(launched) == len(options)  # no second measurement
+
+
+def test_interpreter_is_not_tuned():
+    pb = _problem(2, torch.float32, c=16, k=16, hw=4)
+    plan = plan_conv2d("fprop", pb)
+    assert autotune.tuned(plan, pb, torch.device("cpu"), lambda p: None) is plan
