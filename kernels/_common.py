@@ -67,3 +67,27 @@ def conv_epilogue(acc, offs_k, mask_k, y_row, r_row, mask_m,
     elif activation == 4:  # gelu, exact (erf) form as torch's default
         acc = 0.5 * acc * (1.0 + tl.erf((acc * 0.7071067811865476).to(tl.float32)).to(acc.dtype))
     tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def group_tile_ids(num_pid_m, num_pid_n, INDEX_64: tl.constexpr):
+    """Flat program id -> (group, row tile, column tile), column tiles fastest.
+
+    One grid axis holds everything because axes 1 and 2 are capped at 65535; column tiles
+    fastest so that neighbouring programs share their A tile in L2.
+    """
+    pid = cast_index(tl.program_id(0), INDEX_64)
+    pid_n = pid % num_pid_n
+    pid_m = (pid // num_pid_n) % num_pid_m
+    g = pid // (num_pid_n * num_pid_m)
+    return g, pid_m, pid_n
+
+
+@triton.jit
+def zeros_acc(BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ACC_FP64: tl.constexpr):
+    """The accumulator tile: float64 for float64 problems, float32 otherwise."""
+    if ACC_FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    return acc

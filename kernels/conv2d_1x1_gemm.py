@@ -14,7 +14,7 @@ partials like the implicit-GEMM wgrad.
 import triton
 import triton.language as tl
 
-from ._common import cast_index, conv_epilogue, mma
+from ._common import cast_index, conv_epilogue, group_tile_ids, mma, zeros_acc
 
 
 @triton.jit
@@ -35,14 +35,11 @@ def conv2d_1x1_gemm_kernel(
     ALLOW_TF32: tl.constexpr, INDEX_64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    # one flat grid axis: pid -> (g, pid_m, pid_n), n fastest
+    # one flat grid axis: see group_tile_ids
     M = cast_index(N, INDEX_64) * HW
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(COLS, BLOCK_N)
-    pid = cast_index(tl.program_id(0), INDEX_64)
-    pid_n = pid % num_pid_n
-    pid_m = (pid // num_pid_n) % num_pid_m
-    g = pid // (num_pid_n * num_pid_m)
+    g, pid_m, pid_n = group_tile_ids(num_pid_m, num_pid_n, INDEX_64)
 
     # -- rows: pixels m -> (n, hw)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -56,10 +53,7 @@ def conv2d_1x1_gemm_kernel(
     mask_c = offs_c < COLS
     b_col = g * stride_bg + offs_c * stride_bc
 
-    if ACC_FP64:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = zeros_acc(BLOCK_M, BLOCK_N, ACC_FP64)
 
     for r0 in range(0, RED, BLOCK_K):
         offs_r = r0 + tl.arange(0, BLOCK_K)
@@ -93,14 +87,11 @@ def conv2d_1x1_wgrad_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """dW[k, c] = sum_m dY[m, k] X[m, c] per group; this split's share of the pixels."""
-    # grid: axis 0 -> (g, pid_m, pid_n), n fastest; axis 1 -> split of the reduction
+    # grid: axis 0 -> (g, pid_m, pid_n) as in group_tile_ids; axis 1 -> split of the reduction
     num_pid_m = tl.cdiv(KG, BLOCK_M)
     num_pid_n = tl.cdiv(CG, BLOCK_N)
-    pid = cast_index(tl.program_id(0), INDEX_64)
     split = cast_index(tl.program_id(1), INDEX_64)
-    pid_n = pid % num_pid_n
-    pid_m = (pid // num_pid_n) % num_pid_m
-    g = pid // (num_pid_n * num_pid_m)
+    g, pid_m, pid_n = group_tile_ids(num_pid_m, num_pid_n, INDEX_64)
 
     offs_k = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_k = offs_k < KG
@@ -109,10 +100,7 @@ def conv2d_1x1_wgrad_kernel(
     dy_chan = (g * KG + offs_k) * stride_dyk
     x_chan = (g * CG + offs_c) * stride_xc
 
-    if ACC_FP64:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = zeros_acc(BLOCK_M, BLOCK_N, ACC_FP64)
 
     m_total = cast_index(N, INDEX_64) * HW
     m_start = split * M_PER_SPLIT

@@ -11,7 +11,7 @@ no such p are masked, so there is no zero-dilated buffer and every dX element is
 import triton
 import triton.language as tl
 
-from ._common import cast_index, mma
+from ._common import cast_index, group_tile_ids, mma, zeros_acc
 
 
 @triton.jit
@@ -31,14 +31,11 @@ def conv2d_dgrad_igemm_kernel(
     ALLOW_TF32: tl.constexpr, INDEX_64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    # one flat grid axis (the others are capped at 65535): pid -> (g, pid_m, pid_n), n fastest
+    # one flat grid axis: see group_tile_ids
     M = cast_index(N, INDEX_64) * H * W
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(CG, BLOCK_N)
-    pid = cast_index(tl.program_id(0), INDEX_64)
-    pid_n = pid % num_pid_n
-    pid_m = (pid // num_pid_n) % num_pid_m
-    g = pid // (num_pid_n * num_pid_m)
+    g, pid_m, pid_n = group_tile_ids(num_pid_m, num_pid_n, INDEX_64)
 
     # -- input pixels handled by this program: m -> (n, h, w)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -56,10 +53,7 @@ def conv2d_dgrad_igemm_kernel(
     dy_img = dy_ptr + n * stride_dyn + (g * KG) * stride_dyk
     w_chan = w_ptr + (g * KG) * stride_wk + offs_c * stride_wc
 
-    if ACC_FP64:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = zeros_acc(BLOCK_M, BLOCK_N, ACC_FP64)
 
     # -- reduction over (r, s, output-channel block), one flat loop
     num_kb = tl.cdiv(KG, BLOCK_K)

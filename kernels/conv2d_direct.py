@@ -9,7 +9,7 @@ different group: one launch covers all groups.
 import triton
 import triton.language as tl
 
-from ._common import cast_index, conv_epilogue
+from ._common import cast_index, conv_epilogue, zeros_acc
 
 
 @triton.jit
@@ -54,10 +54,7 @@ def conv2d_fprop_direct_kernel(
     w_chan = w_ptr + offs_k * stride_wk
     x_img = n * stride_xn
 
-    if ACC_FP64:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = zeros_acc(BLOCK_M, BLOCK_N, ACC_FP64)
 
     # -- sliding window over (c, r, s)
     for it in range(0, CG * R * S):
@@ -119,10 +116,7 @@ def conv2d_dgrad_direct_kernel(
     dy_chan = dy_ptr + chan_k0 * stride_dyk
     dy_img = n * stride_dyn
 
-    if ACC_FP64:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = zeros_acc(BLOCK_M, BLOCK_N, ACC_FP64)
 
     # -- every (k, r, s) that reaches (h, w): h + pad_h - r*dil_h = p*stride_h, 0 <= p < P
     for it in range(0, KG * R * S):
@@ -179,10 +173,7 @@ def conv2d_wgrad_direct_kernel(
     x_chan = x_ptr + ((offs_k // KG) * CG + c) * stride_xc
     dy_chan = dy_ptr + offs_k * stride_dyk
 
-    if ACC_FP64:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = zeros_acc(BLOCK_M, BLOCK_N, ACC_FP64)
 
     # -- reduction over this split's range of output pixels m -> (n, p, q)
     m_total = cast_index(N, INDEX_64) * P * Q

@@ -12,7 +12,7 @@ a reduction block of at least 16).
 import triton
 import triton.language as tl
 
-from ._common import cast_index, conv_epilogue, mma
+from ._common import cast_index, conv_epilogue, group_tile_ids, mma, zeros_acc
 
 
 @triton.jit
@@ -35,14 +35,11 @@ def conv2d_fprop_igemm_kernel(
     ALLOW_TF32: tl.constexpr, INDEX_64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    # one flat grid axis (the others are capped at 65535): pid -> (g, pid_m, pid_n), n fastest
+    # one flat grid axis: see group_tile_ids
     M = cast_index(N, INDEX_64) * P * Q
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(KG, BLOCK_N)
-    pid = cast_index(tl.program_id(0), INDEX_64)
-    pid_n = pid % num_pid_n
-    pid_m = (pid // num_pid_n) % num_pid_m
-    g = pid // (num_pid_n * num_pid_m)
+    g, pid_m, pid_n = group_tile_ids(num_pid_m, num_pid_n, INDEX_64)
 
     # -- output pixels handled by this program: m -> (n, p, q)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -61,10 +58,7 @@ def conv2d_fprop_igemm_kernel(
     x_img = x_ptr + n * stride_xn + (g * CG) * stride_xc
     w_chan = w_ptr + chan_k * stride_wk
 
-    if ACC_FP64:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = zeros_acc(BLOCK_M, BLOCK_N, ACC_FP64)
 
     # -- reduction over (r, s, channel block), one flat loop
     num_cb = tl.cdiv(CG, BLOCK_K)

@@ -12,7 +12,7 @@ the result is bitwise reproducible (no atomics).
 import triton
 import triton.language as tl
 
-from ._common import cast_index, mma
+from ._common import cast_index, group_tile_ids, mma, zeros_acc
 
 
 @triton.jit
@@ -32,14 +32,11 @@ def conv2d_wgrad_igemm_kernel(
     ALLOW_TF32: tl.constexpr, INDEX_64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    # grid: axis 0 -> (g, pid_m, pid_n), n fastest; axis 1 -> split of the reduction
+    # grid: axis 0 -> (g, pid_m, pid_n) as in group_tile_ids; axis 1 -> split of the reduction
     num_pid_m = tl.cdiv(KG, BLOCK_M)
     num_pid_n = tl.cdiv(R * S * CG, BLOCK_N)
-    pid = cast_index(tl.program_id(0), INDEX_64)
     split = cast_index(tl.program_id(1), INDEX_64)
-    pid_n = pid % num_pid_n
-    pid_m = (pid // num_pid_n) % num_pid_m
-    g = pid // (num_pid_n * num_pid_m)
+    g, pid_m, pid_n = group_tile_ids(num_pid_m, num_pid_n, INDEX_64)
 
     # -- rows: output channels of group g
     offs_k = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -56,10 +53,7 @@ def conv2d_wgrad_igemm_kernel(
     dw = s * dil_w - pad_w
     x_chan = x_ptr + (g * CG + c) * stride_xc
 
-    if ACC_FP64:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = zeros_acc(BLOCK_M, BLOCK_N, ACC_FP64)
 
     # -- reduction over this split's range of output pixels m -> (n, p, q)
     m_total = cast_index(N, INDEX_64) * P * Q
