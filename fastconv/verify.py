@@ -5,7 +5,6 @@ The reference is the unconverted model (ATen's convolution: cuDNN on a GPU); the
 gives the relative error of the output, of the input gradient and of the worst parameter
 gradient, each against a tolerance for the dtype.
 """
-import copy
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, Iterable, List, Optional

@@ -1,5 +1,4 @@
 """fastconv.Conv2d as a drop-in nn.Conv2d, and fastconv.convert on real torchvision models."""
-import copy
 
 import pytest
 import torch

@@ -29,6 +29,19 @@ def check_device(name: str, t: torch.Tensor) -> None:
     )
 
 
+def check_devices(**tensors) -> None:
+    """check_device for each named tensor (None skipped)."""
+    for name, t in tensors.items():
+        if t is not None:
+            check_device(name, t)
+
+
+def fake_output(shape, like: torch.Tensor, memory_format) -> torch.Tensor:
+    """The fake (meta) twin of ``new_output``: allocated the same way, so the strides agree even
+    where a layout is ambiguous (with one channel, .contiguous(memory_format=...) keeps NCHW)."""
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format)
+
+
 def new_output(shape, like: torch.Tensor, memory_format=torch.contiguous_format, dtype=None):
     """Allocate an output tensor (poisoned with NaN when tests ask for it)."""
     out = torch.empty(shape, dtype=dtype or like.dtype, device=like.device,

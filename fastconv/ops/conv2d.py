@@ -14,21 +14,15 @@ from torch import Tensor
 from fastconv.kernels._common import ACT_GELU, ACT_NONE, ACT_RELU, ACT_RELU6, ACT_SILU
 
 from fastconv.ops import conv2d_launch
-from fastconv.ops._runtime import check_device, new_output
+from fastconv.ops._runtime import check_devices, fake_output, new_output
 from fastconv.ops.conv_shapes import conv2d_output_shape, conv_memory_format, memory_format_of
-
-
-def _check_devices(**tensors) -> None:
-    for name, t in tensors.items():
-        if t is not None:
-            check_device(name, t)
 
 
 # ---------------------------------------------------------------------------- forward
 @torch.library.custom_op("fastconv::conv2d", mutates_args=())
 def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
            padding: List[int], dilation: List[int], groups: int) -> Tensor:
-    _check_devices(input=input, weight=weight, bias=bias)
+    check_devices(input=input, weight=weight, bias=bias)
     shape = conv2d_output_shape(input.shape, weight.shape, stride, padding, dilation)
     out = new_output(shape, input, conv_memory_format(input, weight))
     conv2d_launch.conv2d_fprop(input, weight, bias, out, stride, padding, dilation, groups)
@@ -38,7 +32,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[i
 @conv2d.register_fake
 def _(input, weight, bias, stride, padding, dilation, groups):
     shape = conv2d_output_shape(input.shape, weight.shape, stride, padding, dilation)
-    return input.new_empty(shape).contiguous(memory_format=conv_memory_format(input, weight))
+    return fake_output(shape, input, conv_memory_format(input, weight))
 
 
 # ---------------------------------------------------------------------------- fused epilogue
@@ -55,7 +49,7 @@ def conv2d_activation(input: Tensor, weight: Tensor, bias: Optional[Tensor],
                       dilation: List[int], groups: int, activation: str,
                       keep_preactivation: bool) -> Tuple[Tensor, Tensor]:
     """(act(conv2d + bias + residual), the pre-activation or an empty tensor)."""
-    _check_devices(input=input, weight=weight, bias=bias, residual=residual)
+    check_devices(input=input, weight=weight, bias=bias, residual=residual)
     shape = conv2d_output_shape(input.shape, weight.shape, stride, padding, dilation)
     fmt = conv_memory_format(input, weight)
     out = new_output(shape, input, fmt)
@@ -71,10 +65,8 @@ def _(input, weight, bias, residual, stride, padding, dilation, groups, activati
       keep_preactivation):
     shape = conv2d_output_shape(input.shape, weight.shape, stride, padding, dilation)
     fmt = conv_memory_format(input, weight)
-    out = input.new_empty(shape).contiguous(memory_format=fmt)
-    preact = input.new_empty(shape).contiguous(memory_format=fmt) if keep_preactivation \
-        else input.new_empty(0)
-    return out, preact
+    preact = fake_output(shape, input, fmt) if keep_preactivation else input.new_empty(0)
+    return fake_output(shape, input, fmt), preact
 
 
 def activation_backward(activation: str, grad: Tensor, out: Tensor, preact: Tensor) -> Tensor:
@@ -103,7 +95,7 @@ def activation_backward(activation: str, grad: Tensor, out: Tensor, preact: Tens
 def conv2d_input_grad(grad_output: Tensor, weight: Tensor, input_size: List[int],
                       stride: List[int], padding: List[int], dilation: List[int],
                       groups: int) -> Tensor:
-    _check_devices(grad_output=grad_output, weight=weight)
+    check_devices(grad_output=grad_output, weight=weight)
     grad_input = new_output(input_size, grad_output, memory_format_of(grad_output))
     conv2d_launch.conv2d_dgrad(grad_output, weight, grad_input, stride, padding, dilation, groups)
     return grad_input
@@ -111,15 +103,14 @@ def conv2d_input_grad(grad_output: Tensor, weight: Tensor, input_size: List[int]
 
 @conv2d_input_grad.register_fake
 def _(grad_output, weight, input_size, stride, padding, dilation, groups):
-    return grad_output.new_empty(input_size).contiguous(
-        memory_format=memory_format_of(grad_output))
+    return fake_output(input_size, grad_output, memory_format_of(grad_output))
 
 
 @torch.library.custom_op("fastconv::conv2d_weight_grad", mutates_args=())
 def conv2d_weight_grad(grad_output: Tensor, input: Tensor, weight_size: List[int],
                        stride: List[int], padding: List[int], dilation: List[int],
                        groups: int) -> Tensor:
-    _check_devices(grad_output=grad_output, input=input)
+    check_devices(grad_output=grad_output, input=input)
     return conv2d_launch.conv2d_wgrad(input, grad_output, weight_size, stride, padding,
                                       dilation, groups)
 

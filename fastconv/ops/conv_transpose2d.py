@@ -26,7 +26,7 @@ from torch import Tensor
 
 from fastconv.ops import conv2d as _conv2d_ops  # noqa: F401  (registers conv2d_weight_grad)
 from fastconv.ops import conv2d_launch
-from fastconv.ops._runtime import check_device, new_output
+from fastconv.ops._runtime import check_devices, fake_output, new_output
 from fastconv.ops.conv_shapes import conv_memory_format
 
 
@@ -48,42 +48,18 @@ def conv_transpose2d_output_shape(input_shape: Sequence[int], weight_shape: Sequ
                                        dilation[1])]
 
 
-def _pointwise_part(t: Tensor, weight: Tensor, stride, padding, hw) -> Tensor:
-    """The part of a transposed-size tensor that the conv2d kernels should see.
-
-    With a 1x1 kernel, stride 1 and no padding, input pixel (h, w) feeds output pixel (h, w)
-    alone, so the output_padding rows/columns (possible when the dilation exceeds them) receive
-    nothing. The launchers are handed only the top-left H x W region then: a pointwise problem
-    whose tensors differ in size must not reach the 1x1 GEMM, which pairs pixels by flat index.
-    """
-    if weight.shape[2:] == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0) \
-            and tuple(t.shape[2:]) != tuple(hw):
-        return t[:, :, :hw[0], :hw[1]]
-    return t
-
-
-def _check_devices(**tensors) -> None:
-    for name, t in tensors.items():
-        if t is not None:
-            check_device(name, t)
-
-
 # ---------------------------------------------------------------------------- forward
 # argument order as aten::conv_transpose2d (groups before dilation)
 @torch.library.custom_op("fastconv::conv_transpose2d", mutates_args=())
 def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
                      padding: List[int], output_padding: List[int], groups: int,
                      dilation: List[int]) -> Tensor:
-    _check_devices(input=input, weight=weight, bias=bias)
+    check_devices(input=input, weight=weight, bias=bias)
     shape = conv_transpose2d_output_shape(input.shape, weight.shape, stride, padding,
                                           output_padding, groups, dilation)
     out = new_output(shape, input, conv_memory_format(input, weight))
-    dx = _pointwise_part(out, weight, stride, padding, input.shape[2:])
-    if dx is not out:
-        h, w = dx.shape[2:]
-        out[:, :, h:].zero_()
-        out[:, :, :h, w:].zero_()
-    conv2d_launch.conv2d_dgrad(input, weight, dx, stride, padding, dilation, groups)
+    # every element of ``out`` is written, output_padding rows and columns included (with 0)
+    conv2d_launch.conv2d_dgrad(input, weight, out, stride, padding, dilation, groups)
     if bias is not None:
         # the dgrad kernel has no bias epilogue; ``out`` is ours, so adding in place is safe
         out += bias.view(1, -1, 1, 1)
@@ -94,10 +70,7 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stri
 def _(input, weight, bias, stride, padding, output_padding, groups, dilation):
     shape = conv_transpose2d_output_shape(input.shape, weight.shape, stride, padding,
                                           output_padding, groups, dilation)
-    # allocated as the real one is: ``new_empty(...).contiguous(memory_format=...)`` would keep
-    # NCHW strides where both layouts coincide (one output channel) and differ from the real op
-    return torch.empty(shape, dtype=input.dtype, device=input.device,
-                       memory_format=conv_memory_format(input, weight))
+    return fake_output(shape, input, conv_memory_format(input, weight))
 
 
 # ---------------------------------------------------------------------------- gradients
@@ -105,9 +78,8 @@ def _(input, weight, bias, stride, padding, output_padding, groups, dilation):
 def conv_transpose2d_input_grad(grad_output: Tensor, weight: Tensor, input_size: List[int],
                                 stride: List[int], padding: List[int], dilation: List[int],
                                 groups: int) -> Tensor:
-    _check_devices(grad_output=grad_output, weight=weight)
+    check_devices(grad_output=grad_output, weight=weight)
     grad_input = new_output(input_size, grad_output, conv_memory_format(grad_output, weight))
-    grad_output = _pointwise_part(grad_output, weight, stride, padding, input_size[2:])
     conv2d_launch.conv2d_fprop(grad_output, weight, None, grad_input, stride, padding, dilation,
                                groups)
     return grad_input
@@ -115,8 +87,7 @@ def conv_transpose2d_input_grad(grad_output: Tensor, weight: Tensor, input_size:
 
 @conv_transpose2d_input_grad.register_fake
 def _(grad_output, weight, input_size, stride, padding, dilation, groups):
-    return torch.empty(input_size, dtype=grad_output.dtype, device=grad_output.device,
-                       memory_format=conv_memory_format(grad_output, weight))
+    return fake_output(input_size, grad_output, conv_memory_format(grad_output, weight))
 
 
 # ---------------------------------------------------------------------------- autograd
@@ -139,8 +110,7 @@ def _backward(ctx, grad_output):
         # conv2d output gradient; it reduces over the pixels of ``input``, so the extra rows
         # and columns of output_padding are read only where a tap reaches them
         grad_weight = torch.ops.fastconv.conv2d_weight_grad(
-            input, _pointwise_part(grad_output, weight, stride, padding, input.shape[2:]),
-            list(weight.shape), stride, padding, dilation, groups)
+            input, grad_output, list(weight.shape), stride, padding, dilation, groups)
     if ctx.has_bias and ctx.needs_input_grad[2]:
         grad_bias = grad_output.sum(dim=(0, 2, 3))
     return grad_input, grad_weight, grad_bias, None, None, None, None, None

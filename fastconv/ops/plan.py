@@ -71,9 +71,10 @@ class ConvProblem:
 
     @property
     def pointwise(self) -> bool:
-        """A 1x1 kernel with no stride or padding: output pixel m reads input pixel m."""
+        """A 1x1 kernel with no stride or padding over equal pixel grids: output pixel m reads
+        input pixel m. (The grids can differ: a transposed 1x1 with output_padding is larger.)"""
         return (self.R, self.S) == (1, 1) and tuple(self.stride) == (1, 1) \
-            and tuple(self.padding) == (0, 0)
+            and tuple(self.padding) == (0, 0) and (self.P, self.Q) == (self.H, self.W)
 
 
 @dataclass(frozen=True)
