@@ -61,3 +61,23 @@ def aten_forbidden(ops=("convolution", "convolution_backward"), namespace="aten"
         yield
     finally:
         lib._destroy()
+
+
+# ---------------------------------------------------------------------------- bad-input tables
+def bad(case_id, exc, names, torch_rejects=True, **overrides):
+    """One row of a bad-input table: ``overrides`` are callables (or plain values) replacing
+    arguments of the test file's valid ``_base()`` call; the call must raise ``exc`` with a
+    message naming each of ``names``. ``torch_rejects=False`` marks a deliberate refusal of
+    something torch accepts."""
+    import pytest
+    return pytest.param(overrides, exc, names, torch_rejects, id=case_id)
+
+
+def t(*shape, **kw):
+    """A random tensor, made when the row runs."""
+    return lambda: torch.randn(*shape, **kw)
+
+
+def ints(*shape):
+    """A random integer tensor, made when the row runs."""
+    return lambda: torch.randint(-3, 4, shape)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 import fastconv
 from fastconv.functional import conv1d
-from helpers import DTYPES, assert_rel_close, aten_forbidden
+from helpers import DTYPES, assert_rel_close, aten_forbidden, bad, ints, t
 
 ACCEPTED_ERRORS = (ValueError, TypeError, RuntimeError)
 EVEN_SAME = "ignore:Using padding='same' with even kernel lengths"
@@ -327,19 +327,6 @@ def test_launch_guard_catches_a_launch(no_launch):
 def _base():
     """A valid call: input [2, 4, 7], weight [6, 4, 3], bias [6], float32."""
     return dict(input=torch.randn(2, 4, 7), weight=torch.randn(6, 4, 3), bias=torch.randn(6))
-
-
-def bad(case_id, exc, names, torch_rejects=True, **overrides):
-    """``torch_rejects=False`` marks a deliberate refusal of something torch accepts."""
-    return pytest.param(overrides, exc, names, torch_rejects, id=case_id)
-
-
-def t(*shape, **kw):
-    return lambda: torch.randn(*shape, **kw)
-
-
-def ints(*shape):
-    return lambda: torch.randint(-3, 4, shape)
 
 
 BAD_INPUTS = [

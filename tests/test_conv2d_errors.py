@@ -16,12 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from fastconv.functional import conv2d
-from helpers import aten_forbidden, assert_rel_close
+from helpers import assert_rel_close, aten_forbidden, bad, ints, t
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCEPTED_ERRORS = (ValueError, TypeError, RuntimeError)
-
-
 
 
 def test_launch_guard_catches_a_launch(no_launch):
@@ -35,22 +33,6 @@ def _base():
     """A valid call: input [2, 4, 5, 5], weight [6, 4, 3, 3], bias [6], float32."""
     return dict(input=torch.randn(2, 4, 5, 5), weight=torch.randn(6, 4, 3, 3),
                 bias=torch.randn(6))
-
-
-def bad(case_id, exc, names, torch_rejects=True, **overrides):
-    """One row: ``overrides`` are callables (or plain values) replacing arguments of ``_base``.
-
-    ``torch_rejects=False`` marks a deliberate refusal of something torch accepts.
-    """
-    return pytest.param(overrides, exc, names, torch_rejects, id=case_id)
-
-
-def t(*shape, **kw):
-    return lambda: torch.randn(*shape, **kw)
-
-
-def ints(*shape):
-    return lambda: torch.randint(-3, 4, shape)
 
 
 BAD_INPUTS = [

@@ -22,7 +22,7 @@ import fastconv.ops._runtime as runtime
 from fastconv.functional import conv_transpose2d
 from fastconv.ops import conv2d_launch
 from fastconv.ops.plan import THIN
-from helpers import DTYPES, ATenRan, assert_rel_close, aten_forbidden
+from helpers import ATenRan, DTYPES, assert_rel_close, aten_forbidden, bad, ints, t
 
 ACCEPTED_ERRORS = (ValueError, TypeError, RuntimeError)
 CL = torch.channels_last
@@ -482,18 +482,6 @@ def _base():
     """A valid call: input [2, 4, 5, 5], weight [4, 3, 3, 3] (3 output channels), bias [3]."""
     return dict(input=torch.randn(2, 4, 5, 5), weight=torch.randn(4, 3, 3, 3),
                 bias=torch.randn(3))
-
-
-def bad(case_id, exc, names, torch_rejects=True, **overrides):
-    return pytest.param(overrides, exc, names, torch_rejects, id=case_id)
-
-
-def t(*shape, **kw):
-    return lambda: torch.randn(*shape, **kw)
-
-
-def ints(*shape):
-    return lambda: torch.randint(-3, 4, shape)
 
 
 BAD_INPUTS = [

@@ -83,3 +83,22 @@ def check_bias(fn: str, bias: Optional[Tensor], input: Tensor, out_channels: int
     if bias.dim() != 1 or bias.shape[0] != out_channels:
         raise ValueError(f"{fn}(): expected bias to be 1-D with {out_channels} elements "
                          f"(out_channels), got bias of shape {list(bias.shape)}")
+
+
+def check_window_fits(fn: str, input: Tensor, weight: Tensor, x: Tensor, pad, extra, dilation,
+                      kernel, axes: str) -> None:
+    """The (dilated) kernel fits the padded input along every spatial axis (``axes`` names them,
+    e.g. "HW" or "L"), and the input is not empty there: torch convolves an empty batch or zero
+    channels, never an empty image, padded or not. ``x`` is the batched input."""
+    for axis, size, p, e, d, k in zip(axes, x.shape[2:], pad, extra, dilation, kernel):
+        padded, span = size + 2 * p + e, d * (k - 1) + 1
+        if padded < span:
+            raise ValueError(
+                f"{fn}(): the padded input is {padded} along {axis} but the (dilated) kernel "
+                f"spans {span}: the kernel can't be larger than the padded input (input shape "
+                f"{list(input.shape)}, weight shape {list(weight.shape)}, padding={tuple(pad)}, "
+                f"dilation={tuple(dilation)})")
+    if x.numel() == 0 and x.shape[0] and x.shape[1]:
+        empty = " or ".join(f"{axis}=0" for axis in axes)
+        raise ValueError(f"{fn}(): only an empty batch or zero channels are supported, got "
+                         f"input of shape {list(input.shape)} with {empty}")

@@ -12,7 +12,7 @@ from torch import Tensor
 
 import fastconv.ops  # noqa: F401  (registers torch.ops.fastconv.*)
 from fastconv.functional._args import (check_bias, check_groups, check_same, check_tensor,
-                                       int_tuple, non_negative, positive)
+                                       check_window_fits, int_tuple, non_negative, positive)
 
 _FN = "conv1d"
 IntOrSingle = Union[int, Sequence[int]]
@@ -86,18 +86,7 @@ def conv1d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
 
     batched = input.dim() == 3
     x = input if batched else input.unsqueeze(0)
-    length = x.shape[2]
-    padded, span = length + 2 * pad + extra, dilation * (kernel - 1) + 1
-    if padded < span:
-        raise ValueError(
-            f"{_FN}(): the padded input is {padded} long along L but the (dilated) kernel spans "
-            f"{span}: the kernel can't be longer than the padded input (input shape "
-            f"{list(input.shape)}, weight shape {list(weight.shape)}, padding={pad}, "
-            f"dilation={dilation})")
-    if x.numel() == 0 and x.shape[0] and x.shape[1]:
-        # torch convolves an empty batch or zero channels, but not an empty sequence, even padded
-        raise ValueError(f"{_FN}(): only an empty batch or zero channels are supported, got "
-                         f"input of shape {list(input.shape)} with L=0")
+    check_window_fits(_FN, input, weight, x, (pad,), (extra,), (dilation,), (kernel,), "L")
     if extra:
         x = F.pad(x, (0, extra))
     # torch makes a 3-D input contiguous before its 2-D view (so a permuted [N, L, C] input does

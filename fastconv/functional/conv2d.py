@@ -9,7 +9,7 @@ from torch import Tensor
 import fastconv.ops  # noqa: F401  (registers torch.ops.fastconv.*)
 from fastconv.ops.conv2d import ACTIVATIONS
 from fastconv.functional._args import (check_bias, check_groups, check_same, check_tensor,
-                                       int_tuple, non_negative, positive)
+                                       check_window_fits, int_tuple, non_negative, positive)
 
 _FN = "conv2d"
 IntOrPair = Union[int, Sequence[int]]
@@ -99,18 +99,7 @@ def normalize_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stri
     pad, extra = _resolve_padding(padding, weight, stride, dilation)
 
     x = input if input.dim() == 4 else input.unsqueeze(0)
-    for axis, (size, p, e, d, k) in enumerate(zip(x.shape[2:], pad, extra, dilation, (kh, kw))):
-        padded, span = size + 2 * p + e, d * (k - 1) + 1
-        if padded < span:
-            raise ValueError(
-                f"{_FN}(): the padded input is {padded} along {'HW'[axis]} but the (dilated) "
-                f"kernel spans {span}: the kernel can't be larger than the padded input "
-                f"(input shape {list(input.shape)}, weight shape {list(weight.shape)}, "
-                f"padding={pad}, dilation={dilation})")
-    if x.numel() == 0 and x.shape[0] and x.shape[1]:
-        # torch convolves an empty batch or zero channels, but not an empty image, even padded
-        raise ValueError(f"{_FN}(): only an empty batch or zero channels are supported, got "
-                         f"input of shape {list(input.shape)} with an empty H or W")
+    check_window_fits(_FN, input, weight, x, pad, extra, dilation, (kh, kw), "HW")
     return Conv2dArgs(x, stride, pad, extra, dilation, groups)
 
 
