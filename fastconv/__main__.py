@@ -42,8 +42,10 @@ def cmd_verify(args) -> int:
     console = Console(width=None if sys.stdout.isatty() else 140)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if os.environ.get(_AUTO_FLAG):
-        console.print("[yellow]No CUDA device: running fastconv's kernels on the CPU through "
-                      "Triton's interpreter (TRITON_INTERPRET=1). This is slow; sizes are small.")
+        # a diagnostic: on stderr, so that --json output stays parseable
+        Console(stderr=True).print(
+            "[yellow]No CUDA device: running fastconv's kernels on the CPU through Triton's "
+            "interpreter (TRITON_INTERPRET=1). This is slow; sizes are small.")
     size = args.size or (224 if device.type == "cuda" else 32)
     models = args.models or list(V.MODELS)
     unknown = [m for m in models if m not in V.MODELS]
