@@ -93,11 +93,14 @@ def random_case(rng: random.Random) -> Optional[ConvCase]:
                     rng.choice(DTYPES), rng.random() < 0.4, rng.random() < 0.6)
 
 
-def sweep(count: int, seed: int):
+def sweep(count: int, seed: int, generate=None):
+    """``count`` cases from ``generate(rng)`` (default: conv2d's ``random_case``), which may
+    return None to reject a draw; seeded, so every run tests the same cases."""
+    generate = generate or random_case
     rng = random.Random(seed)
     cases = []
     while len(cases) < count:
-        case = random_case(rng)
+        case = generate(rng)
         if case is not None:
             cases.append(case)
     return cases

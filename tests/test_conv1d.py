@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 import fastconv
 from fastconv.functional import conv1d
+from conv_cases import sweep
 from helpers import DTYPES, assert_rel_close, aten_forbidden, bad, ints, t
 
 ACCEPTED_ERRORS = (ValueError, TypeError, RuntimeError)
@@ -102,17 +103,7 @@ def random_case(rng: random.Random) -> Optional[Conv1dCase]:
                       rng.choice(DTYPES), rng.random() < 0.3, rng.random() < 0.6)
 
 
-def sweep(count: int, seed: int):
-    rng = random.Random(seed)
-    cases = []
-    while len(cases) < count:
-        case = random_case(rng)
-        if case is not None:
-            cases.append(case)
-    return cases
-
-
-CASES = sweep(110, seed=1701)
+CASES = sweep(110, seed=1701, generate=random_case)
 
 
 def run_case(case, seed=0):

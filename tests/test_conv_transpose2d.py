@@ -22,6 +22,7 @@ import fastconv.ops._runtime as runtime
 from fastconv.functional import conv_transpose2d
 from fastconv.ops import conv2d_launch
 from fastconv.ops.plan import THIN
+from conv_cases import sweep
 from helpers import ATenRan, DTYPES, assert_rel_close, aten_forbidden, bad, ints, t
 
 ACCEPTED_ERRORS = (ValueError, TypeError, RuntimeError)
@@ -120,17 +121,7 @@ def random_case(rng: random.Random):
     return case
 
 
-def sweep(count: int, seed: int):
-    rng = random.Random(seed)
-    cases = []
-    while len(cases) < count:
-        case = random_case(rng)
-        if case is not None:
-            cases.append(case)
-    return cases
-
-
-CASES = sweep(110, seed=2027)
+CASES = sweep(110, seed=2027, generate=random_case)
 
 
 def _leaves(tensors, dtype=None):

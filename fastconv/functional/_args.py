@@ -102,3 +102,18 @@ def check_window_fits(fn: str, input: Tensor, weight: Tensor, x: Tensor, pad, ex
         empty = " or ".join(f"{axis}=0" for axis in axes)
         raise ValueError(f"{fn}(): only an empty batch or zero channels are supported, got "
                          f"input of shape {list(input.shape)} with {empty}")
+
+
+def check_weight_channels(fn: str, input: Tensor, weight: Tensor, groups: int) -> None:
+    """groups splits weight.shape[0] (out_channels) evenly, and the input's channel axis (the
+    one before the spatial axes) matches weight.shape[1] * groups."""
+    out_channels, in_per_group = weight.shape[:2]
+    if out_channels < groups or out_channels % groups:
+        raise ValueError(f"{fn}(): groups={groups} must divide out_channels (weight.shape[0]="
+                         f"{out_channels}) into groups of at least one channel")
+    in_channels = input.shape[-weight.dim() + 1]
+    if in_channels != in_per_group * groups:
+        raise ValueError(
+            f"{fn}(): input has {in_channels} channels, but weight of shape "
+            f"{list(weight.shape)} with groups={groups} expects {in_per_group * groups} "
+            f"(weight.shape[1] * groups)")

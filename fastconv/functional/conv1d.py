@@ -12,7 +12,8 @@ from torch import Tensor
 
 import fastconv.ops  # noqa: F401  (registers torch.ops.fastconv.*)
 from fastconv.functional._args import (check_bias, check_groups, check_same, check_tensor,
-                                       check_window_fits, int_tuple, non_negative, positive)
+                                       check_weight_channels, check_window_fits, int_tuple,
+                                       non_negative, positive)
 
 _FN = "conv1d"
 IntOrSingle = Union[int, Sequence[int]]
@@ -68,19 +69,11 @@ def conv1d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     (dilation,) = int_tuple(_FN, "dilation", dilation, 1)
     positive(_FN, "dilation", (dilation,))
     groups = check_groups(_FN, groups)
-    out_channels, in_per_group, kernel = weight.shape
-    if out_channels < groups or out_channels % groups:
-        raise ValueError(f"{_FN}(): groups={groups} must divide out_channels (weight.shape[0]="
-                         f"{out_channels}) into groups of at least one channel")
+    out_channels, _, kernel = weight.shape
+    check_weight_channels(_FN, input, weight, groups)
     if kernel < 1:
         raise ValueError(f"{_FN}(): weight must have a kernel of length at least 1, got weight "
                          f"of shape {list(weight.shape)}")
-    in_channels = input.shape[-2]
-    if in_channels != in_per_group * groups:
-        raise ValueError(
-            f"{_FN}(): input has {in_channels} channels, but weight of shape "
-            f"{list(weight.shape)} with groups={groups} expects {in_per_group * groups} "
-            f"(weight.shape[1] * groups)")
     check_bias(_FN, bias, input, out_channels)
     pad, extra = _resolve_padding(padding, kernel, stride, dilation)
 

@@ -9,7 +9,8 @@ from torch import Tensor
 import fastconv.ops  # noqa: F401  (registers torch.ops.fastconv.*)
 from fastconv.ops.conv2d import ACTIVATIONS
 from fastconv.functional._args import (check_bias, check_groups, check_same, check_tensor,
-                                       check_window_fits, int_tuple, non_negative, positive)
+                                       check_weight_channels, check_window_fits, int_tuple,
+                                       non_negative, positive)
 
 _FN = "conv2d"
 IntOrPair = Union[int, Sequence[int]]
@@ -82,19 +83,11 @@ def normalize_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stri
     dilation = int_tuple(_FN, "dilation", dilation, 2)
     positive(_FN, "dilation", dilation)
     groups = check_groups(_FN, groups)
-    out_channels, in_per_group, kh, kw = weight.shape
-    if out_channels < groups or out_channels % groups:
-        raise ValueError(f"{_FN}(): groups={groups} must divide out_channels (weight.shape[0]="
-                         f"{out_channels}) into groups of at least one channel")
+    out_channels, _, kh, kw = weight.shape
+    check_weight_channels(_FN, input, weight, groups)
     if kh < 1 or kw < 1:
         raise ValueError(f"{_FN}(): weight must have a kernel of at least 1x1, got weight of "
                          f"shape {list(weight.shape)}")
-    in_channels = input.shape[-3]
-    if in_channels != in_per_group * groups:
-        raise ValueError(
-            f"{_FN}(): input has {in_channels} channels, but weight of shape "
-            f"{list(weight.shape)} with groups={groups} expects {in_per_group * groups} "
-            f"(weight.shape[1] * groups)")
     check_bias(_FN, bias, input, out_channels)
     pad, extra = _resolve_padding(padding, weight, stride, dilation)
 
