@@ -12,6 +12,12 @@ from .conv2d_direct import (
     conv2d_dgrad_direct_kernel,
     conv2d_wgrad_direct_kernel,
 )
+from .roi_align import (
+    roi_align_fwd_kernel,
+    roi_align_bwd_kernel,
+    roi_align_bwd_ordered_kernel,
+)
+from .roi_pool import roi_pool_fwd_kernel, roi_pool_bwd_kernel, roi_pool_bwd_ordered_kernel
 
 __all__ = [
     "conv2d_fprop_igemm_kernel",
@@ -22,4 +28,10 @@ __all__ = [
     "conv2d_fprop_direct_kernel",
     "conv2d_dgrad_direct_kernel",
     "conv2d_wgrad_direct_kernel",
+    "roi_align_fwd_kernel",
+    "roi_align_bwd_kernel",
+    "roi_align_bwd_ordered_kernel",
+    "roi_pool_fwd_kernel",
+    "roi_pool_bwd_kernel",
+    "roi_pool_bwd_ordered_kernel",
 ]

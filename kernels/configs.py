@@ -20,6 +20,9 @@ class TileConfig:
     block_k: int  # 0 for the direct kernels, which have no reduction tile
     num_warps: int
     num_stages: int
+    # ptx .maxnreg (0: ptxas's own limit). Without it ptxas caps registers per thread to keep
+    # several blocks resident, and would rather spill a few bytes than go past the cap.
+    max_registers: int = 0
 
 
 _C = TileConfig
@@ -61,3 +64,15 @@ DIRECT_CONFIGS = {"fprop": _DIRECT, "dgrad": _DIRECT, "wgrad": _DIRECT}
 # implicit GEMM's: it keeps the pixel-GEMM tiles (its epilogue included) and the int64 tiles.
 GEMM_1X1_CONFIGS = {"fprop": _PIXEL_GEMM, "dgrad": _PIXEL_GEMM, "wgrad": GEMM_CONFIGS["wgrad"]}
 GEMM_1X1_CONFIGS_INT64 = {"fprop": _INT64, "dgrad": _INT64, "wgrad": _INT64}
+
+# RoIAlign / RoIPool: block_m = bins of one RoI per program, block_n = channels, no reduction
+# tile. "tile" serves the forward and the atomic backward (the first entry whose bins the RoI
+# fills: 7x7 = 49 bins pad to 64); "ordered" is the deterministic backward, one bin at a time
+# across a channel vector of one element per thread. Each of the four bilinear taps carries its
+# own gathered address per element: 64x32 at 4 warps (16 elements per thread) spilled with
+# 64-bit offsets and in float64. At 4 warps ptxas's own register cap (128) still spilled 8 bytes
+# in float64 with 64-bit offsets on sm_80, hence the explicit limit of the small tile.
+ROI_CONFIGS = {
+    "tile": [_C(64, 32, 0, 8, 1), _C(16, 32, 0, 4, 1, max_registers=168)],
+    "ordered": [_C(1, 128, 0, 4, 1)],
+}

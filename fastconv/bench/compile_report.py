@@ -44,7 +44,7 @@ _TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "
                  torch.float64: "fp64"}
 
 # The launcher reports these in its meta dict, but they are launch options, not constexprs.
-_LAUNCH_OPTIONS = ("num_warps", "num_stages")
+_LAUNCH_OPTIONS = ("num_warps", "num_stages", "maxnreg")
 
 ROW_FIELDS = ("kernel", "direction", "family", "dtype", "block_m", "block_n", "block_k",
               "num_warps", "num_stages", "flags", "arch", "registers", "stack", "shared",
@@ -214,8 +214,9 @@ def variants_for(direction: str, family: str, dtype: torch.dtype, config: TileCo
                                     _signature(kernel, dtype, index_64), constexprs)
 
 
-def kernel_variants() -> Iterator[KernelVariant]:
-    """Every variant ``plan_conv2d`` can choose on a GPU: all configs, dtypes and flag values.
+def conv_variants() -> Iterator[KernelVariant]:
+    """Every convolution variant ``plan_conv2d`` can choose on a GPU: all configs, dtypes and
+    flag values.
 
     The plan takes the first config of its list that the problem fills and the last one
     otherwise, so every entry of the tables in ``plan.CONFIG_TABLES`` is reachable; those
@@ -226,6 +227,63 @@ def kernel_variants() -> Iterator[KernelVariant]:
             for table, index_64_values in CONFIG_TABLES[family]:
                 for config in table[direction][dtype_class(dtype)]:
                     yield from variants_for(direction, family, dtype, config, index_64_values)
+
+
+# (kernel, direction, ROI_CONFIGS entry): what ``fastconv.ops.roi_launch`` launches
+_ROI_KERNELS = (
+    (kernels.roi_align_fwd_kernel, "forward", "tile"),
+    (kernels.roi_align_bwd_kernel, "backward", "tile"),
+    (kernels.roi_align_bwd_ordered_kernel, "backward_ordered", "ordered"),
+    (kernels.roi_pool_fwd_kernel, "forward", "tile"),
+    (kernels.roi_pool_bwd_kernel, "backward", "tile"),
+    (kernels.roi_pool_bwd_ordered_kernel, "backward_ordered", "ordered"),
+)
+
+
+def _roi_signature(kernel, dtype: torch.dtype, index_64: bool) -> dict:
+    """Argument types as ``roi_launch`` passes them: the gradient buffer ``dx_ptr`` and the
+    spatial scale in the compute type (float32, float64 for float64), argmax as int32."""
+    sig = _signature(kernel, dtype, index_64)
+    compute = "*fp64" if dtype == torch.float64 else "*fp32"
+    for name in sig:
+        if name == "scale_ptr" or (name == "dx_ptr" and "_bwd" in kernel.fn.__name__):
+            sig[name] = compute
+        elif name == "argmax_ptr":
+            sig[name] = "*i32"
+    return sig
+
+
+def roi_variants() -> Iterator[KernelVariant]:
+    """Every RoIAlign / RoIPool variant a GPU launch can use: each kernel with each tile of
+    ``ROI_CONFIGS`` it may get, every dtype, 32- and 64-bit offsets, aligned or not."""
+    from fastconv.kernels.configs import ROI_CONFIGS
+    from fastconv.ops import roi_launch
+
+    for kernel, direction, table in _ROI_KERNELS:
+        name = kernel.fn.__name__
+        family = name.split("_")[0] + "_" + name.split("_")[1]  # roi_align / roi_pool
+        declared = _constexpr_names(kernel)
+        for dtype in DTYPES:
+            for config in ROI_CONFIGS[table]:
+                for index_64 in (False, True):
+                    meta = roi_launch._meta(config, dtype, index_64, ordered=table == "ordered")
+                    for aligned in ((False, True) if "ALIGNED" in declared else (None,)):
+                        if aligned is not None:
+                            meta["ALIGNED"] = aligned
+                        constexprs = {k: meta[k] for k in declared}
+                        if set(meta) - set(_LAUNCH_OPTIONS) != set(declared):
+                            raise ValueError(
+                                f"{name}: the launcher passes constexprs "
+                                f"{sorted(set(meta) - set(_LAUNCH_OPTIONS))} but the kernel "
+                                f"declares {sorted(declared)}; a launch would fail")
+                        yield KernelVariant(name, direction, family, dtype, config,
+                                            _roi_signature(kernel, dtype, index_64), constexprs)
+
+
+def kernel_variants() -> Iterator[KernelVariant]:
+    """Every kernel variant fastconv can launch on a GPU: convolutions, then RoI ops."""
+    yield from conv_variants()
+    yield from roi_variants()
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,7 +389,9 @@ def compile_variant(variant: KernelVariant, arch) -> dict:
         compiled = triton.compile(
             ASTSource(kernel, variant.signature, variant.constexprs),
             target=GPUTarget("cuda", arch, 32),
-            options={"num_warps": variant.num_warps, "num_stages": variant.num_stages})
+            options={"num_warps": variant.num_warps, "num_stages": variant.num_stages,
+                     **({"maxnreg": variant.config.max_registers}
+                        if variant.config.max_registers else {})})
         usage = _resource_usage(compiled.asm["cubin"])
         # Triton's shared memory is dynamic (absent from the cubin); cuobjdump shows the static
         # part only (e.g. 1 KB on sm_90). A launch needs both.

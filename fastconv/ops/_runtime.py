@@ -1,4 +1,6 @@
 """Where the kernels run: a CUDA device, or the CPU through Triton's interpreter."""
+from typing import Optional
+
 import torch
 from triton.runtime.interpreter import InterpretedFunction
 
@@ -49,3 +51,14 @@ def new_output(shape, like: torch.Tensor, memory_format=torch.contiguous_format,
     if POISON_OUTPUTS:
         out.fill_(float("nan"))
     return out
+
+
+def needs_int64(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether an element offset of some tensor (a strided view included) can reach 2**31."""
+    for t in tensors:
+        if t is None:
+            continue
+        reach = sum((size - 1) * abs(st) for size, st in zip(t.shape, t.stride()) if size > 0)
+        if t.numel() >= 2**31 or reach >= 2**31:
+            return True
+    return False

@@ -9,7 +9,7 @@ import torch
 import triton
 
 from fastconv.ops import autotune
-from fastconv.ops._runtime import INTERPRETING, new_output
+from fastconv.ops._runtime import INTERPRETING, needs_int64, new_output
 from fastconv.ops.plan import ConvProblem, Plan, plan_conv2d, spatially_flat, wgrad_tiles
 
 
@@ -19,17 +19,6 @@ def conv_problem(x_shape, w_shape, y_shape, groups: int, dtype: torch.dtype, str
     k, _, r, s = w_shape
     return ConvProblem(n, c, h, w, k, y_shape[2], y_shape[3], r, s, groups, dtype,
                        tuple(stride), tuple(padding), tuple(dilation))
-
-
-def needs_int64(*tensors: Optional[torch.Tensor]) -> bool:
-    """Whether an element offset of some tensor (a strided view included) can reach 2**31."""
-    for t in tensors:
-        if t is None:
-            continue
-        reach = sum((size - 1) * abs(st) for size, st in zip(t.shape, t.stride()) if size > 0)
-        if t.numel() >= 2**31 or reach >= 2**31:
-            return True
-    return False
 
 
 def _meta(plan: Plan, dtype: torch.dtype) -> dict:

@@ -1,0 +1,128 @@
+"""Launchers of the RoIAlign and RoIPool kernels: tile choice, grids and kernel arguments.
+
+The ops (``fastconv.ops.roi_align``, ``fastconv.ops.roi_pool``) allocate and own every tensor
+handed over here; the launchers only pick a tile and start the kernels. On a GPU the tiles come
+from ``fastconv.kernels.configs.ROI_CONFIGS`` (compiled and spill-checked by the compile report);
+under the interpreter a program covers a whole RoI and all its channels where it can, because
+there every program step costs milliseconds.
+"""
+import torch
+import triton
+
+from fastconv.kernels import roi_align as roi_align_kernels
+from fastconv.kernels import roi_pool as roi_pool_kernels
+from fastconv.kernels.configs import ROI_CONFIGS, TileConfig
+from fastconv.ops._runtime import INTERPRETING, needs_int64
+
+
+def roi_tile(channels: int, bins: int, ordered: bool) -> TileConfig:
+    """The tile of one program: block_m bins of one RoI by block_n channels.
+
+    Args:
+        channels: C of the input.
+        bins: pooled_height * pooled_width.
+        ordered: the deterministic backward (one bin at a time).
+    """
+    if INTERPRETING:
+        block_m = 1 if ordered else min(triton.next_power_of_2(max(bins, 1)), 256)
+        return TileConfig(block_m, min(triton.next_power_of_2(max(channels, 1)), 256), 0, 4, 1)
+    if ordered:
+        return ROI_CONFIGS["ordered"][0]
+    fits = [c for c in ROI_CONFIGS["tile"] if c.block_m <= triton.next_power_of_2(max(bins, 1))]
+    return fits[0] if fits else ROI_CONFIGS["tile"][-1]
+
+
+def gradient_buffer(input_shape, like: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """The zero-filled buffer a backward adds into: float32 (float64 for float64 gradients),
+    in the input's memory format. Adding in 32 bits is more accurate than in 16, and atomics
+    on bfloat16 are not available everywhere."""
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty(input_shape, dtype=dtype, device=like.device, memory_format=fmt).zero_()
+
+
+def gradient_from_buffer(buffer: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The accumulated gradient in ``dtype`` (the buffer itself when they agree)."""
+    return buffer if buffer.dtype == dtype else buffer.to(dtype)
+
+
+def _scale(spatial_scale: float, like: torch.Tensor) -> torch.Tensor:
+    """spatial_scale in the kernels' compute type (float64 for float64 input), as torchvision
+    holds it; a Python float argument would reach the kernel as float32."""
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    return torch.full((1,), spatial_scale, dtype=dtype, device=like.device)
+
+
+def _meta(cfg: TileConfig, dtype: torch.dtype, index_64: bool, ordered: bool = False) -> dict:
+    meta = {"COMPUTE_FP64": dtype == torch.float64, "INDEX_64": index_64,
+            "BLOCK_C": cfg.block_n, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+    if cfg.max_registers:
+        meta["maxnreg"] = cfg.max_registers
+    if not ordered:
+        meta["BLOCK_BINS"] = cfg.block_m
+    return meta
+
+
+def _tile_grid(rois: torch.Tensor, channels: int, bins: int, cfg: TileConfig) -> tuple:
+    return (rois.shape[0] * triton.cdiv(bins, cfg.block_m) * triton.cdiv(channels, cfg.block_n),)
+
+
+# ---------------------------------------------------------------------------- RoIAlign
+def roi_align_forward(x, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned, y):
+    """y [K, C, pooled_h, pooled_w] (contiguous) <- RoIAlign of x [N, C, H, W] (any strides)."""
+    n, c, h, w = x.shape
+    cfg = roi_tile(c, pooled_h * pooled_w, ordered=False)
+    roi_align_kernels.roi_align_fwd_kernel[_tile_grid(rois, c, pooled_h * pooled_w, cfg)](
+        x, rois, _scale(spatial_scale, x), y,
+        n, c, h, w, pooled_h, pooled_w, sampling_ratio,
+        *x.stride(), *rois.stride(), y.stride(0), y.stride(1),
+        ALIGNED=aligned, **_meta(cfg, x.dtype, needs_int64(x, y)))
+
+
+def roi_align_backward(dy, rois, spatial_scale, sampling_ratio, aligned, dx,
+                       deterministic: bool):
+    """dx [N, C, H, W] (zero-filled float32/float64 buffer) += the adjoint of RoIAlign on dy."""
+    n, c, h, w = dx.shape
+    pooled_h, pooled_w = dy.shape[2:]
+    cfg = roi_tile(c, pooled_h * pooled_w, ordered=deterministic)
+    meta = _meta(cfg, dx.dtype, needs_int64(dy, dx), ordered=deterministic)
+    args = (dy, rois, _scale(spatial_scale, dx))
+    strides = (*dy.stride(), *rois.stride(), *dx.stride())
+    if deterministic:
+        grid = (n * triton.cdiv(c, cfg.block_n),)
+        roi_align_kernels.roi_align_bwd_ordered_kernel[grid](
+            *args, dx, n, c, h, w, rois.shape[0], pooled_h, pooled_w, sampling_ratio,
+            *strides, ALIGNED=aligned, **meta)
+    else:
+        roi_align_kernels.roi_align_bwd_kernel[_tile_grid(rois, c, pooled_h * pooled_w, cfg)](
+            *args, dx, n, c, h, w, pooled_h, pooled_w, sampling_ratio,
+            *strides, ALIGNED=aligned, **meta)
+
+
+# ---------------------------------------------------------------------------- RoIPool
+def roi_pool_forward(x, rois, spatial_scale, y, argmax):
+    """y and argmax [K, C, pooled_h, pooled_w] (contiguous, same strides) <- RoIPool of x."""
+    n, c, h, w = x.shape
+    pooled_h, pooled_w = y.shape[2:]
+    cfg = roi_tile(c, pooled_h * pooled_w, ordered=False)
+    roi_pool_kernels.roi_pool_fwd_kernel[_tile_grid(rois, c, pooled_h * pooled_w, cfg)](
+        x, rois, _scale(spatial_scale, x), y, argmax,
+        n, c, h, w, pooled_h, pooled_w,
+        *x.stride(), *rois.stride(), y.stride(0), y.stride(1),
+        **_meta(cfg, x.dtype, needs_int64(x, y)))
+
+
+def roi_pool_backward(dy, rois, argmax, dx, deterministic: bool):
+    """dx [N, C, H, W] (zero-filled float32/float64 buffer) += dy routed to argmax."""
+    n, c, h, w = dx.shape
+    pooled_h, pooled_w = dy.shape[2:]
+    cfg = roi_tile(c, pooled_h * pooled_w, ordered=deterministic)
+    meta = _meta(cfg, dx.dtype, needs_int64(dy, dx, argmax), ordered=deterministic)
+    strides = (*dy.stride(), *rois.stride(), argmax.stride(0), argmax.stride(1), *dx.stride())
+    if deterministic:
+        grid = (n * triton.cdiv(c, cfg.block_n),)
+        roi_pool_kernels.roi_pool_bwd_ordered_kernel[grid](
+            dy, rois, argmax, dx, n, c, w, rois.shape[0], pooled_h, pooled_w, *strides, **meta)
+    else:
+        roi_pool_kernels.roi_pool_bwd_kernel[_tile_grid(rois, c, pooled_h * pooled_w, cfg)](
+            dy, rois, argmax, dx, n, c, w, pooled_h, pooled_w, *strides, **meta)

@@ -1,0 +1,34 @@
+"""``@triton.jit`` helpers shared by the RoIAlign and RoIPool kernels."""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def load_roi(rois_ptr, k, stride_rk, stride_rc, N, COMPUTE_DTYPE: tl.constexpr):
+    """Row ``k`` of rois [K, 5] -> (batch index, in range?, x1, y1, x2, y2).
+
+    The batch index is truncated toward zero, as torchvision's ``int roi_batch_ind = rois[0]``.
+    An index outside [0, N) (or NaN) is reported rather than used, so that an RoI the
+    validation could not see (inside a CUDA graph or a compiled region) reads and writes
+    nothing instead of memory outside the input.
+    """
+    row = rois_ptr + k * stride_rk
+    b = tl.load(row).to(tl.float32)
+    in_range = (b > -1.0) & (b < N)
+    n = tl.where(in_range, b, 0.0).to(tl.int32)
+    x1 = tl.load(row + stride_rc).to(COMPUTE_DTYPE)
+    y1 = tl.load(row + 2 * stride_rc).to(COMPUTE_DTYPE)
+    x2 = tl.load(row + 3 * stride_rc).to(COMPUTE_DTYPE)
+    y2 = tl.load(row + 4 * stride_rc).to(COMPUTE_DTYPE)
+    return n, in_range, x1, y1, x2, y2
+
+
+@triton.jit
+def div_rn(a, b):
+    """a / b rounded to nearest, as torchvision's division: Triton's float32 ``/`` is an
+    approximate division on a GPU, and ``floor``/``ceil`` of a ratio that should be an exact
+    integer must not move. float64 ``/`` is already IEEE."""
+    if a.dtype == tl.float64:
+        return a / b
+    else:
+        return tl.math.div_rn(a, b)

@@ -1,0 +1,282 @@
+"""RoIAlign forward and backward, with torchvision's exact semantics (DESIGN.md).
+
+Each output bin averages grid_h x grid_w bilinear samples of the input. The forward runs one
+program per (RoI, tile of bins, tile of channels): all bins of one RoI share its sampling grid, so
+the loops over samples have scalar bounds and the tile [BLOCK_BINS, BLOCK_C] is gathered once
+per sample. The backward scatters each sample's four weighted gradients back:
+
+* ``roi_align_bwd_kernel`` (default): the forward's grid, scattering with atomic adds. Fast, but
+  the order in which programs add into one input element varies from run to run.
+* ``roi_align_bwd_ordered_kernel`` (deterministic algorithms): one program per (image, tile of
+  channels) walks every RoI of its image, bin by bin and sample by sample, in a fixed order. A
+  program owns its slice of the gradient and issues its adds in program order, so the sum is
+  the same bit for bit on every run.
+
+The geometry is computed in float32 (float64 for float64 input), as torchvision computes it in
+the input type; divisions whose results feed ``ceil`` use round-to-nearest division, because
+Triton's default float32 division is approximate and ``ceil`` of a ratio that should be an
+exact integer must not move to the next one.
+"""
+import triton
+import triton.language as tl
+
+from ._common import cast_index
+from ._roi_common import div_rn, load_roi
+
+
+@triton.jit
+def _roi_align_grid(x1, y1, x2, y2, scale, pooled_h, pooled_w, sampling_ratio,
+                    ALIGNED: tl.constexpr):
+    """-> start_h, start_w, bin_h, bin_w, grid_h, grid_w, count (samples averaged)."""
+    offset = 0.5 if ALIGNED else 0.0
+    start_w = x1 * scale - offset
+    start_h = y1 * scale - offset
+    roi_w = (x2 * scale - offset) - start_w
+    roi_h = (y2 * scale - offset) - start_h
+    if not ALIGNED:
+        # legacy mode: at least one pixel (a NaN size stays NaN, as in torchvision)
+        roi_w = tl.where(roi_w < 1.0, 1.0, roi_w)
+        roi_h = tl.where(roi_h < 1.0, 1.0, roi_h)
+    # tl.cast, not .to(): an argument equal to 1 arrives as a constexpr on a GPU
+    bin_h = div_rn(roi_h, tl.cast(pooled_h, roi_h.dtype))
+    bin_w = div_rn(roi_w, tl.cast(pooled_w, roi_w.dtype))
+    # adaptive: ceil(roi / pooled); a NaN, infinite or negative ratio samples nothing (count
+    # stays 1, the bin is 0) instead of turning into an undefined integer
+    ch = tl.ceil(bin_h)
+    cw = tl.ceil(bin_w)
+    adaptive_h = tl.where((ch > 0.0) & (ch < 1073741824.0), ch, 0.0).to(tl.int32)
+    adaptive_w = tl.where((cw > 0.0) & (cw < 1073741824.0), cw, 0.0).to(tl.int32)
+    fixed = tl.cast(sampling_ratio, tl.int32)
+    grid_h = tl.where(fixed > 0, fixed, adaptive_h)
+    grid_w = tl.where(fixed > 0, fixed, adaptive_w)
+    count = tl.maximum(grid_h * grid_w, 1)
+    return start_h, start_w, bin_h, bin_w, grid_h, grid_w, count
+
+
+@triton.jit
+def _bilinear_axis(y, size):
+    """One axis of torchvision's bilinear_interpolate: (low, high, weight of high, of low, ok).
+
+    A sample beyond one pixel outside the image (or NaN) contributes nothing; otherwise it is
+    clamped at 0, and at the last pixel both neighbours are that pixel.
+    """
+    ok = (y >= -1.0) & (y <= size)
+    # out-of-range and NaN samples become 0 here so that the integer conversion is defined
+    y = tl.maximum(tl.where(ok, y, 0.0), 0.0)
+    low = y.to(tl.int32)  # y >= 0: truncation is floor
+    at_edge = low >= size - 1
+    low = tl.where(at_edge, size - 1, low)
+    high = tl.where(at_edge, size - 1, low + 1)
+    y = tl.where(at_edge, low.to(y.dtype), y)
+    frac = y - low.to(y.dtype)
+    return low, high, frac, 1.0 - frac, ok
+
+
+@triton.jit
+def roi_align_fwd_kernel(
+    # pointers
+    x_ptr, rois_ptr, scale_ptr, y_ptr,
+    # sizes
+    N, C, H, W, pooled_h, pooled_w, sampling_ratio,
+    # strides
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    stride_rk, stride_rc,
+    stride_yk, stride_yc,
+    # meta-parameters
+    ALIGNED: tl.constexpr, COMPUTE_FP64: tl.constexpr, INDEX_64: tl.constexpr,
+    BLOCK_BINS: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """y[k, c, ph, pw] = mean over the bin's samples of bilinear(x[n_k, c], y, x).
+
+    y is contiguous per RoI and channel: bin (ph, pw) sits at ph * pooled_w + pw.
+    """
+    COMPUTE: tl.constexpr = tl.float64 if COMPUTE_FP64 else tl.float32
+    # ---- which RoI, bins and channels
+    pid = tl.program_id(0)
+    num_c = tl.cdiv(C, BLOCK_C)
+    num_bins = tl.cdiv(pooled_h * pooled_w, BLOCK_BINS)
+    k = pid // (num_c * num_bins)
+    pid_bins = (pid // num_c) % num_bins
+    pid_c = pid % num_c
+    offs_bin = pid_bins * BLOCK_BINS + tl.arange(0, BLOCK_BINS)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_bin = offs_bin < pooled_h * pooled_w
+    mask_c = offs_c < C
+    ph = offs_bin // pooled_w
+    pw = offs_bin % pooled_w
+
+    # ---- the RoI's sampling grid
+    scale = tl.load(scale_ptr)
+    n, in_range, x1, y1, x2, y2 = load_roi(rois_ptr, k, stride_rk, stride_rc, N, COMPUTE)
+    start_h, start_w, bin_h, bin_w, grid_h, grid_w, count = _roi_align_grid(
+        x1, y1, x2, y2, scale, pooled_h, pooled_w, sampling_ratio, ALIGNED)
+    y_base = start_h + ph.to(COMPUTE) * bin_h
+    x_base = start_w + pw.to(COMPUTE) * bin_w
+    step_h = bin_h / tl.maximum(grid_h, 1).to(COMPUTE)
+    step_w = bin_w / tl.maximum(grid_w, 1).to(COMPUTE)
+
+    x_img = x_ptr + cast_index(n, INDEX_64) * stride_xn
+    c_offs = cast_index(offs_c, INDEX_64)[None, :] * stride_xc
+    mask = tl.where(in_range, mask_bin, False)[:, None] & mask_c[None, :]
+
+    # ---- accumulate the samples
+    acc = tl.zeros([BLOCK_BINS, BLOCK_C], dtype=COMPUTE)
+    for iy in range(0, grid_h):
+        ys = y_base + (iy + 0.5) * step_h
+        y_lo, y_hi, ly, hy, ok_y = _bilinear_axis(ys, H)
+        row_lo = cast_index(y_lo, INDEX_64) * stride_xh
+        row_hi = cast_index(y_hi, INDEX_64) * stride_xh
+        for ix in range(0, grid_w):
+            xs = x_base + (ix + 0.5) * step_w
+            x_lo, x_hi, lx, hx, ok_x = _bilinear_axis(xs, W)
+            col_lo = cast_index(x_lo, INDEX_64) * stride_xw
+            col_hi = cast_index(x_hi, INDEX_64) * stride_xw
+            m = mask & (ok_y & ok_x)[:, None]
+            v1 = tl.load(x_img + (row_lo + col_lo)[:, None] + c_offs, mask=m, other=0.0)
+            v2 = tl.load(x_img + (row_lo + col_hi)[:, None] + c_offs, mask=m, other=0.0)
+            v3 = tl.load(x_img + (row_hi + col_lo)[:, None] + c_offs, mask=m, other=0.0)
+            v4 = tl.load(x_img + (row_hi + col_hi)[:, None] + c_offs, mask=m, other=0.0)
+            acc += ((hy * hx)[:, None] * v1.to(COMPUTE) + (hy * lx)[:, None] * v2.to(COMPUTE)
+                    + (ly * hx)[:, None] * v3.to(COMPUTE) + (ly * lx)[:, None] * v4.to(COMPUTE))
+    acc = acc / count.to(COMPUTE)
+
+    # ---- store (every bin of the tile, zeros for an RoI outside the batch)
+    y_offs = (cast_index(k, INDEX_64) * stride_yk + offs_bin[:, None]
+              + cast_index(offs_c, INDEX_64)[None, :] * stride_yc)
+    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty),
+             mask=mask_bin[:, None] & mask_c[None, :])
+
+
+@triton.jit
+def roi_align_bwd_kernel(
+    # pointers
+    dy_ptr, rois_ptr, scale_ptr, dx_ptr,
+    # sizes
+    N, C, H, W, pooled_h, pooled_w, sampling_ratio,
+    # strides
+    stride_dyk, stride_dyc, stride_dyh, stride_dyw,
+    stride_rk, stride_rc,
+    stride_dxn, stride_dxc, stride_dxh, stride_dxw,
+    # meta-parameters
+    ALIGNED: tl.constexpr, COMPUTE_FP64: tl.constexpr, INDEX_64: tl.constexpr,
+    BLOCK_BINS: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """dx[n_k, c] += dy[k, c, ph, pw] / count * bilinear weights, with atomic adds.
+
+    dx is the float32 (float64) accumulation buffer, zero-filled by the launcher.
+    """
+    COMPUTE: tl.constexpr = tl.float64 if COMPUTE_FP64 else tl.float32
+    # ---- which RoI, bins and channels
+    pid = tl.program_id(0)
+    num_c = tl.cdiv(C, BLOCK_C)
+    num_bins = tl.cdiv(pooled_h * pooled_w, BLOCK_BINS)
+    k = pid // (num_c * num_bins)
+    pid_bins = (pid // num_c) % num_bins
+    pid_c = pid % num_c
+    offs_bin = pid_bins * BLOCK_BINS + tl.arange(0, BLOCK_BINS)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_bin = offs_bin < pooled_h * pooled_w
+    mask_c = offs_c < C
+    ph = offs_bin // pooled_w
+    pw = offs_bin % pooled_w
+
+    # ---- the RoI's sampling grid
+    scale = tl.load(scale_ptr)
+    n, in_range, x1, y1, x2, y2 = load_roi(rois_ptr, k, stride_rk, stride_rc, N, COMPUTE)
+    start_h, start_w, bin_h, bin_w, grid_h, grid_w, count = _roi_align_grid(
+        x1, y1, x2, y2, scale, pooled_h, pooled_w, sampling_ratio, ALIGNED)
+    y_base = start_h + ph.to(COMPUTE) * bin_h
+    x_base = start_w + pw.to(COMPUTE) * bin_w
+    step_h = bin_h / tl.maximum(grid_h, 1).to(COMPUTE)
+    step_w = bin_w / tl.maximum(grid_w, 1).to(COMPUTE)
+
+    # ---- this tile's output gradient, already divided by the sample count
+    mask = tl.where(in_range, mask_bin, False)[:, None] & mask_c[None, :]
+    dy_offs = (cast_index(k, INDEX_64) * stride_dyk
+               + cast_index(ph, INDEX_64)[:, None] * stride_dyh
+               + cast_index(pw, INDEX_64)[:, None] * stride_dyw
+               + cast_index(offs_c, INDEX_64)[None, :] * stride_dyc)
+    g = tl.load(dy_ptr + dy_offs, mask=mask, other=0.0).to(COMPUTE) / count.to(COMPUTE)
+
+    dx_img = dx_ptr + cast_index(n, INDEX_64) * stride_dxn
+    c_offs = cast_index(offs_c, INDEX_64)[None, :] * stride_dxc
+
+    # ---- scatter every sample's four weighted gradients
+    for iy in range(0, grid_h):
+        ys = y_base + (iy + 0.5) * step_h
+        y_lo, y_hi, ly, hy, ok_y = _bilinear_axis(ys, H)
+        row_lo = cast_index(y_lo, INDEX_64) * stride_dxh
+        row_hi = cast_index(y_hi, INDEX_64) * stride_dxh
+        for ix in range(0, grid_w):
+            xs = x_base + (ix + 0.5) * step_w
+            x_lo, x_hi, lx, hx, ok_x = _bilinear_axis(xs, W)
+            col_lo = cast_index(x_lo, INDEX_64) * stride_dxw
+            col_hi = cast_index(x_hi, INDEX_64) * stride_dxw
+            m = mask & (ok_y & ok_x)[:, None]
+            tl.atomic_add(dx_img + (row_lo + col_lo)[:, None] + c_offs, g * (hy * hx)[:, None],
+                          mask=m, sem="relaxed")
+            tl.atomic_add(dx_img + (row_lo + col_hi)[:, None] + c_offs, g * (hy * lx)[:, None],
+                          mask=m, sem="relaxed")
+            tl.atomic_add(dx_img + (row_hi + col_lo)[:, None] + c_offs, g * (ly * hx)[:, None],
+                          mask=m, sem="relaxed")
+            tl.atomic_add(dx_img + (row_hi + col_hi)[:, None] + c_offs, g * (ly * lx)[:, None],
+                          mask=m, sem="relaxed")
+
+
+@triton.jit
+def roi_align_bwd_ordered_kernel(
+    # pointers
+    dy_ptr, rois_ptr, scale_ptr, dx_ptr,
+    # sizes
+    N, C, H, W, K, pooled_h, pooled_w, sampling_ratio,
+    # strides
+    stride_dyk, stride_dyc, stride_dyh, stride_dyw,
+    stride_rk, stride_rc,
+    stride_dxn, stride_dxc, stride_dxh, stride_dxw,
+    # meta-parameters
+    ALIGNED: tl.constexpr, COMPUTE_FP64: tl.constexpr, INDEX_64: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """The deterministic backward: program (image, channel tile) adds, in RoI, bin and sample
+    order, everything its RoIs scatter into its slice of dx. No other program writes there,
+    and one program's adds to an element happen in program order."""
+    COMPUTE: tl.constexpr = tl.float64 if COMPUTE_FP64 else tl.float32
+    pid = tl.program_id(0)
+    num_c = tl.cdiv(C, BLOCK_C)
+    img = pid // num_c
+    offs_c = (pid % num_c) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = offs_c < C
+    scale = tl.load(scale_ptr)
+    dx_img = dx_ptr + cast_index(img, INDEX_64) * stride_dxn
+    dx_c = dx_img + cast_index(offs_c, INDEX_64) * stride_dxc
+    for k in range(0, K):
+        n, in_range, x1, y1, x2, y2 = load_roi(rois_ptr, k, stride_rk, stride_rc, N, COMPUTE)
+        if in_range & (n == img):
+            start_h, start_w, bin_h, bin_w, grid_h, grid_w, count = _roi_align_grid(
+                x1, y1, x2, y2, scale, pooled_h, pooled_w, sampling_ratio, ALIGNED)
+            step_h = bin_h / tl.maximum(grid_h, 1).to(COMPUTE)
+            step_w = bin_w / tl.maximum(grid_w, 1).to(COMPUTE)
+            # one division per RoI: a float64 division is long enough in registers that one
+            # per bin spilled on sm_80
+            inv_count = 1.0 / count.to(COMPUTE)
+            dy_k = (dy_ptr + cast_index(k, INDEX_64) * stride_dyk
+                    + cast_index(offs_c, INDEX_64) * stride_dyc)
+            for ph in range(0, pooled_h):
+                for pw in range(0, pooled_w):
+                    g = tl.load(dy_k + ph * stride_dyh + pw * stride_dyw, mask=mask_c,
+                                other=0.0).to(COMPUTE) * inv_count
+                    for iy in range(0, grid_h):
+                        ys = start_h + ph * bin_h + (iy + 0.5) * step_h
+                        y_lo, y_hi, ly, hy, ok_y = _bilinear_axis(ys, H)
+                        row_lo = dx_c + cast_index(y_lo, INDEX_64) * stride_dxh
+                        row_hi = dx_c + cast_index(y_hi, INDEX_64) * stride_dxh
+                        for ix in range(0, grid_w):
+                            xs = start_w + pw * bin_w + (ix + 0.5) * step_w
+                            x_lo, x_hi, lx, hx, ok_x = _bilinear_axis(xs, W)
+                            col_lo = cast_index(x_lo, INDEX_64) * stride_dxw
+                            col_hi = cast_index(x_hi, INDEX_64) * stride_dxw
+                            m = tl.where(ok_y & ok_x, mask_c, False)
+                            tl.atomic_add(row_lo + col_lo, g * (hy * hx), mask=m, sem="relaxed")
+                            tl.atomic_add(row_lo + col_hi, g * (hy * lx), mask=m, sem="relaxed")
+                            tl.atomic_add(row_hi + col_lo, g * (ly * hx), mask=m, sem="relaxed")
+                            tl.atomic_add(row_hi + col_hi, g * (ly * lx), mask=m, sem="relaxed")
