@@ -1,4 +1,5 @@
-"""fastconv: Triton kernels for convolution, as autograd-aware torch.library ops.
+"""fastconv: Triton kernels for convolution and RoIAlign/RoIPool, as autograd-aware
+torch.library ops.
 
     import fastconv
     y = fastconv.functional.conv2d(x, w, stride=2, padding=1, activation="relu")
@@ -8,9 +9,10 @@
 """
 from fastconv import functional, ops
 from fastconv.functional import explain
-from fastconv.nn import Conv1d, Conv2d, ConvTranspose2d, convert
+from fastconv.nn import (Conv1d, Conv2d, ConvTranspose2d, MultiScaleRoIAlign, RoIAlign, RoIPool,
+                         convert)
 from fastconv.ops import INTERPRETING
 
 __version__ = "0.1.0"
-__all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "convert", "explain", "functional", "ops",
-           "INTERPRETING", "__version__"]
+__all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "RoIAlign", "RoIPool", "MultiScaleRoIAlign",
+           "convert", "explain", "functional", "ops", "INTERPRETING", "__version__"]

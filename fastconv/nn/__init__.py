@@ -2,5 +2,7 @@
 from fastconv.nn.conv import Conv1d, Conv2d
 from fastconv.nn.conv_transpose import ConvTranspose2d
 from fastconv.nn.convert import convert
+from fastconv.nn.roi import MultiScaleRoIAlign, RoIAlign, RoIPool
 
-__all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "convert"]
+__all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "RoIAlign", "RoIPool", "MultiScaleRoIAlign",
+           "convert"]

@@ -1,26 +1,36 @@
-"""``fastconv.convert``: swap the convolutions of an existing model for fastconv's."""
+"""``fastconv.convert``: swap the convolutions and RoI modules of an existing model for
+fastconv's."""
 import copy
 
 import torch.nn as nn
+import torchvision.ops as tvops
 
 from fastconv.nn.conv import Conv1d, Conv2d
 from fastconv.nn.conv_transpose import ConvTranspose2d
+from fastconv.nn.roi import MultiScaleRoIAlign, RoIAlign, RoIPool
 
-# torch module type -> fastconv type. Only exact types are swapped: a user subclass of
+# torch/torchvision module type -> fastconv type. Only exact types are swapped: a user subclass of
 # nn.Conv2d may override forward(), and replacing it would silently change what it computes.
-_REPLACEMENTS = {nn.Conv1d: Conv1d, nn.Conv2d: Conv2d, nn.ConvTranspose2d: ConvTranspose2d}
+_REPLACEMENTS = {nn.Conv1d: Conv1d, nn.Conv2d: Conv2d, nn.ConvTranspose2d: ConvTranspose2d,
+                 tvops.RoIAlign: RoIAlign, tvops.RoIPool: RoIPool,
+                 tvops.MultiScaleRoIAlign: MultiScaleRoIAlign}
 
 
 def convert(model: nn.Module, inplace: bool = False) -> nn.Module:
     """Return ``model`` with every ``nn.Conv1d``, ``nn.Conv2d`` and ``nn.ConvTranspose2d``
-    replaced by fastconv's :class:`Conv1d`, :class:`Conv2d` and :class:`ConvTranspose2d`.
+    replaced by fastconv's :class:`Conv1d`, :class:`Conv2d` and :class:`ConvTranspose2d`, and
+    every ``torchvision.ops.RoIAlign``, ``RoIPool`` and ``MultiScaleRoIAlign`` (the box and
+    mask poolers of torchvision's Faster/Mask R-CNN) by fastconv's :class:`RoIAlign`,
+    :class:`RoIPool` and :class:`MultiScaleRoIAlign`. Only these exact types are replaced;
+    subclasses of them are left as they are.
 
-    The replacements hold the very same parameters and buffers (and hooks), so ``state_dict``,
-    optimisers and training state carry over. With ``inplace=False`` (the default) the model is
-    deep-copied first and the original is left untouched.
+    The replacements hold the very same parameters and buffers (and hooks, and attributes such
+    as a ``MultiScaleRoIAlign``'s cached ``scales``), so ``state_dict``, optimisers and training
+    state carry over. With ``inplace=False`` (the default) the model is deep-copied first and
+    the original is left untouched.
 
     Args:
-        model (nn.Module): any model; it may itself be an ``nn.Conv2d``.
+        model (nn.Module): any model; it may itself be an ``nn.Conv2d`` or an RoI module.
         inplace (bool): modify ``model`` itself instead of a copy.
 
     Returns:
@@ -33,7 +43,7 @@ def convert(model: nn.Module, inplace: bool = False) -> nn.Module:
     for module in model.modules():
         new_type = _REPLACEMENTS.get(type(module))
         if new_type is not None:
-            # the fastconv classes add no state to their torch base classes, so changing the
-            # class keeps parameters, buffers, hooks and training mode exactly as they were
+            # the fastconv classes add no state to their torch/torchvision base classes, so
+            # changing the class keeps parameters, buffers, hooks and training mode as they were
             module.__class__ = new_type
     return model
