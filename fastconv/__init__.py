@@ -10,9 +10,9 @@ torch.library ops.
 from fastconv import functional, ops
 from fastconv.functional import explain
 from fastconv.nn import (Conv1d, Conv2d, ConvTranspose2d, MultiScaleRoIAlign, RoIAlign, RoIPool,
-                         convert)
+                         convert, unconvert)
 from fastconv.ops import INTERPRETING
 
 __version__ = "0.1.0"
 __all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "RoIAlign", "RoIPool", "MultiScaleRoIAlign",
-           "convert", "explain", "functional", "ops", "INTERPRETING", "__version__"]
+           "convert", "unconvert", "explain", "functional", "ops", "INTERPRETING", "__version__"]

@@ -47,3 +47,27 @@ def convert(model: nn.Module, inplace: bool = False) -> nn.Module:
             # changing the class keeps parameters, buffers, hooks and training mode as they were
             module.__class__ = new_type
     return model
+
+
+def unconvert(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """The inverse of :func:`convert`: every fastconv module becomes the torch / torchvision
+    module it subclasses, holding the same parameters. A fastconv model turned back this way
+    computes with ATen (and torchvision's RoI kernels): the reference it is verified against.
+
+    Args:
+        model (nn.Module): any model.
+        inplace (bool): modify ``model`` itself instead of a deep copy.
+
+    Returns:
+        nn.Module: the model with torch's layers.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"unconvert(): model must be an nn.Module, got {type(model).__name__}")
+    if not inplace:
+        model = copy.deepcopy(model)
+    back = {new: old for old, new in _REPLACEMENTS.items()}
+    for module in model.modules():
+        old_type = back.get(type(module))
+        if old_type is not None:
+            module.__class__ = old_type
+    return model
