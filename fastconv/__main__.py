@@ -1,4 +1,5 @@
-"""The ``fastconv`` command: ``fastconv verify``, ``fastconv compile-report``."""
+"""The ``fastconv`` command: ``fastconv verify``, ``fastconv summary``,
+``fastconv compile-report``."""
 import argparse
 import json
 import os
@@ -38,6 +39,7 @@ def cmd_verify(args) -> int:
     from rich.table import Table
 
     from fastconv import verify as V
+    from fastconv.models import list_models
 
     console = Console(width=None if sys.stdout.isatty() else 140)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -46,11 +48,11 @@ def cmd_verify(args) -> int:
         Console(stderr=True).print(
             "[yellow]No CUDA device: running fastconv's kernels on the CPU through Triton's "
             "interpreter (TRITON_INTERPRET=1). This is slow; sizes are small.")
-    size = args.size or (224 if device.type == "cuda" else 32)
-    models = args.models or list(V.MODELS)
-    unknown = [m for m in models if m not in V.MODELS]
+    known = list_models()
+    models = args.models or known
+    unknown = [m for m in models if m not in known]
     if unknown:
-        console.print(f"[red]unknown model(s) {unknown}; known: {sorted(V.MODELS)}")
+        console.print(f"[red]unknown model(s) {unknown}; known: {', '.join(known)}")
         return 2
     steps = len(models) * 2
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -60,7 +62,7 @@ def cmd_verify(args) -> int:
         def step(what):
             bar.update(task, description=what)
             bar.advance(task)
-        results = V.verify(models, args.batch, size, args.dtype, device, step=step)
+        results = V.verify(models, args.batch, args.size, args.dtype, device, step=step)
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
     else:
@@ -82,6 +84,40 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def _input_size(text: str):
+    try:
+        dims = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"--input must look like 3x224x224, got {text!r}")
+    return dims
+
+
+def cmd_summary(args) -> int:
+    import torch
+    from rich.console import Console
+
+    from fastconv import analysis, models
+
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    if args.model not in models.list_models():
+        console.print(f"[red]unknown model {args.model!r}; known: "
+                      f"{', '.join(models.list_models())}")
+        return 2
+    size = args.input or models.default_input_size(args.model)
+    with torch.device("meta"):  # shapes only: no weights to initialise
+        model = models.get_model(args.model)
+    summary = analysis.summarize(model, size, batch=args.batch, name=args.model,
+                                 inputs=models.example_inputs(args.model, args.batch, size,
+                                                              device="meta"))
+    analysis.print_summary(summary, console)
+    if args.plot:
+        analysis.plot_summary(summary, args.plot)
+        console.print(f"plot written to {args.plot}")
+    return 0
+
+
 def cmd_compile_report(args) -> int:
     from fastconv.bench import compile_report
     argv = ["--arch", args.arch] + (["--csv", args.csv] if args.csv else [])
@@ -96,10 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", help="models to verify (default: all)")
     p.add_argument("--batch", type=int, default=2, help="batch size (default: 2)")
     p.add_argument("--size", type=int, default=None,
-                   help="input height and width (default: 224 on a GPU, 32 on the CPU)")
+                   help="input height and width (default: each model's usual size on a GPU, "
+                        "its smallest on the CPU)")
     p.add_argument("--dtype", type=_dtype, default="float32", help="float32 | float16 | bfloat16 | float64")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("summary",
+                       help="per-layer shapes, parameters, MACs and memory of a model")
+    p.add_argument("model", help="a name from fastconv.models.list_models()")
+    p.add_argument("--input", type=_input_size, default=None,
+                   help="one input without the batch axis, e.g. 3x224x224 (default: the "
+                        "model's usual size)")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
+    p.add_argument("--plot", help="also draw bar charts per layer into this PNG file")
+    p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("compile-report",
                        help="compile every kernel config for a GPU architecture (no GPU needed)")

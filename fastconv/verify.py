@@ -1,29 +1,41 @@
 """Verification: run a model through fastconv and through PyTorch on identical weights; compare.
 
-The reference is the unconverted model (ATen's convolution: cuDNN on a GPU); the candidate is
-``fastconv.convert`` of a copy of it. Both run forward and backward on the same input; the report
-gives the relative error of the output, of the input gradient and of the worst parameter
-gradient, each against a tolerance for the dtype.
+The candidate is a ``fastconv.models`` model; the reference is torchvision's model of the same
+name with the candidate's weights loaded (``strict=True``) where torchvision has one, and
+otherwise the candidate with :func:`fastconv.unconvert` applied: the same modules computed by
+ATen (cuDNN on a GPU) and torchvision's RoI kernels. Both run forward and backward on the same
+input; the report gives the relative error of the output, of the input gradient and of the
+worst parameter gradient, each against a tolerance for the dtype.
 """
+import copy
 import time
+import warnings
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Iterable, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torchvision
 
 import fastconv
+import fastconv.models as models
 from fastconv.ops import INTERPRETING
 
 # Model-level tolerances on the relative error: looser than one op's (DESIGN.md) because the
-# rounding of some twenty layers in sequence adds up; TF32 is switched off for float32.
+# rounding of tens of layers in sequence adds up; TF32 is switched off for float32.
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2, torch.float64: 1e-10}
 
-# name -> builder of the reference (torch) model, random weights
-MODELS: Dict[str, Callable[[], nn.Module]] = {
-    "resnet18": lambda: torchvision.models.resnet18(weights=None),
-}
+
+def reference_model(name: str, model: nn.Module) -> nn.Module:
+    """torchvision's ``name`` holding ``model``'s weights, or ``unconvert(model)``."""
+    builder = getattr(torchvision.models, name, None)
+    if builder is None or not callable(builder):
+        return fastconv.unconvert(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. GoogLeNet's note on its default initialisation
+        reference = builder(weights=None)
+    reference.load_state_dict(model.state_dict(), strict=True)
+    return reference
 
 
 @dataclass
@@ -62,49 +74,70 @@ def backend_name(device: torch.device) -> str:
     return "interpreter (CPU)" if INTERPRETING else "cpu"
 
 
-def _forward_backward(model: nn.Module, x: torch.Tensor):
-    x = x.detach().clone().requires_grad_()
-    out = model(x)
-    out.float().sum().backward()
-    return out, x.grad
+def _tensors(out) -> List[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    return [t for o in out for t in _tensors(o)]
 
 
-def verify_model(name: str, reference: nn.Module, batch: int, size: int, dtype: torch.dtype,
+def _forward_backward(model: nn.Module, inputs: tuple):
+    x = inputs[0].detach().clone().requires_grad_()
+    outs = _tensors(model(x, *inputs[1:]))
+    sum(o.float().sum() for o in outs).backward()
+    return outs, x.grad
+
+
+def verify_model(name: str, batch: int, size: Optional[int], dtype: torch.dtype,
                  device: torch.device, step: Optional[Callable[[str], None]] = None,
                  seed: int = 0) -> VerifyResult:
-    """Compare ``fastconv.convert(reference)`` with ``reference`` on one random batch."""
+    """Compare ``fastconv.models.get_model(name)`` with its PyTorch reference on one random
+    batch (``size`` x ``size`` pixels; None: the model's usual size on a GPU, its smallest on
+    the CPU)."""
     step = step or (lambda _: None)
     start = time.perf_counter()
     torch.manual_seed(seed)
+    candidate = models.get_model(name)
+    reference = reference_model(name, candidate)
+    candidate = candidate.to(device=device, dtype=dtype).eval()
     reference = reference.to(device=device, dtype=dtype).eval()
-    candidate = fastconv.convert(reference)
-    x = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
+    shape = models.default_input_size(name) if device.type == "cuda" else \
+        models.small_input_size(name)
+    if size is not None:
+        shape = (shape[0], size, size)
+    inputs = models.example_inputs(name, batch, shape, device=device, dtype=dtype,
+                                   generator=torch.Generator().manual_seed(seed))
     tf32 = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = False
     try:
         step("reference forward + backward")
-        ref_out, ref_dx = _forward_backward(reference, x)
+        ref_outs, ref_dx = _forward_backward(reference, inputs)
         step("fastconv forward + backward")
-        out, dx = _forward_backward(candidate, x)
+        outs, dx = _forward_backward(candidate, inputs)
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
-    grads = [(n, rel_err(p.grad, q.grad))
-             for (n, p), q in zip(candidate.named_parameters(), reference.parameters())]
+    ref_params = dict(reference.named_parameters())
+    grads = [(n, rel_err(p.grad, ref_params[n].grad)) for n, p in candidate.named_parameters()
+             if p.grad is not None]
     worst_param, worst = max(grads, key=lambda g: g[1])
     return VerifyResult(
-        model=name, params=sum(p.numel() for p in reference.parameters()),
-        input=f"{batch}x3x{size}x{size}", dtype=str(dtype).replace("torch.", ""),
-        output_err=rel_err(out, ref_out), input_grad_err=rel_err(dx, ref_dx),
-        param_grad_err=worst, worst_param=worst_param, tolerance=TOLERANCE[dtype],
-        backend=backend_name(device), seconds=time.perf_counter() - start)
+        model=name, params=sum(p.numel() for p in candidate.parameters()),
+        input="x".join(map(str, inputs[0].shape)), dtype=str(dtype).replace("torch.", ""),
+        output_err=max(rel_err(o, r) for o, r in zip(outs, ref_outs)),
+        input_grad_err=rel_err(dx, ref_dx), param_grad_err=worst, worst_param=worst_param,
+        tolerance=TOLERANCE[dtype], backend=backend_name(device),
+        seconds=time.perf_counter() - start)
 
 
-def verify(models: Iterable[str], batch: int, size: int, dtype: torch.dtype,
-           device: torch.device, step: Optional[Callable[[str], None]] = None) -> List[VerifyResult]:
+def verify(names: Iterable[str], batch: int, size: Optional[int], dtype: torch.dtype,
+           device: torch.device, step: Optional[Callable[[str], None]] = None
+           ) -> List[VerifyResult]:
+    known = models.list_models()
     results = []
-    for name in models:
-        if name not in MODELS:
-            raise ValueError(f"verify(): unknown model {name!r}; known: {sorted(MODELS)}")
-        results.append(verify_model(name, MODELS[name](), batch, size, dtype, device,
+    for name in names:
+        if name not in known:
+            raise ValueError(f"verify(): unknown model {name!r}; known: {known}")
+        results.append(verify_model(name, batch, size, dtype, device,
                                     step=lambda what, _n=name: step and step(f"{_n}: {what}")))
     return results

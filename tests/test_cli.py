@@ -7,15 +7,16 @@ import sys
 import torch
 import torch.nn as nn
 
+import fastconv
 from fastconv import __main__ as cli
-from fastconv import verify as V
+from fastconv.models import _registry
 from fastconv.ops import conv2d_launch
 
 
-def _tiny_model():
-    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                         nn.Conv2d(16, 16, 3, stride=2, groups=2), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(16, 4))
+def _tiny_model(num_classes=4):
+    return nn.Sequential(fastconv.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                         fastconv.Conv2d(16, 16, 3, stride=2, groups=2), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(16, num_classes))
 
 
 def test_verify_resnet18_json(capsys):
@@ -29,7 +30,7 @@ def test_verify_resnet18_json(capsys):
 
 
 def test_verify_table_and_mismatch_exit_code(monkeypatch, capsys):
-    monkeypatch.setitem(V.MODELS, "tiny", _tiny_model)
+    monkeypatch.setitem(_registry._BUILDERS, "tiny", _tiny_model)
     assert cli.main(["verify", "--models", "tiny", "--size", "8"]) == 0
     out = capsys.readouterr().out
     assert "tiny" in out and "ok" in out and "d params" in out
@@ -43,6 +44,19 @@ def test_verify_table_and_mismatch_exit_code(monkeypatch, capsys):
     monkeypatch.setattr(conv2d_launch, "conv2d_fprop", off_by_a_little)
     assert cli.main(["verify", "--models", "tiny", "--size", "8"]) == 1
     assert "MISMATCH" in capsys.readouterr().out
+
+
+def test_verify_zoo_models_without_a_torchvision_twin(capsys):
+    """lenet5 is verified against itself unconverted (ATen), the box head against torchvision's
+    RoIPool; resnet18 above against torchvision's model."""
+    assert cli.main(["verify", "--models", "lenet5", "fast_rcnn_box_head", "--batch", "1",
+                     "--json"]) == 0
+    rows = {r["model"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["lenet5"]["input"] == "1x1x32x32" and rows["lenet5"]["params"] == 61706
+    assert rows["fast_rcnn_box_head"]["passed"]
+    assert all(r["output_err"] < 1e-4 for r in rows.values())
+    # different arithmetic, so not bitwise equal (RoIPool's maxima are exact, they can be)
+    assert rows["lenet5"]["output_err"] > 0
 
 
 def test_verify_unknown_model(capsys):

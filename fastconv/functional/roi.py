@@ -57,9 +57,9 @@ def _box_tensor(fn: str, name: str, t, columns: int, input: Tensor) -> None:
 
 
 def _in_traced_region(t: Tensor) -> bool:
-    """Inside torch.compile or a CUDA graph capture the boxes' values can't be read; the kernels
-    then skip RoIs whose batch index is out of range (their output is 0)."""
-    if torch.compiler.is_compiling():
+    """Inside torch.compile or a CUDA graph capture (or on the meta device) the boxes' values
+    can't be read; the kernels then skip RoIs whose batch index is out of range (output 0)."""
+    if torch.compiler.is_compiling() or t.device.type == "meta":
         return True
     return t.is_cuda and torch.cuda.is_current_stream_capturing()
 
