@@ -24,6 +24,19 @@ def load_roi(rois_ptr, k, stride_rk, stride_rc, N, COMPUTE_DTYPE: tl.constexpr):
 
 
 @triton.jit
+def roi_tile_ids(C, pooled_h, pooled_w, BLOCK_BINS: tl.constexpr, BLOCK_C: tl.constexpr):
+    """This program's RoI, its tile of bins and its tile of channels (channel tiles fastest,
+    then bin tiles, then RoIs), with their masks: the grid of the tiled RoI kernels."""
+    pid = tl.program_id(0)
+    num_c = tl.cdiv(C, BLOCK_C)
+    num_bins = tl.cdiv(pooled_h * pooled_w, BLOCK_BINS)
+    k = pid // (num_c * num_bins)
+    offs_bin = (pid // num_c) % num_bins * BLOCK_BINS + tl.arange(0, BLOCK_BINS)
+    offs_c = pid % num_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    return k, offs_bin, offs_c, offs_bin < pooled_h * pooled_w, offs_c < C
+
+
+@triton.jit
 def div_rn(a, b):
     """a / b rounded to nearest, as torchvision's division: Triton's float32 ``/`` is an
     approximate division on a GPU, and ``floor``/``ceil`` of a ratio that should be an exact

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from ._common import cast_index
-from ._roi_common import div_rn, load_roi
+from ._roi_common import div_rn, load_roi, roi_tile_ids
 
 
 @triton.jit
@@ -73,6 +73,23 @@ def _bilinear_axis(y, size):
 
 
 @triton.jit
+def _tile_samples(rois_ptr, scale_ptr, k, stride_rk, stride_rc, N, ph, pw, pooled_h, pooled_w,
+                  sampling_ratio, ALIGNED: tl.constexpr, COMPUTE: tl.constexpr):
+    """RoI ``k``'s batch index (and whether it is in range), the first sample of each bin
+    (ph, pw), the step between samples, the grid and the sample count: what the forward and
+    the atomic backward both walk."""
+    scale = tl.load(scale_ptr)
+    n, in_range, x1, y1, x2, y2 = load_roi(rois_ptr, k, stride_rk, stride_rc, N, COMPUTE)
+    start_h, start_w, bin_h, bin_w, grid_h, grid_w, count = _roi_align_grid(
+        x1, y1, x2, y2, scale, pooled_h, pooled_w, sampling_ratio, ALIGNED)
+    y_base = start_h + ph.to(COMPUTE) * bin_h
+    x_base = start_w + pw.to(COMPUTE) * bin_w
+    step_h = bin_h / tl.maximum(grid_h, 1).to(COMPUTE)
+    step_w = bin_w / tl.maximum(grid_w, 1).to(COMPUTE)
+    return n, in_range, y_base, x_base, step_h, step_w, grid_h, grid_w, count
+
+
+@triton.jit
 def roi_align_fwd_kernel(
     # pointers
     x_ptr, rois_ptr, scale_ptr, y_ptr,
@@ -92,28 +109,15 @@ def roi_align_fwd_kernel(
     """
     COMPUTE: tl.constexpr = tl.float64 if COMPUTE_FP64 else tl.float32
     # ---- which RoI, bins and channels
-    pid = tl.program_id(0)
-    num_c = tl.cdiv(C, BLOCK_C)
-    num_bins = tl.cdiv(pooled_h * pooled_w, BLOCK_BINS)
-    k = pid // (num_c * num_bins)
-    pid_bins = (pid // num_c) % num_bins
-    pid_c = pid % num_c
-    offs_bin = pid_bins * BLOCK_BINS + tl.arange(0, BLOCK_BINS)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_bin = offs_bin < pooled_h * pooled_w
-    mask_c = offs_c < C
+    k, offs_bin, offs_c, mask_bin, mask_c = roi_tile_ids(C, pooled_h, pooled_w, BLOCK_BINS,
+                                                         BLOCK_C)
     ph = offs_bin // pooled_w
     pw = offs_bin % pooled_w
 
     # ---- the RoI's sampling grid
-    scale = tl.load(scale_ptr)
-    n, in_range, x1, y1, x2, y2 = load_roi(rois_ptr, k, stride_rk, stride_rc, N, COMPUTE)
-    start_h, start_w, bin_h, bin_w, grid_h, grid_w, count = _roi_align_grid(
-        x1, y1, x2, y2, scale, pooled_h, pooled_w, sampling_ratio, ALIGNED)
-    y_base = start_h + ph.to(COMPUTE) * bin_h
-    x_base = start_w + pw.to(COMPUTE) * bin_w
-    step_h = bin_h / tl.maximum(grid_h, 1).to(COMPUTE)
-    step_w = bin_w / tl.maximum(grid_w, 1).to(COMPUTE)
+    n, in_range, y_base, x_base, step_h, step_w, grid_h, grid_w, count = _tile_samples(
+        rois_ptr, scale_ptr, k, stride_rk, stride_rc, N, ph, pw, pooled_h, pooled_w,
+        sampling_ratio, ALIGNED, COMPUTE)
 
     x_img = x_ptr + cast_index(n, INDEX_64) * stride_xn
     c_offs = cast_index(offs_c, INDEX_64)[None, :] * stride_xc
@@ -167,28 +171,15 @@ def roi_align_bwd_kernel(
     """
     COMPUTE: tl.constexpr = tl.float64 if COMPUTE_FP64 else tl.float32
     # ---- which RoI, bins and channels
-    pid = tl.program_id(0)
-    num_c = tl.cdiv(C, BLOCK_C)
-    num_bins = tl.cdiv(pooled_h * pooled_w, BLOCK_BINS)
-    k = pid // (num_c * num_bins)
-    pid_bins = (pid // num_c) % num_bins
-    pid_c = pid % num_c
-    offs_bin = pid_bins * BLOCK_BINS + tl.arange(0, BLOCK_BINS)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_bin = offs_bin < pooled_h * pooled_w
-    mask_c = offs_c < C
+    k, offs_bin, offs_c, mask_bin, mask_c = roi_tile_ids(C, pooled_h, pooled_w, BLOCK_BINS,
+                                                         BLOCK_C)
     ph = offs_bin // pooled_w
     pw = offs_bin % pooled_w
 
     # ---- the RoI's sampling grid
-    scale = tl.load(scale_ptr)
-    n, in_range, x1, y1, x2, y2 = load_roi(rois_ptr, k, stride_rk, stride_rc, N, COMPUTE)
-    start_h, start_w, bin_h, bin_w, grid_h, grid_w, count = _roi_align_grid(
-        x1, y1, x2, y2, scale, pooled_h, pooled_w, sampling_ratio, ALIGNED)
-    y_base = start_h + ph.to(COMPUTE) * bin_h
-    x_base = start_w + pw.to(COMPUTE) * bin_w
-    step_h = bin_h / tl.maximum(grid_h, 1).to(COMPUTE)
-    step_w = bin_w / tl.maximum(grid_w, 1).to(COMPUTE)
+    n, in_range, y_base, x_base, step_h, step_w, grid_h, grid_w, count = _tile_samples(
+        rois_ptr, scale_ptr, k, stride_rk, stride_rc, N, ph, pw, pooled_h, pooled_w,
+        sampling_ratio, ALIGNED, COMPUTE)
 
     # ---- this tile's output gradient, already divided by the sample count
     mask = tl.where(in_range, mask_bin, False)[:, None] & mask_c[None, :]

@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from ._common import cast_index
-from ._roi_common import div_rn, load_roi
+from ._roi_common import div_rn, load_roi, roi_tile_ids
 
 # torchvision starts the maximum of a non-empty bin at -FLT_MAX
 FLT_MAX = tl.constexpr(3.4028234663852886e38)
@@ -85,16 +85,8 @@ def roi_pool_fwd_kernel(
     """
     COMPUTE: tl.constexpr = tl.float64 if COMPUTE_FP64 else tl.float32
     # ---- which RoI, bins and channels
-    pid = tl.program_id(0)
-    num_c = tl.cdiv(C, BLOCK_C)
-    num_bins = tl.cdiv(pooled_h * pooled_w, BLOCK_BINS)
-    k = pid // (num_c * num_bins)
-    pid_bins = (pid // num_c) % num_bins
-    pid_c = pid % num_c
-    offs_bin = pid_bins * BLOCK_BINS + tl.arange(0, BLOCK_BINS)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_bin = offs_bin < pooled_h * pooled_w
-    mask_c = offs_c < C
+    k, offs_bin, offs_c, mask_bin, mask_c = roi_tile_ids(C, pooled_h, pooled_w, BLOCK_BINS,
+                                                         BLOCK_C)
 
     # ---- the bins' windows
     scale = tl.load(scale_ptr)
@@ -153,16 +145,8 @@ def roi_pool_bwd_kernel(
     """dx[n_k, c, argmax] += dy[k, c, ph, pw], with atomic adds into the float32 (float64)
     buffer dx. argmax is contiguous per RoI and channel."""
     COMPUTE: tl.constexpr = tl.float64 if COMPUTE_FP64 else tl.float32
-    pid = tl.program_id(0)
-    num_c = tl.cdiv(C, BLOCK_C)
-    num_bins = tl.cdiv(pooled_h * pooled_w, BLOCK_BINS)
-    k = pid // (num_c * num_bins)
-    pid_bins = (pid // num_c) % num_bins
-    pid_c = pid % num_c
-    offs_bin = pid_bins * BLOCK_BINS + tl.arange(0, BLOCK_BINS)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_bin = offs_bin < pooled_h * pooled_w
-    mask_c = offs_c < C
+    k, offs_bin, offs_c, mask_bin, mask_c = roi_tile_ids(C, pooled_h, pooled_w, BLOCK_BINS,
+                                                         BLOCK_C)
 
     n, in_range, x1, y1, x2, y2 = load_roi(rois_ptr, k, stride_rk, stride_rc, N, COMPUTE)
     k64 = cast_index(k, INDEX_64)
