@@ -7,13 +7,11 @@ resolution each architecture accepts, against a float64 reference: torchvision's
 the torchvision-equivalent ones, else the same model with its fastconv layers turned back into
 torch's.
 """
-import copy
 
 import pytest
 import torch
 import torch.nn as nn
 import torchvision
-import torchvision.ops as tvops
 
 import fastconv
 import fastconv.models.classic as classic
@@ -37,15 +35,6 @@ MODELS = {
 # the models torchvision has, with the same module names
 TORCHVISION_EQUIVALENT = ["alexnet", *VGG_NAMES]
 
-_TORCH_BASE = {
-    fastconv.Conv1d: nn.Conv1d,
-    fastconv.Conv2d: nn.Conv2d,
-    fastconv.ConvTranspose2d: nn.ConvTranspose2d,
-    fastconv.RoIAlign: tvops.RoIAlign,
-    fastconv.RoIPool: tvops.RoIPool,
-    fastconv.MultiScaleRoIAlign: tvops.MultiScaleRoIAlign,
-}
-
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
@@ -61,11 +50,7 @@ def _one_thread():
 def to_torch(model: nn.Module, inplace: bool = False) -> nn.Module:
     """A copy of ``model`` (or ``model`` itself) with every fastconv layer turned back into its
     torch base class. fastconv's classes add no state, so swapping ``__class__`` is enough."""
-    ref = model if inplace else copy.deepcopy(model)
-    for m in ref.modules():
-        if type(m) in _TORCH_BASE:
-            m.__class__ = _TORCH_BASE[type(m)]
-    return ref
+    return fastconv.unconvert(model, inplace=inplace)
 
 
 def build_on_meta(name: str, **kwargs) -> nn.Module:

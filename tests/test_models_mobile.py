@@ -8,7 +8,6 @@ made to raise meanwhile) and is compared with a float64 reference holding the sa
 torchvision's model where torchvision has it, else the same model with every fastconv layer
 turned back into its torch / torchvision base class.
 """
-import copy
 import warnings
 
 import pytest
@@ -63,10 +62,7 @@ def n_params(model):
 def to_reference(model):
     """A deep copy with every fastconv layer turned back into its torch / torchvision base
     class (fastconv's layers add no state, only a forward)."""
-    ref = copy.deepcopy(model)
-    for m in ref.modules():
-        if type(m) in FASTCONV_LAYERS:
-            m.__class__ = type(m).__mro__[1]
+    ref = fastconv.unconvert(model)
     assert not any(type(m) in FASTCONV_LAYERS for m in ref.modules())
     return ref
 

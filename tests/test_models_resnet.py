@@ -5,7 +5,6 @@ Structure is checked on the meta device (no memory, no arithmetic), so every var
 the interpreter runs only resnet18, resnext50_32x4d, se_resnet50 and densenet121, at 32x32 with
 batch 1 — the widths are the real ones, only the image is small.
 """
-import copy
 import inspect
 
 import pytest
@@ -46,12 +45,7 @@ def _count(model):
 def _to_torch(model):
     """A deep copy whose fastconv layers are their torch base classes again: the same model
     computed by ATen (fastconv's layer classes only override the forward, they add no state)."""
-    ref = copy.deepcopy(model)
-    for m in ref.modules():
-        if type(m).__module__.startswith("fastconv.nn"):
-            m.__class__ = next(c for c in type(m).__mro__[1:]
-                               if c.__module__.split(".")[0] in ("torch", "torchvision"))
-    return ref
+    return fastconv.unconvert(model)
 
 
 def _randomize_norms(model):
