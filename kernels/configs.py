@@ -8,7 +8,10 @@ interpreter the plan sizes blocks to the problem instead (fewer, larger programs
 The lists are what that check measured as spill-free (registers at most 255, stack 0) on both
 architectures; larger tiles measured at the time, e.g. 128x128x32 with 8 warps for 16-bit or
 64x32x32 for float32, spilled. 64-bit index arithmetic (a tensor with >= 2**31 elements) holds
-more registers, so those launches use the smaller GEMM_CONFIGS_INT64 tiles.
+more registers, so those launches use the smaller GEMM_CONFIGS_INT64 tiles. The per-case report
+(``fastconv compile-report --cases --specialise launch``) also compiles each benchmark case's
+launches as Triton specialises them on their arguments, which the generic check cannot see
+(benchmarks/NOTES.md has what it found).
 """
 from dataclasses import dataclass
 
@@ -28,21 +31,29 @@ class TileConfig:
 _C = TileConfig
 
 # dtype classes: "16" (float16, bfloat16), "32" (float32), "64" (float64)
-# Ordered from the largest tile to the smallest; the plan takes the first that the problem fills.
+# Ordered from the largest tile to the smallest; the plan takes the first that the problem fills
+# and whose grid gives every SM a program (fastconv.ops.plan._gpu_config).
+# max_registers=255 (the hardware limit) where a launch spilled: compiled as launches specialise
+# them (unit strides as constants, sizes divisible by 16; `python -m fastconv.bench.case_report
+# --specialise launch`), some configs spilled 8 to 88 bytes that their generic variants did not,
+# because ptxas, left to its own cap, stopped at 80, 96 or 168 registers to keep more blocks
+# resident. Exact float32 (no TF32) still spilled at 255 with block_k 32, hence 16 there.
 _PIXEL_GEMM = {  # fprop and dgrad: rows are pixels, columns channels
-    "16": [_C(128, 64, 32, 8, 2), _C(64, 64, 32, 4, 3), _C(32, 32, 32, 4, 2)],
-    "32": [_C(32, 32, 32, 4, 2)],
+    "16": [_C(128, 64, 32, 8, 2), _C(64, 64, 32, 4, 3, max_registers=255), _C(32, 32, 32, 4, 2)],
+    "32": [_C(32, 32, 16, 4, 2, max_registers=255)],
     "64": [_C(64, 32, 16, 4, 2), _C(32, 32, 16, 4, 1)],
 }
 GEMM_CONFIGS = {
     # the forward carries the fused epilogue (bias, residual, activation, pre-activation store),
     # which costs registers: 128x64x32 and 64x64x32 with 4 warps spilled with it
     "fprop": dict(_PIXEL_GEMM, **{
-        "16": [_C(128, 64, 16, 8, 2), _C(64, 64, 32, 8, 3), _C(32, 32, 32, 4, 2)]}),
+        "16": [_C(128, 64, 16, 8, 2), _C(64, 64, 32, 8, 3, max_registers=255),
+               _C(32, 32, 32, 4, 2)]}),
     "dgrad": _PIXEL_GEMM,
     "wgrad": {  # rows are output channels, columns taps, reduction over pixels
         "16": [_C(128, 64, 32, 8, 2), _C(64, 64, 32, 4, 3), _C(32, 32, 32, 4, 2)],
-        "32": [_C(64, 64, 16, 4, 2), _C(32, 32, 32, 4, 2)],
+        # exact float32 64x64 needed all 255 registers at 4 warps and still spilled: 8 warps
+        "32": [_C(64, 64, 16, 8, 2, max_registers=255), _C(32, 32, 16, 4, 2, max_registers=255)],
         "64": [_C(32, 32, 16, 4, 1)],
     },
 }

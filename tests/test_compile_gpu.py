@@ -1,10 +1,15 @@
 """Static GPU compile check: every kernel variant the dispatcher can launch builds for sm_90 and
-sm_80 without register spills, and the 16-bit GEMMs run on the tensor cores.
+sm_80 without register spills, and the 16-bit GEMMs run on the tensor cores; every benchmark case
+maps onto those variants, with its FLOPs, bytes and roofline floor.
 
 The other tests run the kernels through Triton's interpreter, which never generates GPU code; this
 one builds real PTX and cubins with the ptxas inside Triton, so no GPU is needed. conftest.py sets
 TRITON_INTERPRET=1 in this process and the interpreter has already replaced ``@triton.jit``, so the
-report runs in a subprocess whose environment does not have it.
+reports run in subprocesses whose environment does not have it.
+
+Cost: the full report compiles every variant (about 320 per architecture); the per-case report
+then needs about 80 of those, which Triton's cache already holds, so it costs its own launch
+bookkeeping only. The launch-specialised compile (load widths) is checked on one model's layers.
 """
 import collections
 import csv
@@ -15,7 +20,10 @@ import sys
 import pytest
 
 import fastconv.kernels
+from fastconv.bench import cases
 from fastconv.bench.compile_report import kernel_variants
+from fastconv.kernels.configs import TileConfig
+from fastconv.ops.plan import _gpu_config
 
 ARCHS = ("sm_90", "sm_80")
 ID_FIELDS = ("kernel", "dtype", "block_m", "block_n", "block_k", "num_warps", "num_stages", "flags")
@@ -32,23 +40,46 @@ def _label(row: dict) -> str:
             f'w{row["num_warps"]} s{row["num_stages"]} [{on}] on {row["arch"]}')
 
 
-@pytest.fixture(scope="module", params=ARCHS)
-def report(request, tmp_path_factory):
-    """(arch, finished subprocess, CSV rows) of one ``compile_report`` run."""
-    arch = request.param
-    path = tmp_path_factory.mktemp("compile_report") / f"{arch}.csv"
+def _run_report(module: str, path, *args) -> tuple:
+    """(finished subprocess, CSV rows) of ``python -m module --csv path *args``, run without
+    TRITON_INTERPRET."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     # each worker imports torch and triton: a few of them, not one per core of a big CI host
     jobs = max(2, min(os.cpu_count() or 2, 8))
     proc = subprocess.run(
-        [sys.executable, "-m", "fastconv.bench.compile_report", "--arch", arch,
-         "--csv", str(path), "--jobs", str(jobs)],
+        [sys.executable, "-m", module, "--csv", str(path), "--jobs", str(jobs), *args],
         env=env, capture_output=True, text=True, timeout=3600)
     rows = []
     if path.exists():
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
+    return proc, rows
+
+
+def _tail(proc) -> str:
+    return (f"--- stdout (tail) ---\n{proc.stdout[-6000:]}\n"
+            f"--- stderr (tail) ---\n{proc.stderr[-3000:]}")
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def report(request, tmp_path_factory):
+    """(arch, finished subprocess, CSV rows) of one ``compile_report`` run."""
+    arch = request.param
+    path = tmp_path_factory.mktemp("compile_report") / f"{arch}.csv"
+    proc, rows = _run_report("fastconv.bench.compile_report", path, "--arch", arch)
     return arch, proc, rows
+
+
+@pytest.fixture(scope="module")
+def case_report(report, tmp_path_factory):
+    """(arch, finished subprocess, CSV rows, the full report's rows) of one per-case report over
+    every benchmark case, after the full report of the same architecture (whose compiles it
+    finds in Triton's cache)."""
+    arch, _, full_rows = report
+    path = tmp_path_factory.mktemp("case_report") / f"{arch}.csv"
+    proc, rows = _run_report("fastconv.bench.case_report", path, "--arch", arch,
+                             "--table", "none")
+    return arch, proc, rows, full_rows
 
 
 def test_variants_cover_every_kernel():
@@ -58,9 +89,8 @@ def test_variants_cover_every_kernel():
 
 def test_report_exits_cleanly(report):
     arch, proc, _ = report
-    assert proc.returncode == 0, (
-        f"compile_report --arch {arch} exited {proc.returncode}\n"
-        f"--- stdout (tail) ---\n{proc.stdout[-6000:]}\n--- stderr (tail) ---\n{proc.stderr[-3000:]}")
+    assert proc.returncode == 0, f"compile_report --arch {arch} exited {proc.returncode}\n" \
+        + _tail(proc)
 
 
 def test_every_variant_compiled(report):
@@ -96,3 +126,132 @@ def test_16bit_gemms_use_tensor_cores(report):
     print(f"{arch} 16-bit GEMM tensor-core instructions:",
           dict(collections.Counter(r["tensor_cores"] or "none" for r in gemm16)))
     assert not missing, f"no {'/'.join(sorted(allowed))} in the PTX of:\n" + "\n".join(missing)
+
+
+# ------------------------------------------------------------------------ per benchmark case
+GEMM_FAMILIES = ("implicit_gemm", "gemm_1x1")
+
+
+def _expected_launches() -> collections.Counter:
+    """case name -> launches: 3 dtypes x 2 layouts x 3 passes (fprop / dgrad / wgrad, or a RoI
+    op's forward and two backwards)."""
+    return collections.Counter({c.name: len(cases.DTYPES) * len(cases.LAYOUTS) * 3
+                                for c in cases.all_cases()})
+
+
+def test_case_report_exits_cleanly(case_report):
+    arch, proc, _, _ = case_report
+    assert proc.returncode == 0, f"case_report --arch {arch} exited {proc.returncode}\n" \
+        + _tail(proc)
+
+
+def test_every_case_is_mapped_to_a_compiled_variant(case_report):
+    arch, proc, rows, full_rows = case_report
+    got = collections.Counter(r["case"] for r in rows)
+    assert got == _expected_launches(), f"rows per case differ on {arch}\n" + _tail(proc)
+    unmapped = [f'{r["case"]} {r["pass"]} {r["dtype"]} {r["layout"]}: {r["error"]}'
+                for r in rows if not r["kernel"] or r["error"]]
+    assert not unmapped, f"{len(unmapped)} launches without a compiled variant on {arch}:\n" \
+        + "\n".join(unmapped[:20])
+    # the plan only picks what the full report builds and checks
+    full = {_variant_id(r) for r in full_rows}
+    outside = {_variant_id(r) for r in rows} - full
+    assert not outside, f"variants used by cases but not in the full report: {sorted(outside)[:5]}"
+
+
+def test_cases_do_not_spill_and_16bit_gemms_use_tensor_cores(case_report):
+    arch, _, rows, _ = case_report
+    spills = [f'{r["case"]} {r["pass"]} {r["dtype"]} {r["layout"]}: {r["stack"]} bytes'
+              for r in rows if r["stack"] and int(r["stack"]) > 0]
+    assert not spills, "\n".join(spills[:20])
+    allowed = {"sm_90": {"wgmma", "mma"}, "sm_80": {"mma"}}[arch]
+    gemm16 = [r for r in rows if r["family"] in GEMM_FAMILIES
+              and r["dtype"] in ("float16", "bfloat16")]
+    assert gemm16
+    missing = [f'{r["case"]} {r["pass"]} {r["dtype"]} {r["layout"]} {r["kernel"]}'
+               for r in gemm16 if not set(r["tensor_cores"].split("+")) & allowed]
+    assert not missing, "no tensor-core instructions in:\n" + "\n".join(missing[:20])
+
+
+def test_case_work_and_floor_columns(case_report):
+    arch, _, rows, _ = case_report
+    for r in rows:
+        what = f'{r["case"]} {r["pass"]} {r["dtype"]} {r["layout"]} on {arch}'
+        assert int(r["flops"]) > 0 and int(r["min_bytes"]) > 0, what
+        assert float(r["floor_us"]) > 0 and r["bound"] in ("compute", "memory"), what
+        assert int(r["programs"]) >= 1 and float(r["waves"]) > 0, what
+        assert int(r["occupancy_warps"]) > 0 and int(r["blocks_per_sm"]) >= 1, what
+    # the floor is the larger of the two times, so a float16 case is never slower than float32
+    floors = {(r["case"], r["pass"], r["layout"], r["dtype"]): float(r["floor_us"]) for r in rows}
+    for (case, pass_, layout, dtype), floor in floors.items():
+        if dtype == "float16":
+            assert floor <= floors[(case, pass_, layout, "float32")], (case, pass_)
+
+
+# Launch-specialised compiles (what a GPU launch really builds) of a few slices of the cases:
+# every one of them differs in its divisibility, so the whole list is too slow for CI (about
+# 1600 variants per architecture). These slices hold launches that spilled before the configs'
+# register caps (benchmarks/NOTES.md): ptxas picks its own cap per specialisation.
+LAUNCH_SLICES = {
+    "sm_90-fp16-cl-n32": ("sm_90", "--batches", "32", "--dtypes", "float16",
+                          "--layouts", "channels_last"),
+    "sm_80-fp16-cl-n1": ("sm_80", "--batches", "1", "--dtypes", "float16",
+                         "--layouts", "channels_last"),
+    "sm_90-fp32-nchw-n1-exact": ("sm_90", "--batches", "1", "--dtypes", "float32",
+                                 "--layouts", "nchw", "--no-tf32"),
+    "sm_80-fp32-nchw-n1-exact": ("sm_80", "--batches", "1", "--dtypes", "float32",
+                                 "--layouts", "nchw", "--no-tf32"),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(LAUNCH_SLICES))
+def launch_report(request, tmp_path_factory):
+    """(slice name, finished subprocess, CSV rows) of the per-case report of ResNet-50's layers
+    compiled as launches specialise them."""
+    arch, *filters = LAUNCH_SLICES[request.param]
+    path = tmp_path_factory.mktemp("launch_report") / f"{request.param}.csv"
+    proc, rows = _run_report("fastconv.bench.case_report", path, "--arch", arch,
+                             "--specialise", "launch", "--models", "resnet50",
+                             "--table", "none", *filters)
+    return request.param, proc, rows
+
+
+def test_launch_specialised_cases_do_not_spill(launch_report):
+    name, proc, rows = launch_report
+    assert proc.returncode == 0, f"{name}\n" + _tail(proc)
+    assert len(rows) == 23 * 3, f"{name}: {len(rows)} rows (ResNet-50 has 23 distinct layers)"
+    bad = [f'{r["case"]} {r["pass"]} {r["kernel"]}: {r["error"] or r["stack"] + " bytes"}'
+           for r in rows if r["error"] or int(r["stack"]) > 0]
+    assert not bad, f"{name}:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("launch_report", ["sm_80-fp16-cl-n1", "sm_90-fp16-cl-n32"],
+                         indirect=True)
+def test_channels_last_gemm_loads_are_vectorised(launch_report):
+    """Compiled as a launch specialises them (unit channel stride, sizes divisible by 16), the
+    channels_last 16-bit GEMMs move 16 bytes per load instruction (16-byte cp.async or
+    ld.global.v4): the channel axis is contiguous and 8 halves wide."""
+    name, proc, rows = launch_report
+    gemm = [r for r in rows if r["family"] in GEMM_FAMILIES]
+    assert len(gemm) >= 60, _tail(proc)
+    narrow = [f'{r["case"]} {r["pass"]} {r["kernel"]}: {r["global_loads"]}' for r in gemm
+              if int(r["load_bytes"] or 0) < 16]
+    assert not narrow, f"no 16-byte global load on {name} in:\n" + "\n".join(narrow)
+
+
+def test_plan_prefers_the_tile_that_gives_every_sm_a_program():
+    """The GPU plan's rule (fastconv.ops.plan._gpu_config), on a batch-1 shape: 7x7 pixels
+    by 512 channels fills a 64x64 tile, but only 8 of them; the smallest tile gives 32."""
+    table = [TileConfig(128, 64, 32, 8, 2), TileConfig(64, 64, 32, 4, 3),
+             TileConfig(32, 32, 32, 4, 2)]
+
+    def programs(rows, cols):
+        return lambda c: -(-rows // c.block_m) * -(-cols // c.block_n)
+    # enough programs with the largest tile the problem fills: keep it
+    assert _gpu_config(table, 32 * 784, 256, programs(32 * 784, 256), 132) == table[0]
+    # the largest tile leaves SMs idle, a smaller one does not: take the smaller
+    assert _gpu_config(table, 3136, 64, programs(3136, 64), 132) == table[2]
+    # no tile fills the SMs: the most programs
+    assert _gpu_config(table, 49, 512, programs(49, 512), 132) == table[2]
+    # smaller than every tile: the smallest, as before
+    assert _gpu_config(table, 8, 8, programs(8, 8), 132) == table[2]

@@ -5,7 +5,15 @@ config that spills registers, overflows shared memory or misses the tensor cores
 on a GPU. Triton ships ptxas and cuobjdump, so the real PTX and cubin can be built and inspected on
 any machine: this module compiles every (kernel, dtype, tile config, flag) combination that
 ``fastconv.ops.plan.plan_conv2d`` may choose on a GPU and reports registers, spills (stack bytes),
-shared memory, tensor-core instructions and the theoretical occupancy.
+shared memory, tensor-core instructions, the width of the global loads and the theoretical
+occupancy.
+
+These variants are generic: every integer argument is a plain i32/i64, as if no launch told
+Triton more. A real launch specialises on its arguments (an integer equal to 1 becomes a
+constant, one divisible by 16 is marked so, as are 16-byte-aligned pointers), and only then can
+Triton prove the contiguity and alignment that vectorised loads need. The per-case report
+(:mod:`fastconv.bench.case_report`) compiles each benchmark case's launch with that
+specialisation (:func:`variant_of_launch`); the load widths here are the unspecialised floor.
 
     python -m fastconv.bench.compile_report --arch sm_90 --csv sm90.csv
 
@@ -15,6 +23,7 @@ anything can be compiled); ``main`` re-executes itself without it when needed.
 """
 import argparse
 import csv
+import functools
 import inspect
 import math
 import os
@@ -48,7 +57,8 @@ _LAUNCH_OPTIONS = ("num_warps", "num_stages", "maxnreg")
 
 ROW_FIELDS = ("kernel", "direction", "family", "dtype", "block_m", "block_n", "block_k",
               "num_warps", "num_stages", "flags", "arch", "registers", "stack", "shared",
-              "tensor_cores", "occupancy_warps", "occupancy_limit", "compile_s", "error")
+              "tensor_cores", "global_loads", "load_bytes", "occupancy_warps",
+              "occupancy_limit", "compile_s", "error")
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,8 @@ class KernelVariant:
     config: TileConfig
     signature: dict = field(repr=False)   # {arg_name: "*fp16" | "i32" | "i64" | "constexpr"}
     constexprs: dict = field(repr=False)  # {constexpr_name: value}
+    # arguments a launch marks divisible by 16 (tt.divisibility): see variant_of_launch
+    divisible_16: tuple = field(default=(), repr=False)
 
     @property
     def kernel(self):
@@ -100,6 +112,12 @@ class KernelVariant:
     def flags(self) -> dict:
         """The boolean constexprs (everything but the tile sizes)."""
         return {k: v for k, v in self.constexprs.items() if isinstance(v, bool)}
+
+    def key(self) -> tuple:
+        """Everything that makes two variants compile to different code (hashable)."""
+        return (self.kernel_name, str(self.dtype), self.config,
+                tuple(self.signature.items()), tuple(self.constexprs.items()),
+                tuple(sorted(self.divisible_16)))
 
     def describe(self) -> dict:
         """The columns of a report row that identify this variant."""
@@ -286,6 +304,53 @@ def kernel_variants() -> Iterator[KernelVariant]:
     yield from roi_variants()
 
 
+@functools.lru_cache(maxsize=None)
+def _binder(kernel, arch: int) -> tuple:
+    """(backend, argument binder) of a kernel for ``sm_<arch>``, as a launch builds them."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    backend = make_backend(GPUTarget("cuda", arch, 32))
+    return backend, create_function_from_signature(kernel.signature, kernel.params, backend)
+
+
+def variant_of_launch(launch, direction: str, family: str, dtype: torch.dtype,
+                      config: TileConfig, arch=90) -> KernelVariant:
+    """The variant a real launch compiles: specialised on its arguments as Triton's JIT does.
+
+    ``launch`` is a ``fastconv.ops.conv2d_launch.KernelLaunch`` (kernel, grid, arguments, meta)
+    built from tensors on any device; the meta device will do, its data pointers are 0, as
+    aligned as a fresh CUDA allocation. Triton's own argument binder for the target decides the
+    specialisation (integers equal to 1 become constants, integers divisible by 16 and
+    16-byte-aligned pointers get ``tt.divisibility``, values >= 2**31 widen to i64), so this
+    cannot drift from what a launch compiles. Those are internals of ``triton.runtime.jit``
+    (``create_function_from_signature``, ``JITFunction._pack_args``, triton 3.8).
+
+    Args:
+        launch: the launch to describe.
+        direction, family, config: the plan behind it (for the report's columns).
+        dtype: the problem's dtype.
+        arch: compute capability of the target.
+    """
+    from triton.runtime.jit import JITFunction
+
+    kernel = launch.kernel
+    if not isinstance(kernel, JITFunction):
+        raise RuntimeError("the kernels are interpreted in this process (TRITON_INTERPRET is "
+                           "set): a launch cannot be specialised for a GPU")
+    backend, binder = _binder(kernel, _arch_number(arch))
+    bound, specialization, options = binder(*launch.args, **launch.meta)
+    _, signature, constexprs, attrs = kernel._pack_args(backend, dict(launch.meta), bound,
+                                                        specialization, options)
+    names = kernel.arg_names
+    constexprs = {names[path[0]]: value for path, value in constexprs.items()}
+    divisible = tuple(names[path[0]] for path, values in attrs.items()
+                      if ["tt.divisibility", 16] in values)
+    return KernelVariant(kernel.fn.__name__, direction, family, dtype, config, signature,
+                         constexprs, divisible)
+
+
 # --------------------------------------------------------------------------------------------
 # Compiling one variant
 # --------------------------------------------------------------------------------------------
@@ -314,6 +379,45 @@ def _resource_usage(cubin: bytes) -> dict:
             raise RuntimeError(f"cuobjdump -res-usage printed no {key}: {out!r}")
         usage[key] = int(m.group(1))
     return usage
+
+
+_LD_GLOBAL = re.compile(r"\bld\.global((?:\.[\w:]+)*)\s")
+# cp.async.{ca,cg}.shared.global [dst], [src], size(, src-size); -- the copy size in bytes
+_CP_ASYNC = re.compile(r"\bcp\.async\.c[ag]\.shared\.global(?:\.[\w:]+)*\s[^;]*?,"
+                       r"\s*(0x[0-9a-f]+|\d+)\s*[,;]", re.IGNORECASE)
+
+
+def _global_loads(ptx: str) -> dict:
+    """Global-memory load instructions in the PTX, by kind: {"tma" | "cp.async" | "ld": sorted
+    widths in bytes, widest first}. ``ld.global.v4.b32`` is 16 bytes, ``ld.global.b16`` 2;
+    cp.async carries its copy size (4, 8 or 16); a TMA copy (``cp.async.bulk.tensor``) moves a
+    whole tile and is listed without a width."""
+    found = {}
+    if "cp.async.bulk.tensor" in ptx:
+        found["tma"] = []
+    widths = sorted({int(m.group(1), 0) for m in _CP_ASYNC.finditer(ptx)}, reverse=True)
+    if widths:
+        found["cp.async"] = widths
+    ld = set()
+    for m in _LD_GLOBAL.finditer(ptx):
+        parts = m.group(1).split(".")
+        vec = next((int(p[1:]) for p in parts if re.fullmatch(r"v[248]", p)), 1)
+        bits = next((int(p[1:]) for p in parts if re.fullmatch(r"[bufs](8|16|32|64)", p)), 0)
+        ld.add(vec * bits // 8)
+    if ld:
+        found["ld"] = sorted(ld, reverse=True)
+    return found
+
+
+def format_loads(loads: dict) -> str:
+    """``{"cp.async": [16, 8], "ld": [2]}`` -> ``"cp.async:16/8 ld:2"``."""
+    return " ".join(k + (":" + "/".join(map(str, v)) if v else "") for k, v in loads.items())
+
+
+def _widest_load(loads: dict) -> int:
+    """Bytes of the widest global load (a TMA tile counts as 16, the widest per-thread load)."""
+    widths = [w for v in loads.values() for w in v] + ([16] if "tma" in loads else [])
+    return max(widths, default=0)
 
 
 def _tensor_core_ops(ptx: str) -> str:
@@ -386,8 +490,10 @@ def compile_variant(variant: KernelVariant, arch) -> dict:
         if not isinstance(kernel, JITFunction):
             raise RuntimeError("the kernels are interpreted in this process (TRITON_INTERPRET is "
                                "set): nothing can be compiled for a GPU")
+        attrs = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]]
+                 for name in variant.divisible_16}
         compiled = triton.compile(
-            ASTSource(kernel, variant.signature, variant.constexprs),
+            ASTSource(kernel, variant.signature, variant.constexprs, attrs),
             target=GPUTarget("cuda", arch, 32),
             options={"num_warps": variant.num_warps, "num_stages": variant.num_stages,
                      **({"maxnreg": variant.config.max_registers}
@@ -397,8 +503,10 @@ def compile_variant(variant: KernelVariant, arch) -> dict:
         # part only (e.g. 1 KB on sm_90). A launch needs both.
         shared = usage["SHARED"] + int(compiled.metadata.shared)
         warps, limit = occupancy(arch, usage["REG"], shared, variant.num_warps)
+        loads = _global_loads(compiled.asm["ptx"])
         row.update(registers=usage["REG"], stack=usage["STACK"], shared=shared,
                    tensor_cores=_tensor_core_ops(compiled.asm["ptx"]),
+                   global_loads=format_loads(loads), load_bytes=_widest_load(loads),
                    occupancy_warps=warps, occupancy_limit=limit)
         if warps == 0:
             raise RuntimeError(f"needs {shared} bytes of shared memory per block, more than the "
@@ -477,7 +585,8 @@ def print_table(rows: List[dict]) -> None:
     for col, justify in (("kernel", "left"), ("dtype", "left"), ("tile MxNxK", "right"),
                          ("warps", "right"), ("stages", "right"), ("flags", "left"),
                          ("regs", "right"), ("stack", "right"), ("smem KB", "right"),
-                         ("tensor cores", "left"), ("occupancy", "right"), ("error", "left")):
+                         ("tensor cores", "left"), ("loads (bytes)", "left"),
+                         ("occupancy", "right"), ("error", "left")):
         table.add_column(col, justify=justify, overflow="fold")
     for r in rows:
         on = [f.split("=")[0] for f in r["flags"].split() if f.endswith("=1")]
@@ -487,7 +596,8 @@ def print_table(rows: List[dict]) -> None:
         smem = f'{r["shared"] / 1024:.1f}' if r["shared"] != "" else ""
         table.add_row(r["kernel"].replace("_kernel", ""), r["dtype"], tile, str(r["num_warps"]),
                       str(r["num_stages"]), " ".join(on) or "-", str(r["registers"]),
-                      str(r["stack"]), smem, r["tensor_cores"] or "-", occ, r["error"][:120],
+                      str(r["stack"]), smem, r["tensor_cores"] or "-", r["global_loads"], occ,
+                      r["error"][:120],
                       style="red" if is_failure(r) else None)
     console = Console()
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
@@ -495,9 +605,11 @@ def print_table(rows: List[dict]) -> None:
     console.print(table)
 
 
-def _reexec_without_interpreter(argv: List[str]) -> int:
+def reexec_without_interpreter(module: str, argv: List[str]) -> int:
+    """Run ``python -m module *argv`` in a child without TRITON_INTERPRET and return its exit
+    status: where the interpreter has already replaced ``@triton.jit``, nothing compiles."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, "-m", "fastconv.bench.compile_report", *argv]
+    cmd = [sys.executable, "-m", module, *argv]
     return subprocess.run(cmd, env=env).returncode
 
 
@@ -518,7 +630,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if INTERPRETING:
         # @triton.jit already returned interpreted functions in this process: start afresh
-        return _reexec_without_interpreter(argv)
+        return reexec_without_interpreter("fastconv.bench.compile_report", argv)
 
     start = time.perf_counter()
     rows = compile_report(args.arch, jobs=args.jobs)

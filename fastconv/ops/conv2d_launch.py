@@ -1,16 +1,41 @@
 """Launchers of the conv2d kernels: shapes and strides in, one kernel launch out.
 
 Callers (the ops in ``fastconv.ops``) have already validated the arguments and allocated the
-outputs; these functions only pick the plan and launch.
+outputs; these functions only pick the plan and launch. Each launch is first described as a
+``KernelLaunch`` (kernel, grid, arguments, meta-parameters) by a ``*_launch`` function and then
+started, so that the static per-case report (``fastconv.bench.case_report``) can read exactly
+what would run, from meta-device tensors, without a GPU.
 """
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
 
 import torch
 import triton
 
 from fastconv.ops import autotune
 from fastconv.ops._runtime import INTERPRETING, needs_int64, new_output
-from fastconv.ops.plan import ConvProblem, Plan, plan_conv2d, spatially_flat, wgrad_tiles
+from fastconv.ops.plan import (ConvProblem, Plan, pixel_tiles, plan_conv2d, spatially_flat,
+                               wgrad_tiles)
+
+
+@dataclass(frozen=True)
+class KernelLaunch:
+    """One launch, described: ``kernel[grid](*args, **meta)``."""
+    kernel: object
+    grid: tuple
+    args: tuple
+    meta: dict
+
+    @property
+    def programs(self) -> int:
+        """Programs (thread blocks) the grid starts."""
+        total = 1
+        for g in self.grid:
+            total *= g
+        return total
+
+    def __call__(self):
+        return self.kernel[self.grid](*self.args, **self.meta)
 
 
 def conv_problem(x_shape, w_shape, y_shape, groups: int, dtype: torch.dtype, stride=(1, 1),
@@ -27,6 +52,8 @@ def _meta(plan: Plan, dtype: torch.dtype) -> dict:
     meta = {"ACC_FP64": dtype == torch.float64, "INDEX_64": plan.index_64,
             "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n,
             "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+    if cfg.max_registers:  # the register cap the compile report checked the config with
+        meta["maxnreg"] = cfg.max_registers
     if plan.family != "direct":
         meta["BLOCK_K"] = cfg.block_k
         # the interpreter's tl.dot is wrong on bfloat16 operands (see kernels._common.mma)
@@ -81,15 +108,16 @@ def conv2d_fprop(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor],
     pb = conv_problem(x.shape, w.shape, y.shape, groups, x.dtype)
 
     def launch(plan):
-        _launch_fprop(plan, pb, x, w, bias, y, stride, padding, dilation, groups, residual,
-                      activation, preact)
+        fprop_launch(plan, pb, x, w, bias, y, stride, padding, dilation, groups, residual,
+                     activation, preact)()
     plan = autotune.tuned(plan, pb, x.device, launch)
     launch(plan)
     return plan
 
 
-def _launch_fprop(plan, pb, x, w, bias, y, stride, padding, dilation, groups, residual,
-                  activation, preact) -> None:
+def fprop_launch(plan, pb, x, w, bias, y, stride, padding, dilation, groups, residual=None,
+                 activation=0, preact=None) -> KernelLaunch:
+    """The launch of ``plan`` that ``conv2d_fprop`` starts (arguments as there)."""
     cfg = plan.config
     meta = _meta(plan, x.dtype)
     meta["HAS_BIAS"] = bias is not None
@@ -98,24 +126,21 @@ def _launch_fprop(plan, pb, x, w, bias, y, stride, padding, dilation, groups, re
     res = residual if residual is not None else y      # never read when has_residual is 0
     pre = preact if preact is not None else y          # never written when store_preact is 0
     epilogue = (activation, int(residual is not None), int(preact is not None))
-    m_tiles = triton.cdiv(pb.N * pb.P * pb.Q, cfg.block_m)
+    grid = (pixel_tiles("fprop", plan.family, pb, cfg),)
     if plan.family == "gemm_1x1":
-        grid = (m_tiles * triton.cdiv(pb.KG, cfg.block_n) * groups,)
         # A = x as [pixels, channels]; B = w read as [c, k], one group KG rows further on
-        plan.kernel[grid](x, w, b, res, y, pre, pb.N, pb.H * pb.W, pb.CG, pb.KG,
-                          *_pixel_strides(x)[:2], x.stride(1),
-                          w.stride(1), w.stride(0), pb.KG * w.stride(0),
-                          *_pixel_strides(y), *_pixel_strides(res), *epilogue, **meta)
-        return
-    if plan.family == "implicit_gemm":
-        grid = (m_tiles * triton.cdiv(pb.KG, cfg.block_n) * groups,)
-        sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG)
-    else:
-        grid = (m_tiles * triton.cdiv(pb.K, cfg.block_n),)
-        sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG, pb.K)
+        args = (x, w, b, res, y, pre, pb.N, pb.H * pb.W, pb.CG, pb.KG,
+                *_pixel_strides(x)[:2], x.stride(1),
+                w.stride(1), w.stride(0), pb.KG * w.stride(0),
+                *_pixel_strides(y), *_pixel_strides(res), *epilogue)
+        return KernelLaunch(plan.kernel, grid, args, meta)
+    sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG)
+    if plan.family == "direct":
+        sizes += (pb.K,)
     r_strides = (res.stride(0), res.stride(1), res.stride(2), res.stride(3))
-    plan.kernel[grid](x, w, b, res, y, pre, *sizes, *_conv_args(stride, padding, dilation),
-                      *x.stride(), *w.stride(), *y.stride(), *r_strides, *epilogue, **meta)
+    args = (x, w, b, res, y, pre, *sizes, *_conv_args(stride, padding, dilation),
+            *x.stride(), *w.stride(), *y.stride(), *r_strides, *epilogue)
+    return KernelLaunch(plan.kernel, grid, args, meta)
 
 
 def conv2d_dgrad(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor, stride: Sequence[int],
@@ -127,33 +152,30 @@ def conv2d_dgrad(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor, stride: Se
     pb = conv_problem(dx.shape, w.shape, dy.shape, groups, dy.dtype)
 
     def launch(plan):
-        _launch_dgrad(plan, pb, dy, w, dx, stride, padding, dilation, groups)
+        dgrad_launch(plan, pb, dy, w, dx, stride, padding, dilation, groups)()
     plan = autotune.tuned(plan, pb, dy.device, launch)
     launch(plan)
     return plan
 
 
-def _launch_dgrad(plan, pb, dy, w, dx, stride, padding, dilation, groups) -> None:
-    cfg = plan.config
+def dgrad_launch(plan, pb, dy, w, dx, stride, padding, dilation, groups) -> KernelLaunch:
+    """The launch of ``plan`` that ``conv2d_dgrad`` starts (arguments as there)."""
     meta = _meta(plan, dy.dtype)
-    m_tiles = triton.cdiv(pb.N * pb.H * pb.W, cfg.block_m)
+    grid = (pixel_tiles("dgrad", plan.family, pb, plan.config),)
     if plan.family == "gemm_1x1":
-        grid = (m_tiles * triton.cdiv(pb.CG, cfg.block_n) * groups,)
         meta["HAS_BIAS"] = False
         # A = dy as [pixels, channels]; B = w read as [k, c], one group KG rows further on
-        plan.kernel[grid](dy, w, dx, dx, dx, dx, pb.N, pb.H * pb.W, pb.KG, pb.CG,
-                          *_pixel_strides(dy)[:2], dy.stride(1),
-                          w.stride(0), w.stride(1), pb.KG * w.stride(0),
-                          *_pixel_strides(dx), *_pixel_strides(dx), 0, 0, 0, **meta)
-        return
-    if plan.family == "implicit_gemm":
-        grid = (m_tiles * triton.cdiv(pb.CG, cfg.block_n) * groups,)
-        sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG)
-    else:
-        grid = (m_tiles * triton.cdiv(pb.C, cfg.block_n),)
-        sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG, pb.C)
-    plan.kernel[grid](dy, w, dx, *sizes, *_conv_args(stride, padding, dilation),
-                      *dy.stride(), *w.stride(), *dx.stride(), **meta)
+        args = (dy, w, dx, dx, dx, dx, pb.N, pb.H * pb.W, pb.KG, pb.CG,
+                *_pixel_strides(dy)[:2], dy.stride(1),
+                w.stride(0), w.stride(1), pb.KG * w.stride(0),
+                *_pixel_strides(dx), *_pixel_strides(dx), 0, 0, 0)
+        return KernelLaunch(plan.kernel, grid, args, meta)
+    sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG)
+    if plan.family == "direct":
+        sizes += (pb.C,)
+    args = (dy, w, dx, *sizes, *_conv_args(stride, padding, dilation),
+            *dy.stride(), *w.stride(), *dx.stride())
+    return KernelLaunch(plan.kernel, grid, args, meta)
 
 
 def conv2d_wgrad(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[int],
@@ -171,6 +193,17 @@ def conv2d_wgrad(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[int],
 
 
 def _launch_wgrad(plan, pb, x, dy, weight_shape, stride, padding, dilation, groups):
+    launch, part = wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation, groups)
+    launch()
+    # the partials are added in a fixed order: bitwise reproducible, no atomics
+    total = part[0] if part.shape[0] == 1 else part.sum(dim=0)
+    return total.to(x.dtype)
+
+
+def wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation,
+                 groups) -> Tuple[KernelLaunch, torch.Tensor]:
+    """The launch of ``plan`` that ``conv2d_wgrad`` starts, and the split-K workspace
+    [split, *weight_shape] it writes its partial sums into (allocated here, like ``x``)."""
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     cfg = plan.config
     red = pb.N * pb.P * pb.Q
@@ -181,15 +214,13 @@ def _launch_wgrad(plan, pb, x, dy, weight_shape, stride, padding, dilation, grou
     meta = _meta(plan, x.dtype)
     grid = (wgrad_tiles(plan.family, pb, cfg), split)
     if plan.family == "gemm_1x1":
-        plan.kernel[grid](x, dy, part, pb.N, pb.H * pb.W, pb.CG, pb.KG, m_per_split,
-                          *_pixel_strides(x), *_pixel_strides(dy),
-                          part.stride(0), part.stride(1), part.stride(2), **meta)
+        args = (x, dy, part, pb.N, pb.H * pb.W, pb.CG, pb.KG, m_per_split,
+                *_pixel_strides(x), *_pixel_strides(dy),
+                part.stride(0), part.stride(1), part.stride(2))
     else:
         sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG)
         if plan.family == "direct":
             sizes += (pb.K,)
-        plan.kernel[grid](x, dy, part, *sizes, m_per_split, *_conv_args(stride, padding, dilation),
-                          *x.stride(), *dy.stride(), *part.stride(), **meta)
-    # the partials are added in a fixed order: bitwise reproducible, no atomics
-    total = part[0] if split == 1 else part.sum(dim=0)
-    return total.to(x.dtype)
+        args = (x, dy, part, *sizes, m_per_split, *_conv_args(stride, padding, dilation),
+                *x.stride(), *dy.stride(), *part.stride())
+    return KernelLaunch(plan.kernel, grid, args, meta), part

@@ -15,9 +15,11 @@ All rules live here, in one place, so that they can be read, tested and explaine
 |           |                 | sums added in a fixed order                                         |
 
 On a GPU the config is one of ``fastconv.kernels.configs`` (every entry compiled and spill-checked
-by the tests, through CONFIG_TABLES below); under the interpreter blocks are sized to the problem,
-because every program step costs milliseconds there.
+by the tests, through CONFIG_TABLES below): the largest tile whose grid still gives every SM a
+program, else the one with the most programs. Under the interpreter blocks are sized to the
+problem, because every program step costs milliseconds there.
 """
+import contextlib
 from dataclasses import dataclass, field
 from typing import Tuple
 
@@ -155,33 +157,81 @@ def gemm_dims(direction: str, pb: ConvProblem) -> tuple:
     return pb.KG, pb.R * pb.S * pb.CG, pb.N * pb.P * pb.Q
 
 
-def _gpu_config(configs: list, rows: int, cols: int) -> TileConfig:
-    for cfg in configs:
-        if cfg.block_m <= triton.next_power_of_2(rows) and cfg.block_n <= triton.next_power_of_2(cols):
+def _gpu_config(configs: list, rows: int, cols: int, programs, sms: int) -> TileConfig:
+    """The first config (largest tile first) that the problem fills and whose grid gives every
+    SM a program; if none of those does, the one of them with the most programs.
+
+    A big tile reuses more of each load, but a grid with fewer programs than SMs leaves SMs
+    idle, which no reuse makes up for (batch-1 layers, late 7x7 stages). A problem smaller than
+    every tile gets the smallest.
+
+    Args:
+        programs: ``config -> programs`` of the launch with that config.
+    """
+    fitting = [cfg for cfg in configs if cfg.block_m <= triton.next_power_of_2(rows)
+               and cfg.block_n <= triton.next_power_of_2(cols)]
+    if not fitting:
+        return configs[-1]
+    for cfg in fitting:
+        if programs(cfg) >= sms:
             return cfg
-    return configs[-1]
+    return max(fitting, key=programs)  # the first (largest tile) of equals
+
+
+# Under the interpreter a program step costs milliseconds whatever its size, so blocks are
+# sized to the problem, up to this scale: 1 gives tiles of at most 128 (256 for the direct
+# family's pixels), which keeps the kernel tests' shapes spread over several tiles; whole-model
+# runs raise it (see interpreter_block_scale) for up to 16x fewer steps on wide layers.
+_INTERPRETER_BLOCK_SCALE = 1
+
+
+@contextlib.contextmanager
+def interpreter_block_scale(scale: int):
+    """Let the interpreter's blocks grow ``scale`` times larger while the block runs (a power of
+    two; no effect on a GPU, whose configs come from the tables)."""
+    global _INTERPRETER_BLOCK_SCALE
+    if scale < 1 or scale & (scale - 1):
+        raise ValueError(f"interpreter_block_scale: scale must be a power of two >= 1, got {scale}")
+    saved, _INTERPRETER_BLOCK_SCALE = _INTERPRETER_BLOCK_SCALE, scale
+    try:
+        yield
+    finally:
+        _INTERPRETER_BLOCK_SCALE = saved
 
 
 def _interpreter_config(direction: str, family: str, pb: ConvProblem) -> TileConfig:
     rows, cols, red = gemm_dims(direction, pb)
+    x = _INTERPRETER_BLOCK_SCALE
     if family == "direct":
         if direction == "wgrad":
-            return TileConfig(_pow2_clamp(red, 16, 512), _pow2_clamp(pb.K, 16, 128), 0, 4, 1)
+            return TileConfig(_pow2_clamp(red, 16, 512 * x), _pow2_clamp(pb.K, 16, 128 * x),
+                              0, 4, 1)
         chans = pb.K if direction == "fprop" else pb.C
-        return TileConfig(_pow2_clamp(rows, 16, 256), _pow2_clamp(chans, 16, 128), 0, 4, 1)
+        return TileConfig(_pow2_clamp(rows, 16, 256 * x), _pow2_clamp(chans, 16, 128 * x),
+                          0, 4, 1)
     if direction == "wgrad":
-        return TileConfig(_pow2_clamp(rows, 16, 128), _pow2_clamp(cols, 16, 128),
-                          _pow2_clamp(red, 16, 256), 4, 1)
+        return TileConfig(_pow2_clamp(rows, 16, 128 * x), _pow2_clamp(cols, 16, 128 * x),
+                          _pow2_clamp(red, 16, 256 * x), 4, 1)
     # the reduction block covers one tap's channels (implicit GEMM) or all of them (1x1)
     chans = pb.CG if direction == "fprop" else pb.KG
-    return TileConfig(_pow2_clamp(rows, 16, 128), _pow2_clamp(cols, 16, 128),
-                      _pow2_clamp(chans, 16, 128), 4, 1)
+    return TileConfig(_pow2_clamp(rows, 16, 128 * x), _pow2_clamp(cols, 16, 128 * x),
+                      _pow2_clamp(chans, 16, 128 * x), 4, 1)
 
 
 def _sm_count(device) -> int:
     if device is not None and torch.device(device).type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
     return _SM_COUNT_DEFAULT
+
+
+def pixel_tiles(direction: str, family: str, pb: ConvProblem, cfg: TileConfig) -> int:
+    """Programs of a fprop or dgrad launch (one grid axis): pixel tiles by channel tiles, per
+    group; the direct kernels tile all channels at once."""
+    rows, cols, _ = gemm_dims(direction, pb)
+    if family == "direct":
+        chans = pb.C if direction == "dgrad" else pb.K
+        return triton.cdiv(rows, cfg.block_m) * triton.cdiv(chans, cfg.block_n)
+    return triton.cdiv(rows, cfg.block_m) * triton.cdiv(cols, cfg.block_n) * pb.groups
 
 
 def wgrad_tiles(family: str, pb: ConvProblem, cfg: TileConfig) -> int:
@@ -225,6 +275,11 @@ def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = F
         if family == "direct":
             cols = pb.C if direction == "dgrad" else pb.K
         configs = config_table(family, index_64)[direction][dtype_class(pb.dtype)]
-        cfg = _gpu_config(configs, rows, cols)
+
+        def programs(cfg):
+            if direction == "wgrad":
+                return wgrad_tiles(family, pb, cfg) * wgrad_split(family, pb, cfg, device)
+            return pixel_tiles(direction, family, pb, cfg)
+        cfg = _gpu_config(configs, rows, cols, programs, _sm_count(device))
     split = wgrad_split(family, pb, cfg, device) if direction == "wgrad" else 1
     return Plan(direction, family, _KERNELS[(direction, family)], cfg, split, reason, index_64)

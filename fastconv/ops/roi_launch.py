@@ -4,7 +4,9 @@ The ops (``fastconv.ops.roi_align``, ``fastconv.ops.roi_pool``) allocate and own
 handed over here; the launchers only pick a tile and start the kernels. On a GPU the tiles come
 from ``fastconv.kernels.configs.ROI_CONFIGS`` (compiled and spill-checked by the compile report);
 under the interpreter a program covers a whole RoI and all its channels where it can, because
-there every program step costs milliseconds.
+there every program step costs milliseconds. As in ``conv2d_launch``, each launcher describes its
+launch (a ``*_launch`` function returning a ``KernelLaunch``) before starting it, which lets the
+static per-case report read the launch without a GPU.
 """
 import torch
 import triton
@@ -13,6 +15,7 @@ from fastconv.kernels import roi_align as roi_align_kernels
 from fastconv.kernels import roi_pool as roi_pool_kernels
 from fastconv.kernels.configs import ROI_CONFIGS, TileConfig
 from fastconv.ops._runtime import INTERPRETING, needs_int64
+from fastconv.ops.conv2d_launch import KernelLaunch
 
 
 def roi_tile(channels: int, bins: int, ordered: bool) -> TileConfig:
@@ -70,50 +73,75 @@ def _tile_grid(rois: torch.Tensor, channels: int, bins: int, cfg: TileConfig) ->
 # ---------------------------------------------------------------------------- RoIAlign
 def roi_align_forward(x, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned, y):
     """y [K, C, pooled_h, pooled_w] (contiguous) <- RoIAlign of x [N, C, H, W] (any strides)."""
+    roi_align_forward_launch(x, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio,
+                             aligned, y)()
+
+
+def roi_align_forward_launch(x, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio,
+                             aligned, y) -> KernelLaunch:
+    """The launch ``roi_align_forward`` starts (arguments as there)."""
     n, c, h, w = x.shape
     cfg = roi_tile(c, pooled_h * pooled_w, ordered=False)
-    roi_align_kernels.roi_align_fwd_kernel[_tile_grid(rois, c, pooled_h * pooled_w, cfg)](
-        x, rois, _scale(spatial_scale, x), y,
-        n, c, h, w, pooled_h, pooled_w, sampling_ratio,
-        *x.stride(), *rois.stride(), y.stride(0), y.stride(1),
-        ALIGNED=aligned, **_meta(cfg, x.dtype, needs_int64(x, y)))
+    args = (x, rois, _scale(spatial_scale, x), y,
+            n, c, h, w, pooled_h, pooled_w, sampling_ratio,
+            *x.stride(), *rois.stride(), y.stride(0), y.stride(1))
+    return KernelLaunch(roi_align_kernels.roi_align_fwd_kernel,
+                        _tile_grid(rois, c, pooled_h * pooled_w, cfg), args,
+                        dict(ALIGNED=aligned, **_meta(cfg, x.dtype, needs_int64(x, y))))
 
 
 def roi_align_backward(dy, rois, spatial_scale, sampling_ratio, aligned, dx,
                        deterministic: bool):
     """dx [N, C, H, W] (zero-filled float32/float64 buffer) += the adjoint of RoIAlign on dy."""
+    roi_align_backward_launch(dy, rois, spatial_scale, sampling_ratio, aligned, dx,
+                              deterministic)()
+
+
+def roi_align_backward_launch(dy, rois, spatial_scale, sampling_ratio, aligned, dx,
+                              deterministic: bool) -> KernelLaunch:
+    """The launch ``roi_align_backward`` starts (arguments as there)."""
     n, c, h, w = dx.shape
     pooled_h, pooled_w = dy.shape[2:]
     cfg = roi_tile(c, pooled_h * pooled_w, ordered=deterministic)
-    meta = _meta(cfg, dx.dtype, needs_int64(dy, dx), ordered=deterministic)
-    args = (dy, rois, _scale(spatial_scale, dx))
+    meta = dict(ALIGNED=aligned, **_meta(cfg, dx.dtype, needs_int64(dy, dx),
+                                         ordered=deterministic))
+    head = (dy, rois, _scale(spatial_scale, dx), dx)
     strides = (*dy.stride(), *rois.stride(), *dx.stride())
     if deterministic:
         grid = (n * triton.cdiv(c, cfg.block_n),)
-        roi_align_kernels.roi_align_bwd_ordered_kernel[grid](
-            *args, dx, n, c, h, w, rois.shape[0], pooled_h, pooled_w, sampling_ratio,
-            *strides, ALIGNED=aligned, **meta)
-    else:
-        roi_align_kernels.roi_align_bwd_kernel[_tile_grid(rois, c, pooled_h * pooled_w, cfg)](
-            *args, dx, n, c, h, w, pooled_h, pooled_w, sampling_ratio,
-            *strides, ALIGNED=aligned, **meta)
+        args = (*head, n, c, h, w, rois.shape[0], pooled_h, pooled_w, sampling_ratio, *strides)
+        return KernelLaunch(roi_align_kernels.roi_align_bwd_ordered_kernel, grid, args, meta)
+    args = (*head, n, c, h, w, pooled_h, pooled_w, sampling_ratio, *strides)
+    return KernelLaunch(roi_align_kernels.roi_align_bwd_kernel,
+                        _tile_grid(rois, c, pooled_h * pooled_w, cfg), args, meta)
 
 
 # ---------------------------------------------------------------------------- RoIPool
 def roi_pool_forward(x, rois, spatial_scale, y, argmax):
     """y and argmax [K, C, pooled_h, pooled_w] (contiguous, same strides) <- RoIPool of x."""
+    roi_pool_forward_launch(x, rois, spatial_scale, y, argmax)()
+
+
+def roi_pool_forward_launch(x, rois, spatial_scale, y, argmax) -> KernelLaunch:
+    """The launch ``roi_pool_forward`` starts (arguments as there)."""
     n, c, h, w = x.shape
     pooled_h, pooled_w = y.shape[2:]
     cfg = roi_tile(c, pooled_h * pooled_w, ordered=False)
-    roi_pool_kernels.roi_pool_fwd_kernel[_tile_grid(rois, c, pooled_h * pooled_w, cfg)](
-        x, rois, _scale(spatial_scale, x), y, argmax,
-        n, c, h, w, pooled_h, pooled_w,
-        *x.stride(), *rois.stride(), y.stride(0), y.stride(1),
-        **_meta(cfg, x.dtype, needs_int64(x, y)))
+    args = (x, rois, _scale(spatial_scale, x), y, argmax,
+            n, c, h, w, pooled_h, pooled_w,
+            *x.stride(), *rois.stride(), y.stride(0), y.stride(1))
+    return KernelLaunch(roi_pool_kernels.roi_pool_fwd_kernel,
+                        _tile_grid(rois, c, pooled_h * pooled_w, cfg), args,
+                        _meta(cfg, x.dtype, needs_int64(x, y)))
 
 
 def roi_pool_backward(dy, rois, argmax, dx, deterministic: bool):
     """dx [N, C, H, W] (zero-filled float32/float64 buffer) += dy routed to argmax."""
+    roi_pool_backward_launch(dy, rois, argmax, dx, deterministic)()
+
+
+def roi_pool_backward_launch(dy, rois, argmax, dx, deterministic: bool) -> KernelLaunch:
+    """The launch ``roi_pool_backward`` starts (arguments as there)."""
     n, c, h, w = dx.shape
     pooled_h, pooled_w = dy.shape[2:]
     cfg = roi_tile(c, pooled_h * pooled_w, ordered=deterministic)
@@ -121,8 +149,8 @@ def roi_pool_backward(dy, rois, argmax, dx, deterministic: bool):
     strides = (*dy.stride(), *rois.stride(), argmax.stride(0), argmax.stride(1), *dx.stride())
     if deterministic:
         grid = (n * triton.cdiv(c, cfg.block_n),)
-        roi_pool_kernels.roi_pool_bwd_ordered_kernel[grid](
-            dy, rois, argmax, dx, n, c, w, rois.shape[0], pooled_h, pooled_w, *strides, **meta)
-    else:
-        roi_pool_kernels.roi_pool_bwd_kernel[_tile_grid(rois, c, pooled_h * pooled_w, cfg)](
-            dy, rois, argmax, dx, n, c, w, pooled_h, pooled_w, *strides, **meta)
+        args = (dy, rois, argmax, dx, n, c, w, rois.shape[0], pooled_h, pooled_w, *strides)
+        return KernelLaunch(roi_pool_kernels.roi_pool_bwd_ordered_kernel, grid, args, meta)
+    args = (dy, rois, argmax, dx, n, c, w, pooled_h, pooled_w, *strides)
+    return KernelLaunch(roi_pool_kernels.roi_pool_bwd_kernel,
+                        _tile_grid(rois, c, pooled_h * pooled_w, cfg), args, meta)
