@@ -7,11 +7,12 @@ ATen (cuDNN on a GPU) and torchvision's RoI kernels. Both run forward and backwa
 input; the report gives the relative error of the output, of the input gradient and of the
 worst parameter gradient, each against a tolerance for the dtype.
 """
-import copy
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable, List, Optional, Sequence
+from multiprocessing import get_context
+from typing import Callable, Iterable, List, Optional
 
 import torch
 import torch.nn as nn
@@ -20,6 +21,7 @@ import torchvision
 import fastconv
 import fastconv.models as models
 from fastconv.ops import INTERPRETING
+from fastconv.ops.interpreter_speed import whole_model
 
 # Model-level tolerances on the relative error: looser than one op's (DESIGN.md) because the
 # rounding of tens of layers in sequence adds up; TF32 is switched off for float32.
@@ -36,6 +38,32 @@ def reference_model(name: str, model: nn.Module) -> nn.Module:
         reference = builder(weights=None)
     reference.load_state_dict(model.state_dict(), strict=True)
     return reference
+
+
+def randomize_weights(model: nn.Module, conv_weights: bool = True, seed: int = 0) -> nn.Module:
+    """Random batch-norm statistics and affine parameters, and (with ``conv_weights``)
+    He-normal convolution and linear weights, in place; returns ``model``.
+
+    A comparison on a model's initial weights can prove little: its norms are identities in
+    eval mode, and some initialisations (GoogLeNet's, Inception's: std 0.01) shrink the
+    activations layer after layer until the output is the last bias, equal whatever the
+    convolutions computed. He-normal weights keep every layer's output at the scale of its
+    input, so every layer shows in the result.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine and \
+                    m.track_running_stats:
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.uniform_(-0.2, 0.2, generator=g)
+                m.running_mean.uniform_(-0.2, 0.2, generator=g)
+                m.running_var.uniform_(0.5, 1.5, generator=g)
+            elif conv_weights and isinstance(m, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d,
+                                                 nn.Linear)):
+                fan_in = m.weight[0].numel()
+                m.weight.normal_(0, (2.0 / fan_in) ** 0.5, generator=g)
+    return model
 
 
 @dataclass
@@ -91,14 +119,18 @@ def _forward_backward(model: nn.Module, inputs: tuple):
 
 def verify_model(name: str, batch: int, size: Optional[int], dtype: torch.dtype,
                  device: torch.device, step: Optional[Callable[[str], None]] = None,
-                 seed: int = 0) -> VerifyResult:
+                 seed: int = 0, check_overflow: bool = False) -> VerifyResult:
     """Compare ``fastconv.models.get_model(name)`` with its PyTorch reference on one random
     batch (``size`` x ``size`` pixels; None: the model's usual size on a GPU, its smallest on
-    the CPU)."""
+    the CPU).
+
+    Under the interpreter the model runs in :func:`fastconv.ops.interpreter_speed.whole_model`
+    mode (same results, about four times faster); ``check_overflow=True`` keeps the
+    interpreter's integer-overflow sanitizer on, at twice the time."""
     step = step or (lambda _: None)
     start = time.perf_counter()
     torch.manual_seed(seed)
-    candidate = models.get_model(name)
+    candidate = randomize_weights(models.get_model(name), seed=seed)
     reference = reference_model(name, candidate)
     candidate = candidate.to(device=device, dtype=dtype).eval()
     reference = reference.to(device=device, dtype=dtype).eval()
@@ -114,7 +146,8 @@ def verify_model(name: str, batch: int, size: Optional[int], dtype: torch.dtype,
         step("reference forward + backward")
         ref_outs, ref_dx = _forward_backward(reference, inputs)
         step("fastconv forward + backward")
-        outs, dx = _forward_backward(candidate, inputs)
+        with whole_model(check_overflow=check_overflow):
+            outs, dx = _forward_backward(candidate, inputs)
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
     ref_params = dict(reference.named_parameters())
@@ -130,14 +163,42 @@ def verify_model(name: str, batch: int, size: Optional[int], dtype: torch.dtype,
         seconds=time.perf_counter() - start)
 
 
+def _verify_in_worker(args) -> VerifyResult:
+    name, batch, size, dtype, check_overflow = args
+    torch.set_num_threads(1)  # the interpreter is one Python thread; the others would spin
+    return verify_model(name, batch, size, dtype, torch.device("cpu"),
+                        check_overflow=check_overflow)
+
+
 def verify(names: Iterable[str], batch: int, size: Optional[int], dtype: torch.dtype,
-           device: torch.device, step: Optional[Callable[[str], None]] = None
-           ) -> List[VerifyResult]:
+           device: torch.device, step: Optional[Callable[[str], None]] = None,
+           check_overflow: bool = False, jobs: int = 1) -> List[VerifyResult]:
+    """:func:`verify_model` for each name, in order.
+
+    ``step`` is called twice per model (when its reference and its fastconv run start, or, with
+    ``jobs`` > 1, when it has finished). ``jobs`` > 1 verifies that many models at a time in
+    worker processes: under the interpreter, where one model keeps one core busy; on a GPU the
+    models run one after the other whatever ``jobs`` says.
+    """
+    names = list(names)
     known = models.list_models()
-    results = []
     for name in names:
         if name not in known:
             raise ValueError(f"verify(): unknown model {name!r}; known: {known}")
-        results.append(verify_model(name, batch, size, dtype, device,
-                                    step=lambda what, _n=name: step and step(f"{_n}: {what}")))
-    return results
+    step = step or (lambda _: None)
+    if jobs <= 1 or device.type == "cuda" or len(names) <= 1:
+        return [verify_model(name, batch, size, dtype, device,
+                             step=lambda what, _n=name: step(f"{_n}: {what}"),
+                             check_overflow=check_overflow)
+                for name in names]
+    # spawn: fresh interpreters that inherit TRITON_INTERPRET from this process's environment
+    done = {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_verify_in_worker, (name, batch, size, dtype, check_overflow)): name
+                   for name in names}
+        for future in as_completed(futures):
+            name = futures[future]
+            done[name] = future.result()
+            step(f"{name}: done")
+            step(f"{name}: done")
+    return [done[name] for name in names]

@@ -1,11 +1,8 @@
 """The classic architectures of fastconv.models: LeNet-5, AlexNet (both layouts), ZFNet, NiN, VGG.
 
 Shapes, parameter counts and state_dict compatibility are checked on the meta device (no
-arithmetic, so every variant at its full resolution costs nothing). The numerical check runs
-fastconv's kernels through Triton's interpreter, forward and backward, at the smallest
-resolution each architecture accepts, against a float64 reference: torchvision's own model for
-the torchvision-equivalent ones, else the same model with its fastconv layers turned back into
-torch's.
+arithmetic, so every variant at its full resolution costs nothing). Every model's forward and
+backward through fastconv's kernels is tests/test_models_zoo.py's.
 """
 
 import pytest
@@ -17,7 +14,6 @@ import fastconv
 import fastconv.models.classic as classic
 import fastconv.models.vgg as vgg
 from fastconv.models._registry import get_model, list_models
-from helpers import TOL, assert_rel_close, aten_forbidden, rel_err
 
 # ------------------------------------------------------------------------------ the model table
 # name -> (input channels, native resolution, default num_classes, forward_features shape there,
@@ -160,56 +156,6 @@ def test_same_computation_as_torchvision(name):
     with torch.no_grad():
         assert torch.equal(model(x), ref(x))
         assert torch.equal(model.forward_features(x), ref.features(x))
-
-
-# --------------------------------------------------------------- fastconv's kernels, end to end
-# name, batch, whether the input gradient is compared; the resolution is the smallest the model
-# accepts. Of VGG's eight ImageNet variants (one trunk builder, the same kernels, each compared
-# with torchvision above) one runs here. The input gradient adds a single launch, the first
-# layer's input-gradient kernel, and for an 11x11 stride-4 layer on a 63x63 or 67x67 image that
-# one launch takes the interpreter most of a minute. AlexNet's two conv1 layers (3 -> 64 or 96
-# channels, 11x11, stride 4) are the same kind of problem as NiN's conv1 (3 -> 96, 11x11,
-# stride 4), whose input gradient is compared on a 39x39 image; the input gradients of all
-# their other layers are needed for the parameter gradients and are compared through those.
-NUMERIC_CASES = [("lenet5", 2, True), ("alexnet", 1, False), ("alexnet_original", 1, False),
-                 ("zfnet", 1, True), ("nin", 1, True), ("vgg11_bn", 1, True),
-                 ("vgg8_cifar", 1, True)]
-
-
-def _reference(name: str, model: nn.Module) -> nn.Module:
-    """float64 reference with ``model``'s weights: torchvision's own model where there is one."""
-    if name in TORCHVISION_EQUIVALENT:
-        ref = torchvision_on_meta(name, num_classes=model.classifier[-1].out_features)
-        ref.load_state_dict({k: v.double() for k, v in model.state_dict().items()},
-                            strict=True, assign=True)
-        return ref
-    return to_torch(model).double()
-
-
-@pytest.mark.parametrize("name,batch,input_grad", NUMERIC_CASES, ids=[c[0] for c in NUMERIC_CASES])
-def test_forward_backward_matches_reference(name, batch, input_grad):
-    model = get_model(name, num_classes=7).eval()   # eval: dropout off, batch norm by statistics
-    ref = _reference(name, model).eval()
-    size = MODELS[name][4]
-    x = torch.randn(batch, MODELS[name][0], size, size)
-    x_fc, x_ref = x.clone().requires_grad_(input_grad), x.double().requires_grad_(input_grad)
-
-    with aten_forbidden():
-        y = model(x_fc)
-        grad_y = torch.randn_like(y)
-        y.backward(grad_y)
-    y_ref = ref(x_ref)
-    y_ref.backward(grad_y.double())
-
-    assert y.shape == (batch, 7)
-    assert_rel_close(y, y_ref, torch.float32, f"{name} output")
-    if input_grad:
-        assert_rel_close(x_fc.grad, x_ref.grad, torch.float32, f"{name} input gradient")
-    ref_params = dict(ref.named_parameters())
-    errors = {k: rel_err(p.grad, ref_params[k].grad) for k, p in model.named_parameters()}
-    worst = max(errors, key=errors.get)
-    assert errors[worst] < TOL[torch.float32], \
-        f"{name}: worst parameter gradient {worst}: relative error {errors[worst]:.2e}"
 
 
 # ---------------------------------------------------------------------- per-architecture facts

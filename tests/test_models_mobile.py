@@ -2,11 +2,11 @@
 Fast R-CNN / Mask R-CNN region heads.
 
 Every builder builds; the torchvision-equivalent models load torchvision's ``state_dict``
-strictly (and back) with the same parameter count. A representative subset runs forward and
-backward through fastconv's kernels (ATen's CPU convolution, and torchvision's RoI kernels,
-made to raise meanwhile) and is compared with a float64 reference holding the same weights:
-torchvision's model where torchvision has it, else the same model with every fastconv layer
-turned back into its torch / torchvision base class.
+strictly (and back) with the same parameter count. Beyond tests/test_models_zoo.py's run of
+every model at its smallest input, the variants run here forward and backward through
+fastconv's kernels (ATen's CPU convolution, and torchvision's RoI kernels, made to raise
+meanwhile) against a float64 reference holding the same weights: width multipliers, batch 2,
+odd sizes, the auxiliary classifiers, the region heads on hand-placed boxes.
 """
 import warnings
 
@@ -19,9 +19,8 @@ import torchvision.ops as tvops
 import fastconv
 from fastconv.models import inception, mobilenet, roi_heads, shufflenet, unet
 from fastconv.models._registry import get_model, list_models
-from helpers import TOL, assert_rel_close, aten_forbidden, rel_err
+from model_helpers import compare, randomize
 
-TV_ROI_OPS = ("roi_align", "_roi_align_backward", "roi_pool", "_roi_pool_backward")
 FASTCONV_LAYERS = (fastconv.Conv1d, fastconv.Conv2d, fastconv.ConvTranspose2d, fastconv.RoIAlign,
                    fastconv.RoIPool, fastconv.MultiScaleRoIAlign)
 
@@ -65,67 +64,6 @@ def to_reference(model):
     ref = fastconv.unconvert(model)
     assert not any(type(m) in FASTCONV_LAYERS for m in ref.modules())
     return ref
-
-
-def randomize(model, conv_weights=False, seed=3):
-    """Random batch-norm statistics and affine parameters (so the norms are not the identity
-    in eval mode) and, with ``conv_weights``, He-normal convolution and linear weights (for
-    models whose own initialisation shrinks the activations until the output is the last
-    bias). Returns ``model``."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.uniform_(-0.2, 0.2, generator=g)
-                m.running_mean.uniform_(-0.2, 0.2, generator=g)
-                m.running_var.uniform_(0.5, 1.5, generator=g)
-            elif conv_weights and isinstance(m, (nn.Conv2d, nn.Linear)):
-                fan_in = m.weight[0].numel()
-                m.weight.normal_(0, (2.0 / fan_in) ** 0.5, generator=g)
-    return model
-
-
-def compare(model, reference, inputs, what, grad_input=True):
-    """Run ``model`` (fastconv, float32, eval mode) with ATen's CPU convolution and
-    torchvision's RoI kernels raising, and ``reference`` in float64 on the same values; compare
-    the output, the gradient of the first input and every parameter gradient.
-
-    ``inputs``: a tuple whose first element is the image / feature tensor; the rest (boxes) are
-    passed as they are (upcast for the reference).
-    """
-    model.eval()
-    reference = reference.double().eval()
-    x, rest = inputs[0], inputs[1:]
-    xf = x.clone().requires_grad_(grad_input)
-    xr = x.double().requires_grad_(grad_input)
-    rest_ref = tuple(r.double() if torch.is_tensor(r) else [b.double() for b in r] for r in rest)
-
-    with aten_forbidden(), aten_forbidden(ops=TV_ROI_OPS, namespace="torchvision"):
-        out = model(xf, *rest)
-        outs = out if isinstance(out, tuple) else (out,)
-        weights = [torch.randn_like(o) for o in outs]
-        torch.autograd.backward(outs, weights)
-    out_ref = reference(xr, *rest_ref)
-    outs_ref = out_ref if isinstance(out_ref, tuple) else (out_ref,)
-    torch.autograd.backward(outs_ref, [w.double() for w in weights])
-
-    for i, (o, o_ref) in enumerate(zip(outs, outs_ref)):
-        assert o.dtype == torch.float32
-        assert_rel_close(o, o_ref, torch.float32, f"{what}: output {i}")
-    if grad_input:
-        assert_rel_close(xf.grad, xr.grad, torch.float32, f"{what}: input gradient")
-    params, params_ref = dict(model.named_parameters()), dict(reference.named_parameters())
-    assert params.keys() == params_ref.keys()
-    # parameters outside the graph (auxiliary classifiers in eval mode) get no gradient
-    unused = [name for name, p in params.items() if p.grad is None]
-    assert unused == [name for name, p in params_ref.items() if p.grad is None]
-    errors = {name: rel_err(p.grad, params_ref[name].grad)
-              for name, p in params.items() if p.grad is not None}
-    worst = max(errors, key=errors.get)
-    assert errors[worst] < TOL[torch.float32], (
-        f"{what}: worst parameter gradient {worst}: relative error {errors[worst]:.2e}")
-    return out
 
 
 # ------------------------------------------------------------------------------ registry, builds
@@ -229,18 +167,6 @@ def test_googlenet_matches_torchvision():
     for name, channels in (("aux1", 512), ("aux2", 528)):
         compare(getattr(model, name), getattr(ref, name), (image(2, 5, 3, channels),),
                 f"googlenet.{name}")
-
-
-def test_inception_v3_forward_matches_torchvision():
-    """Forward only, at the smallest input (75×75): forward and backward together take over two
-    minutes in the interpreter; the convolution gradients have their own tests, and the other
-    models here check them in a network."""
-    model, ref = twin_pair("inception_v3", conv_weights=True, num_classes=10, aux_logits=False)
-    x = image(1, 75)
-    with aten_forbidden(), torch.no_grad():
-        out = model.eval()(x)
-    out_ref = ref.double().eval()(x.double())
-    assert_rel_close(out, out_ref, torch.float32, "inception_v3 output")
 
 
 def test_inception_v3_aux_classifier_matches_torchvision():

@@ -1,9 +1,8 @@
-"""fastconv.models.resnet and fastconv.models.densenet: torchvision's names and shapes, and the
-same numbers as PyTorch on a representative subset (forward and backward on the interpreter).
+"""fastconv.models.resnet and fastconv.models.densenet: torchvision's names and shapes, the
+squeeze-and-excitation gate, zero-init residuals, dilation, checkpointed DenseNet layers.
 
-Structure is checked on the meta device (no memory, no arithmetic), so every variant is cheap;
-the interpreter runs only resnet18, resnext50_32x4d, se_resnet50 and densenet121, at 32x32 with
-batch 1 — the widths are the real ones, only the image is small.
+Structure is checked on the meta device (no memory, no arithmetic), so every variant is cheap.
+Every model's forward and backward through fastconv's kernels is tests/test_models_zoo.py's.
 """
 import inspect
 
@@ -15,7 +14,8 @@ import torchvision
 import fastconv
 from fastconv.models import densenet, resnet
 from fastconv.models._registry import get_model, list_models
-from helpers import TOL, assert_rel_close, aten_forbidden, rel_err
+from helpers import assert_rel_close, aten_forbidden
+from model_helpers import compare
 
 RESNETS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
            "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"]
@@ -161,44 +161,20 @@ def test_squeeze_excitation_gate():
     assert_rel_close(xf.grad, xr.grad, torch.float64, "grad_input")
 
 
-def _compare(model, reference, batch=1, size=32):
-    """Forward and backward of ``model`` (fastconv, float32, ATen's convolution forbidden)
-    against ``reference`` (the same weights in float64), both in eval mode."""
-    model.eval()
-    reference = reference.double().eval()
-    x = torch.randn(batch, 3, size, size)
-    xf, xr = x.clone().requires_grad_(), x.double().requires_grad_()
-    with aten_forbidden():
-        y = model(xf)
-        grad = torch.randn_like(y)
-        y.backward(grad)
-    y_ref = reference(xr)
-    y_ref.backward(grad.double())
-    assert_rel_close(y, y_ref, torch.float32, "output")
-    assert_rel_close(xf.grad, xr.grad, torch.float32, "grad_input")
-    params, ref_params = dict(model.named_parameters()), dict(reference.named_parameters())
-    assert params.keys() == ref_params.keys()
-    errs = [(rel_err(p.grad, ref_params[n].grad), n) for n, p in params.items()]
-    worst, where = max(errs)
-    assert worst < TOL[torch.float32], f"worst parameter gradient {where}: {worst:.2e}"
-    # forward() is the head on forward_features(): checked on ATen in float64 (cheap)
-    plain = reference if hasattr(reference, "forward_features") else _to_torch(model).double()
-    with torch.no_grad():
-        pooled = nn.functional.adaptive_avg_pool2d(plain.eval().forward_features(xr), 1)
-        torch.testing.assert_close(_head(plain)(torch.flatten(pooled, 1)), y_ref.detach())
-
-
 @pytest.mark.parametrize("name", ["resnet18", "resnext50_32x4d", "densenet121"])
-def test_matches_torchvision_forward_and_backward(name):
-    reference = _randomize_norms(getattr(torchvision.models, name)(num_classes=10))
+def test_forward_is_the_head_on_forward_features(name):
+    """forward() = the classifier on globally pooled forward_features(), with torchvision's
+    weights (ATen, float64: a structural check; the numbers through fastconv's kernels are
+    tests/test_models_zoo.py's)."""
+    reference = _randomize_norms(getattr(torchvision.models, name)(num_classes=10)).double()
     model = _builder(name)(num_classes=10)
     model.load_state_dict(reference.state_dict(), strict=True)
-    _compare(model, reference)
-
-
-def test_se_resnet50_matches_its_torch_layers_forward_and_backward():
-    model = _randomize_norms(resnet.se_resnet50(num_classes=10))
-    _compare(model, _to_torch(model))
+    plain = _to_torch(model).double().eval()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        pooled = nn.functional.adaptive_avg_pool2d(plain.forward_features(x), 1)
+        torch.testing.assert_close(_head(plain)(torch.flatten(pooled, 1)),
+                                   reference.eval()(x))
 
 
 def test_memory_efficient_densenet_recomputes_through_fastconv():
@@ -214,5 +190,5 @@ def test_memory_efficient_densenet_recomputes_through_fastconv():
     calls = []
     first = model.features.denseblock1.denselayer1.norm1
     first.register_forward_hook(lambda *args: calls.append(1))
-    _compare(model, reference, size=16)
+    compare(model, reference, (torch.randn(1, 3, 16, 16),), "memory-efficient DenseNet")
     assert len(calls) == 2  # the checkpointed forward, then the recomputation
