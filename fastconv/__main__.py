@@ -62,7 +62,14 @@ def cmd_verify(args) -> int:
         def step(what):
             bar.update(task, description=what)
             bar.advance(task)
-        results = V.verify(models, args.batch, args.size, args.dtype, device, step=step)
+        # float64 under the interpreter: an exact check of the kernels' logic (in float32 a
+        # pre-activation within rounding of zero can take the other side of a ReLU in one
+        # implementation and not the other, and move a small gradient by percents)
+        dtype = args.dtype or (torch.float32 if device.type == "cuda" else torch.float64)
+        batch = args.batch or (2 if device.type == "cuda" else 1)
+        jobs = args.jobs or (1 if device.type == "cuda" else min(os.cpu_count() or 1, 8))
+        results = V.verify(models, batch, args.size, dtype, device, step=step,
+                           check_overflow=args.check_overflow, jobs=jobs)
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
     else:
@@ -119,9 +126,39 @@ def cmd_summary(args) -> int:
 
 
 def cmd_compile_report(args) -> int:
-    from fastconv.bench import compile_report
-    argv = ["--arch", args.arch] + (["--csv", args.csv] if args.csv else [])
-    return compile_report.main(argv)
+    argv = ["--arch", args.arch, "--jobs", str(args.jobs)]
+    if args.csv:
+        argv += ["--csv", args.csv]
+    if not args.cases:
+        if args.models or args.match or args.specialise:
+            print("--models, --match and --specialise select benchmark cases: add --cases",
+                  file=sys.stderr)
+            return 2
+        from fastconv.bench import compile_report
+        return compile_report.main(argv)
+    from fastconv.bench import case_report
+    if args.models:
+        argv += ["--models", *args.models]
+    if args.match:
+        argv += ["--match", args.match]
+    argv += ["--specialise", args.specialise or "generic"]
+    return case_report.main(argv)
+
+
+def cmd_bench(args) -> int:
+    from fastconv.bench import run
+    if args.dry_run:
+        # the timing path on tiny shapes: without a GPU the kernels run in the interpreter,
+        # which needs a fresh process. Without --dry-run and a GPU there is nothing to time
+        # and run() shows the static report instead, so no switch then.
+        _ensure_backend()
+        if os.environ.get(_AUTO_FLAG):
+            from rich.console import Console
+            Console(stderr=True).print(
+                "[yellow]No CUDA device: --dry-run runs fastconv's kernels on the CPU through "
+                "Triton's interpreter (TRITON_INTERPRET=1), on tiny shapes; the times measure "
+                "nothing.")
+    return run.run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,12 +167,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="compare fastconv with PyTorch on real models")
     p.add_argument("--models", nargs="+", help="models to verify (default: all)")
-    p.add_argument("--batch", type=int, default=2, help="batch size (default: 2)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="batch size (default: 2 on a GPU, 1 on the CPU)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="on the CPU, models verified at a time in worker processes (default: "
+                        "one per core, at most 8)")
     p.add_argument("--size", type=int, default=None,
                    help="input height and width (default: each model's usual size on a GPU, "
                         "its smallest on the CPU)")
-    p.add_argument("--dtype", type=_dtype, default="float32", help="float32 | float16 | bfloat16 | float64")
+    p.add_argument("--dtype", type=_dtype, default=None,
+                   help="float32 | float16 | bfloat16 | float64 (default: float32 on a GPU, "
+                        "float64 on the CPU)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--check-overflow", action="store_true",
+                   help="under the interpreter, keep its integer-overflow checks on (about "
+                        "twice as slow)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("summary",
@@ -148,10 +194,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="also draw bar charts per layer into this PNG file")
     p.set_defaults(func=cmd_summary)
 
+    p = sub.add_parser("bench",
+                       help="time every benchmark case against PyTorch on a GPU (table, CSV, "
+                            "plot); without a GPU, the static report of the cases")
+    from fastconv.bench.run import add_arguments as add_bench_arguments
+    add_bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("compile-report",
                        help="compile every kernel config for a GPU architecture (no GPU needed)")
     p.add_argument("--arch", default="sm_90", choices=["sm_90", "sm_80"])
     p.add_argument("--csv", help="also write the table to this CSV file")
+    p.add_argument("--jobs", type=int, default=2, help="compiler processes (default: 2)")
+    p.add_argument("--cases", action="store_true",
+                   help="per benchmark case, dtype, layout and pass: the launch the dispatcher "
+                        "picks, compiled, with programs, waves and the roofline floor "
+                        "(python -m fastconv.bench.case_report has more filters)")
+    p.add_argument("--models", nargs="+", help="with --cases: model groups to keep")
+    p.add_argument("--match", help="with --cases: keep cases whose name contains this")
+    p.add_argument("--specialise", choices=["generic", "launch"],
+                   help="with --cases: compile each launch's generic variant (default) or the "
+                        "launch as Triton specialises it (shows load widths; slower)")
     p.set_defaults(func=cmd_compile_report)
     return parser
 
