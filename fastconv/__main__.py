@@ -1,4 +1,4 @@
-"""The ``fastconv`` command: ``fastconv verify``, ``fastconv summary``,
+"""The ``fastconv`` command: ``fastconv verify``, ``fastconv summary``, ``fastconv bench``,
 ``fastconv compile-report``."""
 import argparse
 import json

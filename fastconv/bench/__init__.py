@@ -1,6 +1,13 @@
-"""Measuring fastconv: the GPU timing harness and the static compile report.
+"""Measuring fastconv: the benchmark cases, the GPU timing harness and the static reports.
 
-The compile report (:mod:`fastconv.bench.compile_report`) needs no GPU: it builds every kernel
-variant the dispatcher can launch for sm_90 and sm_80 with the ptxas that ships inside Triton,
-so register spills and missing tensor-core instructions show up on any machine.
+* :mod:`fastconv.bench.cases`: what is measured (every distinct conv layer of five models,
+  depthwise, conv1d, conv_transpose2d, detectron2's RoI shape) with FLOPs and minimum bytes;
+* :mod:`fastconv.bench.harness` / :mod:`fastconv.bench.run` (``fastconv bench``): timing on a
+  GPU against cuDNN, PyTorch's depthwise kernel and torchvision, CSV and plot
+  (:mod:`fastconv.bench.plot`); a dry mode runs the same path on tiny shapes in the interpreter;
+* :mod:`fastconv.bench.compile_report` and :mod:`fastconv.bench.case_report`
+  (``fastconv compile-report [--cases]``): no GPU needed; every kernel variant, and the launch
+  of every benchmark case, built for sm_90 / sm_80 with the ptxas inside Triton, so spills,
+  missing tensor-core instructions, narrow loads and under-filled grids show on any machine;
+* :mod:`fastconv.bench.roofline`: the peaks of the GPUs, for the roofline floor.
 """

@@ -40,7 +40,8 @@ import fastconv
 import fastconv.functional as FF
 from fastconv.bench.cases import DIRECTIONS, LAYOUTS, ConvCase, RoICase
 from fastconv.bench.roofline import GpuPeak, gpu_for
-from fastconv.ops._runtime import INTERPRETING, interpreter_overflow_checks
+from fastconv.ops._runtime import INTERPRETING
+from fastconv.ops.interpreter_speed import whole_model
 
 Case = Union[ConvCase, RoICase]
 
@@ -432,8 +433,9 @@ def contenders(case: Case, dtype: torch.dtype, layout: str, direction: str,
         direction: "forward", "backward" or "both".
         device: where the tensors live ("cuda"; "cpu" under the interpreter).
         sets: input sets to rotate through (default :func:`rotation_sets`).
-        dry: dry mode: fastconv runs without the interpreter's overflow sanitizer (the kernel
-            tests keep it; here it would only double the time).
+        dry: dry mode: fastconv runs in the interpreter's whole-model mode
+            (:func:`fastconv.ops.interpreter_speed.whole_model`; the kernel tests keep the
+            default settings, here they would only add time).
         guard: a context factory entered around everything fastconv runs, e.g. one that makes
             ATen's convolution raise, to prove that fastconv's kernels did the work.
 
@@ -444,7 +446,7 @@ def contenders(case: Case, dtype: torch.dtype, layout: str, direction: str,
     """
     sets = sets or rotation_sets(case, dtype, direction, dry)
     inputs = make_inputs(case, dtype, layout, direction, device, sets)
-    fast_context = _stack(guard, (lambda: interpreter_overflow_checks(False)) if dry else None)
+    fast_context = _stack(guard, whole_model if dry else None)
 
     if isinstance(case, RoICase):
         fast_fwd, ref_fwd, ref_name = _roi_forwards(case, inputs, direction)
@@ -529,7 +531,7 @@ def e2e_contenders(case: E2ECase, dtype: torch.dtype, layout: str, mode: str,
     g = torch.Generator().manual_seed(seed)
     inputs = [(_to_layout(torch.randn(case.input_shape, generator=g).to(device, dtype), layout),
                torch.randint(0, 1000, (case.N,), generator=g).to(device)) for _ in range(sets)]
-    fast_context = _stack(guard, (lambda: interpreter_overflow_checks(False)) if dry else None)
+    fast_context = _stack(guard, whole_model if dry else None)
 
     def contender(name, model, context):
         model = model.to(device=device, dtype=dtype, memory_format=fmt)
