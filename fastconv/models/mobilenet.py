@@ -20,6 +20,7 @@ from torch import Tensor
 
 from fastconv.models._registry import register_model
 from fastconv.nn import Conv2d
+from fastconv.models._init import init_cnn_weights
 
 __all__ = ["Conv2dNormActivation", "DepthwiseSeparable", "MobileNetV1", "InvertedResidual",
            "MobileNetV2", "mobilenet_v1", "mobilenet_v2", "make_divisible"]
@@ -162,15 +163,7 @@ class MobileNetV1(nn.Module):
         self.classifier = nn.Sequential(nn.Dropout(p=dropout),
                                         nn.Linear(self.last_channel, num_classes))
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_cnn_weights(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Args:
@@ -306,17 +299,9 @@ class MobileNetV2(nn.Module):
         self.classifier = nn.Sequential(nn.Dropout(p=dropout),
                                         nn.Linear(self.last_channel, num_classes))
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        # torchvision's MobileNetV2 leaves kaiming's default nonlinearity (leaky_relu, a=0):
+        # the same gain, sqrt(2), as relu
+        init_cnn_weights(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Args:

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from fastconv.models._registry import register_model
 from fastconv.nn import Conv2d
+from fastconv.models._init import init_cnn_weights
 
 __all__ = [
     "ResNet", "BasicBlock", "Bottleneck", "SEBottleneck", "SqueezeExcitation",
@@ -242,12 +243,7 @@ class ResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512 * block.expansion, num_classes)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
+        init_cnn_weights(self, linear_std=None, zero_conv_bias=False)
         # Goyal et al. 2017: residual branches that start at zero make every block the identity
         # at initialisation, which helps large-batch training.
         if zero_init_residual:

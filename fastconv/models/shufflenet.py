@@ -21,6 +21,7 @@ from torch import Tensor
 
 from fastconv.models._registry import register_model
 from fastconv.nn import Conv2d
+from fastconv.models._init import init_cnn_weights
 
 __all__ = ["channel_shuffle", "ShuffleUnit", "ShuffleNetV1", "InvertedResidual", "ShuffleNetV2",
            "shufflenet_v1_g3", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5",
@@ -156,15 +157,7 @@ class ShuffleNetV1(nn.Module):
         self.last_channel = in_channels
         self.fc = nn.Linear(in_channels, num_classes)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_cnn_weights(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Args:

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from fastconv.models._registry import register_model
 from fastconv.nn import Conv2d, ConvTranspose2d
+from fastconv.models._init import init_cnn_weights
 
 __all__ = ["DoubleConv", "Down", "Up", "UNet", "unet"]
 
@@ -122,14 +123,7 @@ class UNet(nn.Module):
         self.up4 = Up(2 * w, w, batch_norm)
         self.outc = Conv2d(w, num_classes, kernel_size=1)
 
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_cnn_weights(self, linear_std=None, conv_types=(nn.Conv2d, nn.ConvTranspose2d))
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Args:

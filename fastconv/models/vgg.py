@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from fastconv.nn import Conv2d
 from fastconv.models._registry import register_model
+from fastconv.models._init import init_cnn_weights
 
 __all__ = ["VGG", "CifarVGG", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn",
            "vgg19", "vgg19_bn", "vgg8_cifar"]
@@ -82,17 +83,7 @@ class VGG(nn.Module):
             nn.Linear(4096, num_classes),
         )
         if init_weights:
-            for m in self.modules():
-                if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                    if m.bias is not None:
-                        nn.init.zeros_(m.bias)
-                elif isinstance(m, nn.BatchNorm2d):
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
-                elif isinstance(m, nn.Linear):
-                    nn.init.normal_(m.weight, mean=0.0, std=0.01)
-                    nn.init.zeros_(m.bias)
+            init_cnn_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Args:
