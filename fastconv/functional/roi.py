@@ -57,11 +57,9 @@ def _box_tensor(fn: str, name: str, t, columns: int, input: Tensor) -> None:
 
 
 def _in_traced_region(t: Tensor) -> bool:
-    """Inside torch.compile or a CUDA graph capture (or on the meta device) the boxes' values
-    can't be read; the kernels then skip RoIs whose batch index is out of range (output 0)."""
-    if torch.compiler.is_compiling() or t.device.type == "meta":
-        return True
-    return t.is_cuda and torch.cuda.is_current_stream_capturing()
+    """Inside torch.compile (or on the meta device) the boxes' values can't be checked; the
+    kernels then skip RoIs whose batch index is out of range (output 0)."""
+    return torch.compiler.is_compiling() or t.device.type == "meta"
 
 
 def _rois(fn: str, input: Tensor, boxes: Boxes) -> Tensor:
@@ -79,12 +77,13 @@ def _rois(fn: str, input: Tensor, boxes: Boxes) -> Tensor:
         return boxes_to_rois(boxes)
     _box_tensor(fn, "boxes", boxes, 5, input)
     if boxes.shape[0] and not _in_traced_region(boxes):
-        # the batch index is truncated toward zero, as torchvision reads it
+        # The batch index (truncated toward zero, as torchvision reads it) is checked without
+        # reading it on the host: a CPU tensor raises RuntimeError here, a CUDA tensor fails a
+        # device-side assert. No host sync, so the op can be captured in a CUDA graph.
         index = boxes[:, 0]
-        if not bool(((index > -1) & (index < n)).all()):
-            bad = index[~((index > -1) & (index < n))][0].item()
-            raise ValueError(f"{fn}(): boxes[:, 0] holds batch indices and must be in "
-                             f"[0, {n - 1}] for input with a batch of {n}, got {bad}")
+        torch._assert_async(((index > -1) & (index < n)).all(),
+                            f"{fn}(): boxes[:, 0] holds batch indices and must be in "
+                            f"[0, {n - 1}] for input with a batch of {n}")
     return boxes
 
 
