@@ -7,6 +7,7 @@ from .conv2d_fprop_igemm import conv2d_fprop_igemm_kernel
 from .conv2d_dgrad_igemm import conv2d_dgrad_igemm_kernel
 from .conv2d_wgrad_igemm import conv2d_wgrad_igemm_kernel
 from .conv2d_1x1_gemm import conv2d_1x1_gemm_kernel, conv2d_1x1_wgrad_kernel
+from .conv2d_split_reduce import conv2d_split_reduce_kernel
 from .conv2d_direct import (
     conv2d_fprop_direct_kernel,
     conv2d_dgrad_direct_kernel,
@@ -25,6 +26,7 @@ __all__ = [
     "conv2d_wgrad_igemm_kernel",
     "conv2d_1x1_gemm_kernel",
     "conv2d_1x1_wgrad_kernel",
+    "conv2d_split_reduce_kernel",
     "conv2d_fprop_direct_kernel",
     "conv2d_dgrad_direct_kernel",
     "conv2d_wgrad_direct_kernel",

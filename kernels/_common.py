@@ -23,9 +23,12 @@ def mma(a, b, acc, DOT_IN_FP32: tl.constexpr, ALLOW_TF32: tl.constexpr):
 
 @triton.jit
 def cast_index(x, INDEX_64: tl.constexpr):
-    """Widen an index vector to int64 when some tensor has >= 2**31 elements."""
+    """Widen an index vector to int64 when some tensor has >= 2**31 elements.
+
+    tl.cast, not ``x.to``: a size Triton specialised to a constant (N == 1) or a loop counter
+    the interpreter keeps as a Python int has no ``.to``."""
     if INDEX_64:
-        x = x.to(tl.int64)
+        x = tl.cast(x, tl.int64)
     return x
 
 
@@ -62,10 +65,12 @@ def conv_epilogue(acc, offs_k, mask_k, y_row, r_row, mask_m,
         acc = tl.maximum(acc, 0.0)
     elif activation == 2:  # relu6
         acc = tl.minimum(tl.maximum(acc, 0.0), 6.0)
+    # silu and gelu in the accumulator's dtype: float64 problems keep float64 (a float32
+    # sigmoid or erf would cost them half their digits)
     elif activation == 3:  # silu
-        acc = acc * tl.sigmoid(acc.to(tl.float32)).to(acc.dtype)
+        acc = acc * tl.sigmoid(acc)
     elif activation == 4:  # gelu, exact (erf) form as torch's default
-        acc = 0.5 * acc * (1.0 + tl.erf((acc * 0.7071067811865476).to(tl.float32)).to(acc.dtype))
+        acc = 0.5 * acc * (1.0 + tl.erf(acc * 0.7071067811865476))
     tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -81,6 +86,37 @@ def group_tile_ids(num_pid_m, num_pid_n, INDEX_64: tl.constexpr):
     pid_m = (pid // num_pid_n) % num_pid_m
     g = pid // (num_pid_n * num_pid_m)
     return g, pid_m, pid_n
+
+
+@triton.jit
+def split_k_range(total, STEP: tl.constexpr, ITERS_PER_SPLIT, SPLIT_K: tl.constexpr):
+    """(split, start, stop): the bounds of ``range(start, stop, STEP)`` over a reduction loop of
+    ``range(0, total, STEP)`` that this program runs.
+
+    Without SPLIT_K, all of it (split 0): the loop is the unsplit kernel's. With it, grid axis 1
+    picks split s, which runs ITERS_PER_SPLIT steps from step s * ITERS_PER_SPLIT, clipped at
+    ``total``; a range past the end is empty and leaves a zero partial sum, which the
+    reduction adds like any other.
+    """
+    if SPLIT_K:
+        split = tl.program_id(1)
+        start = split * (ITERS_PER_SPLIT * STEP)
+        stop = tl.minimum(start + ITERS_PER_SPLIT * STEP, total)
+    else:
+        split = 0
+        start = 0
+        stop = total
+    return split, start, stop
+
+
+@triton.jit
+def store_partial(acc, part_ptr, split, g, offs_m, mask_m, offs_n, mask_n,
+                  stride_pt, stride_pg, stride_pm):
+    """Store one split's accumulator tile, unrounded, into the workspace [SPLIT, groups, rows,
+    cols] (columns contiguous); the split-K reduction applies the epilogue to the sum."""
+    part_ptrs = part_ptr + split * stride_pt + g * stride_pg + offs_m[:, None] * stride_pm \
+        + offs_n[None, :]
+    tl.store(part_ptrs, acc, mask=mask_m[:, None] & mask_n[None, :])
 
 
 @triton.jit

@@ -60,8 +60,11 @@ GEMM_CONFIGS = {
 
 _INT64 = {"16": [_C(32, 32, 32, 4, 2)], "32": [_C(32, 32, 16, 4, 1)], "64": [_C(32, 32, 16, 4, 1)]}
 GEMM_CONFIGS_INT64 = {
-    # float32 with TF32 and the fused epilogue left 8 bytes of stack on sm_80 at 4 warps
-    "fprop": dict(_INT64, **{"32": [_C(32, 32, 16, 8, 1)]}),
+    # float32 with TF32 and the fused epilogue left 8 bytes of stack on sm_80 at 4 warps; the
+    # 16-bit split-K variant spilled 8 bytes on sm_80 at ptxas's own cap (168 registers; the
+    # unsplit one already takes 254 of them)
+    "fprop": dict(_INT64, **{"16": [_C(32, 32, 32, 4, 2, max_registers=255)],
+                             "32": [_C(32, 32, 16, 8, 1)]}),
     "dgrad": _INT64,
     "wgrad": _INT64,
 }
@@ -76,6 +79,12 @@ DIRECT_CONFIGS = {"fprop": _DIRECT, "dgrad": _DIRECT, "wgrad": _DIRECT}
 GEMM_1X1_CONFIGS = {"fprop": _PIXEL_GEMM, "dgrad": _PIXEL_GEMM, "wgrad": GEMM_CONFIGS["wgrad"]}
 GEMM_1X1_CONFIGS_INT64 = {"fprop": _INT64, "dgrad": _INT64, "wgrad": _INT64}
 
+# The split-K reduction (fastconv.kernels.conv2d_split_reduce): elementwise, memory-bound. 64
+# channels wide for unit-stride channels_last and workspace access; 32 rows keep its grid from
+# collapsing on the small outputs that are split in the first place (a 7x7x512 layer: 16
+# programs), and 16 elements per thread keep float64 with every epilogue switch in registers.
+SPLIT_REDUCE_CONFIG = _C(32, 64, 0, 4, 1)
+
 # RoIAlign / RoIPool: block_m = bins of one RoI per program, block_n = channels, no reduction
 # tile. "tile" serves the forward and the atomic backward (the first entry whose bins the RoI
 # fills: 7x7 = 49 bins pad to 64); "ordered" is the deterministic backward, one bin at a time
@@ -83,7 +92,9 @@ GEMM_1X1_CONFIGS_INT64 = {"fprop": _INT64, "dgrad": _INT64, "wgrad": _INT64}
 # own gathered address per element: 64x32 at 4 warps (16 elements per thread) spilled with
 # 64-bit offsets and in float64. At 4 warps ptxas's own register cap (128) still spilled 8 bytes
 # in float64 with 64-bit offsets on sm_80, hence the explicit limit of the small tile.
+# The ordered backward adds with plain loads and stores; left to itself ptxas held it to
+# 48-64 registers and spilled 8-24 bytes in float64 on sm_80, so it gets 128.
 ROI_CONFIGS = {
     "tile": [_C(64, 32, 0, 8, 1), _C(16, 32, 0, 4, 1, max_registers=168)],
-    "ordered": [_C(1, 128, 0, 4, 1)],
+    "ordered": [_C(1, 128, 0, 4, 1, max_registers=128)],
 }

@@ -8,31 +8,37 @@ per tap and no division by P or Q: the inner loop is the matmul tutorial's.
 
 The same kernel computes the input gradient, dX[m, c] = sum_k dY[m, k] W[k, c]: only the
 operand strides differ, so the launcher passes them (B is W read as [c, k] for the forward and
-as [k, c] for the gradient). The weight gradient is a GEMM reducing over pixels, with split-K
-partials like the implicit-GEMM wgrad.
+as [k, c] for the gradient). With SPLIT_K, grid axis 1 splits the reduction into contiguous
+ranges of BLOCK_K blocks whose partial sums ``conv2d_split_reduce_kernel`` adds before running
+the same epilogue. The weight gradient is a GEMM reducing over pixels, with split-K partials
+like the implicit-GEMM wgrad.
 """
 import triton
 import triton.language as tl
 
-from ._common import cast_index, conv_epilogue, group_tile_ids, mma, zeros_acc
+from ._common import (cast_index, conv_epilogue, group_tile_ids, mma, split_k_range,
+                      store_partial, zeros_acc)
 
 
 @triton.jit
 def conv2d_1x1_gemm_kernel(
-    # pointers (res: residual added before the activation; pre: pre-activation, for backward)
-    a_ptr, b_ptr, bias_ptr, res_ptr, y_ptr, pre_ptr,
-    # sizes: A is [N*HW, groups*RED], B per group [RED, COLS], Y [N*HW, groups*COLS]
-    N, HW, RED, COLS,
+    # pointers (res: residual added before the activation; pre: pre-activation, for backward;
+    # part: split-K workspace [SPLIT, groups, N*HW, COLS], used only with SPLIT_K)
+    a_ptr, b_ptr, bias_ptr, res_ptr, y_ptr, pre_ptr, part_ptr,
+    # sizes: A is [N*HW, groups*RED], B per group [RED, COLS], Y [N*HW, groups*COLS];
+    # ITERS_PER_SPLIT: BLOCK_K steps of the reduction per split
+    N, HW, RED, COLS, ITERS_PER_SPLIT,
     # strides (in elements); stride_bg moves B from one group to the next
     stride_an, stride_ahw, stride_ar,
     stride_br, stride_bc, stride_bg,
     stride_yn, stride_yhw, stride_yc,
     stride_rn, stride_rhw, stride_rc,
+    stride_pt, stride_pg, stride_pm,
     # epilogue switches (runtime: see conv_epilogue)
     activation, has_residual, store_preact,
     # meta-parameters
     HAS_BIAS: tl.constexpr, ACC_FP64: tl.constexpr, DOT_IN_FP32: tl.constexpr,
-    ALLOW_TF32: tl.constexpr, INDEX_64: tl.constexpr,
+    ALLOW_TF32: tl.constexpr, INDEX_64: tl.constexpr, SPLIT_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # one flat grid axis: see group_tile_ids
@@ -55,7 +61,9 @@ def conv2d_1x1_gemm_kernel(
 
     acc = zeros_acc(BLOCK_M, BLOCK_N, ACC_FP64)
 
-    for r0 in range(0, RED, BLOCK_K):
+    # -- reduction over the group's channels (this split's range of them)
+    split, r_start, r_stop = split_k_range(RED, BLOCK_K, ITERS_PER_SPLIT, SPLIT_K)
+    for r0 in range(r_start, r_stop, BLOCK_K):
         offs_r = r0 + tl.arange(0, BLOCK_K)
         mask_r = offs_r < RED
         a = tl.load(a_ptr + a_row[:, None] + offs_r[None, :] * stride_ar,
@@ -64,11 +72,15 @@ def conv2d_1x1_gemm_kernel(
                     mask=mask_r[:, None] & mask_c[None, :], other=0.0)
         acc = mma(a, b, acc, DOT_IN_FP32, ALLOW_TF32)
 
-    # -- epilogue: bias, residual, activation (forward); a plain store (input gradient)
-    conv_epilogue(acc, g * COLS + offs_c, mask_c, n * stride_yn + hw * stride_yhw,
-                  n * stride_rn + hw * stride_rhw, mask_m,
-                  bias_ptr, res_ptr, pre_ptr, y_ptr, stride_yc, stride_rc,
-                  activation, has_residual, store_preact, HAS_BIAS)
+    if SPLIT_K:
+        store_partial(acc, part_ptr, split, g, offs_m, mask_m, offs_c, mask_c,
+                      stride_pt, stride_pg, stride_pm)
+    else:
+        # -- epilogue: bias, residual, activation (forward); a plain store (input gradient)
+        conv_epilogue(acc, g * COLS + offs_c, mask_c, n * stride_yn + hw * stride_yhw,
+                      n * stride_rn + hw * stride_rhw, mask_m,
+                      bias_ptr, res_ptr, pre_ptr, y_ptr, stride_yc, stride_rc,
+                      activation, has_residual, store_preact, HAS_BIAS)
 
 
 @triton.jit

@@ -8,19 +8,25 @@ No im2col buffer: each A tile is gathered from the input on the fly. The reducti
 flat loop over (r, s, channel-block) so that the compiler can software-pipeline it. The
 dispatcher sends groups with fewer than 16 channels to the direct kernel instead (tl.dot needs
 a reduction block of at least 16).
+
+Split-K (SPLIT_K): when the output tiles are too few to occupy the GPU (batch 1, late 7x7
+stages), grid axis 1 splits that flat loop into contiguous ranges; each program then stores its
+partial sum to a workspace and ``conv2d_split_reduce_kernel`` adds them and runs the epilogue.
 """
 import triton
 import triton.language as tl
 
-from ._common import cast_index, conv_epilogue, group_tile_ids, mma, zeros_acc
+from ._common import (cast_index, conv_epilogue, group_tile_ids, mma, split_k_range,
+                      store_partial, zeros_acc)
 
 
 @triton.jit
 def conv2d_fprop_igemm_kernel(
-    # pointers (res: residual added before the activation; pre: pre-activation, for backward)
-    x_ptr, w_ptr, b_ptr, res_ptr, y_ptr, pre_ptr,
-    # sizes
-    N, H, W, P, Q, R, S, CG, KG,
+    # pointers (res: residual added before the activation; pre: pre-activation, for backward;
+    # part: split-K workspace [SPLIT, groups, N*P*Q, KG], used only with SPLIT_K)
+    x_ptr, w_ptr, b_ptr, res_ptr, y_ptr, pre_ptr, part_ptr,
+    # sizes (ITERS_PER_SPLIT: reduction-loop iterations per split)
+    N, H, W, P, Q, R, S, CG, KG, ITERS_PER_SPLIT,
     # convolution parameters
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
     # strides (in elements)
@@ -28,11 +34,12 @@ def conv2d_fprop_igemm_kernel(
     stride_wk, stride_wc, stride_wr, stride_ws,
     stride_yn, stride_yk, stride_yp, stride_yq,
     stride_rn, stride_rk, stride_rp, stride_rq,
+    stride_pt, stride_pg, stride_pm,
     # epilogue switches (runtime: see conv_epilogue)
     activation, has_residual, store_preact,
     # meta-parameters
     HAS_BIAS: tl.constexpr, ACC_FP64: tl.constexpr, DOT_IN_FP32: tl.constexpr,
-    ALLOW_TF32: tl.constexpr, INDEX_64: tl.constexpr,
+    ALLOW_TF32: tl.constexpr, INDEX_64: tl.constexpr, SPLIT_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # one flat grid axis: see group_tile_ids
@@ -60,9 +67,10 @@ def conv2d_fprop_igemm_kernel(
 
     acc = zeros_acc(BLOCK_M, BLOCK_N, ACC_FP64)
 
-    # -- reduction over (r, s, channel block), one flat loop
+    # -- reduction over (r, s, channel block), one flat loop (this split's range of it)
     num_cb = tl.cdiv(CG, BLOCK_K)
-    for it in range(0, R * S * num_cb):
+    split, it_start, it_stop = split_k_range(R * S * num_cb, 1, ITERS_PER_SPLIT, SPLIT_K)
+    for it in range(it_start, it_stop):
         rs = it // num_cb
         c0 = (it % num_cb) * BLOCK_K
         r = rs // S
@@ -78,8 +86,12 @@ def conv2d_fprop_igemm_kernel(
         b = tl.load(b_ptrs, mask=mask_c[:, None] & mask_k[None, :], other=0.0)
         acc = mma(a, b, acc, DOT_IN_FP32, ALLOW_TF32)
 
-    # -- epilogue: bias, residual, activation, store in the output's own layout
-    conv_epilogue(acc, chan_k, mask_k, n * stride_yn + p * stride_yp + q * stride_yq,
-                  n * stride_rn + p * stride_rp + q * stride_rq, mask_m,
-                  b_ptr, res_ptr, pre_ptr, y_ptr, stride_yk, stride_rk,
-                  activation, has_residual, store_preact, HAS_BIAS)
+    if SPLIT_K:
+        store_partial(acc, part_ptr, split, g, offs_m, mask_m, offs_k, mask_k,
+                      stride_pt, stride_pg, stride_pm)
+    else:
+        # -- epilogue: bias, residual, activation, store in the output's own layout
+        conv_epilogue(acc, chan_k, mask_k, n * stride_yn + p * stride_yp + q * stride_yq,
+                      n * stride_rn + p * stride_rp + q * stride_rq, mask_m,
+                      b_ptr, res_ptr, pre_ptr, y_ptr, stride_yk, stride_rk,
+                      activation, has_residual, store_preact, HAS_BIAS)

@@ -5,8 +5,9 @@ Timing needs a GPU; here the selection logic runs with an injected timer.
 import torch
 
 from fastconv.ops import autotune
+from fastconv.ops import plan as plan_module
 from fastconv.ops.conv2d_launch import conv_problem
-from fastconv.ops.plan import Plan, config_table, plan_conv2d
+from fastconv.ops.plan import Plan, config_table, gemm_split, plan_conv2d
 
 
 def _problem(n, dtype=torch.float16, c=64, k=128, hw=28):
@@ -57,3 +58,30 @@ def test_interpreter_is_not_tuned():
     pb = _problem(2, torch.float32, c=16, k=16, hw=4)
     plan = plan_conv2d("fprop", pb)
     assert autotune.tuned(plan, pb, torch.device("cpu"), lambda p: None) is plan
+
+
+def test_split_k_is_timed_and_kept_per_problem(monkeypatch):
+    """Each config is timed with the split-K it would run with, and the winner runs with the
+    split of the problem at hand, not of the one measured first in its bucket."""
+    monkeypatch.setattr(plan_module, "INTERPRETING", False)  # a GPU plan; nothing is launched
+    monkeypatch.setattr(autotune, "_BEST", {})
+    pb = _problem(1, c=512, k=512, hw=7)  # ResNet-50's 7x7 stage at batch 1: split
+    plan = plan_conv2d("fprop", pb)
+    assert plan.split > 1
+    timed = []
+
+    def timer(fn):
+        fn()
+        return 1.0
+
+    chosen = autotune.tuned(plan, pb, None, lambda p: timed.append((p.config, p.split)),
+                            timer=timer)
+    assert timed == [(p.config, gemm_split("fprop", p.family, pb, p.config, None))
+                     for p in autotune.candidates(plan, pb, None)]
+    assert chosen.split == gemm_split("fprop", chosen.family, pb, chosen.config, None) > 1
+    bigger = _problem(1, c=512, k=512, hw=8)  # 64 pixels: the bucket of 49
+    assert autotune.tuning_key(plan, bigger) == autotune.tuning_key(plan, pb)
+    again = autotune.tuned(plan, bigger, None, lambda p: timed.append(p), timer=timer)
+    assert len(timed) == len(autotune.candidates(plan, pb, None))  # no second measurement
+    assert again.config == chosen.config
+    assert again.split == gemm_split("fprop", again.family, bigger, again.config, None)

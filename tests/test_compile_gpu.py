@@ -21,9 +21,9 @@ import pytest
 
 import fastconv.kernels
 from fastconv.bench import cases
-from fastconv.bench.compile_report import kernel_variants
+from fastconv.bench.compile_report import DTYPES, kernel_variants
 from fastconv.kernels.configs import TileConfig
-from fastconv.ops.plan import _gpu_config
+from fastconv.ops.plan import _KERNELS, CONFIG_TABLES, _gpu_config, dtype_class
 
 ARCHS = ("sm_90", "sm_80")
 ID_FIELDS = ("kernel", "dtype", "block_m", "block_n", "block_k", "num_warps", "num_stages", "flags")
@@ -85,6 +85,28 @@ def case_report(report, tmp_path_factory):
 def test_variants_cover_every_kernel():
     names = {v.kernel_name for v in kernel_variants()}
     assert names == set(fastconv.kernels.__all__)
+
+
+def test_variants_cover_split_k():
+    """Every config of the fprop / dgrad GEMM tables is built split too (the plan splits after
+    choosing the tile), without the bias it leaves to the reduction, and the reduction is built
+    for every dtype, offset width and bias."""
+    variants = list(kernel_variants())
+    for (direction, family), kernel in _KERNELS.items():
+        if direction == "wgrad" or family == "direct":
+            continue
+        for table, index_64_values in CONFIG_TABLES[family]:
+            for cls, configs in table[direction].items():
+                for config in configs:
+                    split = [v for v in variants if v.kernel_name == kernel.fn.__name__
+                             and v.direction == direction and v.config == config
+                             and dtype_class(v.dtype) == cls and v.constexprs["SPLIT_K"]]
+                    assert split, (direction, family, cls, config)
+                    assert not any(v.constexprs.get("HAS_BIAS") for v in split)
+    reduce = [v for v in variants if v.kernel_name == "conv2d_split_reduce_kernel"]
+    assert {(v.dtype, v.constexprs["INDEX_64"], v.constexprs["HAS_BIAS"]) for v in reduce} == \
+        {(d, i, b) for d in DTYPES for i in (False, True) for b in (False, True)}
+    assert all(v.signature["part_ptr"] in ("*fp32", "*fp64") for v in reduce)
 
 
 def test_report_exits_cleanly(report):
@@ -162,7 +184,8 @@ def test_every_case_is_mapped_to_a_compiled_variant(case_report):
 def test_cases_do_not_spill_and_16bit_gemms_use_tensor_cores(case_report):
     arch, _, rows, _ = case_report
     spills = [f'{r["case"]} {r["pass"]} {r["dtype"]} {r["layout"]}: {r["stack"]} bytes'
-              for r in rows if r["stack"] and int(r["stack"]) > 0]
+              f'{", split-K reduction " + r["reduce_stack"] if r["reduce_stack"] else ""}'
+              for r in rows if any(r[k] and int(r[k]) > 0 for k in ("stack", "reduce_stack"))]
     assert not spills, "\n".join(spills[:20])
     allowed = {"sm_90": {"wgmma", "mma"}, "sm_80": {"mma"}}[arch]
     gemm16 = [r for r in rows if r["family"] in GEMM_FAMILIES
@@ -186,6 +209,24 @@ def test_case_work_and_floor_columns(case_report):
     for (case, pass_, layout, dtype), floor in floors.items():
         if dtype == "float16":
             assert floor <= floors[(case, pass_, layout, "float32")], (case, pass_)
+
+
+def test_batch1_layers_split_to_fill_the_gpu(case_report):
+    """Split-K in the report: ResNet-50's 7x7 stage at batch 1 launches at least one program
+    per SM in fprop and dgrad, with its reduction compiled; batch 32 never splits them."""
+    arch, proc, rows, _ = case_report
+    split = [r for r in rows if r["pass"] in ("fprop", "dgrad") and int(r["split"]) > 1]
+    assert split, _tail(proc)
+    assert all(r["case"].endswith("/n1") and r["family"] in GEMM_FAMILIES for r in split)
+    for r in split:
+        what = f'{r["case"]} {r["pass"]} {r["dtype"]} {r["layout"]} on {arch}'
+        assert int(r["reduce_programs"]) >= 1 and int(r["reduce_registers"]) > 0, what
+        assert int(r["reduce_stack"]) == 0, what
+    for r in rows:
+        if r["case"] == "resnet50/layer4.0.conv2/n1" and r["pass"] in ("fprop", "dgrad"):
+            assert int(r["split"]) > 1 and int(r["programs"]) >= int(r["sms"]), r
+        if r["pass"] != "wgrad":
+            assert r["reduce_programs"] == "" or int(r["split"]) > 1, r
 
 
 # Launch-specialised compiles (what a GPU launch really builds) of a few slices of the cases:

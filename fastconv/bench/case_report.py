@@ -35,8 +35,13 @@ How the passes map onto kernels: a convolution's fprop / dgrad / wgrad are its f
 gradient and weight gradient; for conv_transpose2d those run the dgrad, fprop and wgrad kernels
 (see ``fastconv.ops.conv_transpose2d``); conv1d runs the conv2d kernels on a height-1 view of
 its contiguous input, so its two layouts launch alike. RoI ops have a forward, the default
-(atomic) backward and the deterministic one (``bwd_det``). The wgrad split-K and the waves
-assume the GPU's SM count; without a device the plan sizes the split for 132 SMs (H100).
+(atomic) backward and the deterministic one (``bwd_det``). The split-K and the waves assume the
+GPU's SM count; without a device the plan sizes the split for 132 SMs (H100).
+
+A split-K fprop or dgrad is two launches: its row describes the split GEMM (``programs`` counts
+all of its splits, ``split`` says how many) and carries its reduction's programs, registers and
+stack in the ``reduce_*`` columns; the reduction's variant is compiled too, and its errors and
+spills fail the row.
 """
 import argparse
 import csv
@@ -50,6 +55,7 @@ import torch
 from fastconv.bench import cases as C
 from fastconv.bench import compile_report as CR
 from fastconv.bench.roofline import GPUS, GpuPeak, gpu_for
+from fastconv.kernels.configs import SPLIT_REDUCE_CONFIG
 from fastconv.ops._runtime import INTERPRETING
 
 CONV_PASSES = ("fprop", "dgrad", "wgrad")
@@ -57,7 +63,8 @@ ROI_PASSES = ("fwd", "bwd", "bwd_det")
 DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
 
 ROW_FIELDS = ("case", "model", "op", "pass", "dtype", "layout", "direction", "family", "kernel",
-              "block_m", "block_n", "block_k", "num_warps", "num_stages", "split", "flags",
+              "block_m", "block_n", "block_k", "num_warps", "num_stages", "split",
+              "reduce_programs", "reduce_registers", "reduce_stack", "flags",
               "arch", "registers", "stack", "shared", "occupancy_warps", "blocks_per_sm",
               "tensor_cores", "global_loads", "load_bytes", "programs", "sms", "waves",
               "flops", "min_bytes", "floor_us", "bound", "gpu", "error")
@@ -74,6 +81,10 @@ class CaseLaunch:
     generic: Optional[CR.KernelVariant] = None   # the full compile report's variant of it
     programs: int = 0
     split: int = 1
+    # the split-K reduction that follows a split fprop / dgrad launch (None when unsplit)
+    reduce_variant: Optional[CR.KernelVariant] = None
+    reduce_generic: Optional[CR.KernelVariant] = None
+    reduce_programs: int = 0
     error: str = ""
 
 
@@ -188,9 +199,15 @@ def case_launches(case, dtype: torch.dtype, layout: str, arch=90,
                 direction, family, config = plan.direction, plan.family, plan.config
             out.variant = CR.variant_of_launch(launch, direction, family, dtype, config, arch)
             out.programs = launch.programs
-            # a wgrad's second grid axis is its split of the reduction (what it really got,
-            # after rounding the plan's split to whole reduction blocks)
+            # a GEMM's second grid axis is its split of the reduction (for wgrad what it really
+            # got, after rounding the plan's split to whole reduction blocks)
             out.split = launch.grid[1] if len(launch.grid) > 1 else 1
+            then = getattr(launch, "then", None)
+            if then is not None:
+                out.reduce_variant = CR.variant_of_launch(
+                    then, CR.SPLIT_REDUCE_DIRECTION, CR.SPLIT_REDUCE_FAMILY, dtype,
+                    SPLIT_REDUCE_CONFIG, arch)
+                out.reduce_programs = then.programs
         except Exception as exc:  # noqa: BLE001 -- every failure belongs in the report
             out.error = CR._one_line(exc)
         yield out
@@ -214,12 +231,20 @@ def pass_work(case, pass_: str, dtype: torch.dtype) -> tuple:
 # The report
 # --------------------------------------------------------------------------------------------
 
-def _row(cl: CaseLaunch, compiled: Optional[dict], gpu: GpuPeak, arch: int) -> dict:
+def _row(cl: CaseLaunch, compiled: Optional[dict], gpu: GpuPeak, arch: int,
+         reduce_compiled: Optional[dict] = None) -> dict:
     case = cl.case
     row = dict.fromkeys(ROW_FIELDS, "")
     row.update(case=case.name, model=case.model, op=case.op, dtype=DTYPE_NAMES[cl.dtype],
                layout=cl.layout, arch=f"sm_{arch}", gpu=gpu.name, programs=cl.programs,
                split=cl.split, sms=gpu.sms, error=cl.error)
+    if cl.reduce_variant is not None:
+        row["reduce_programs"] = cl.reduce_programs
+        if reduce_compiled is not None:
+            row.update(reduce_registers=reduce_compiled["registers"],
+                       reduce_stack=reduce_compiled["stack"])
+            if reduce_compiled["error"] and not row["error"]:
+                row["error"] = "split-K reduction: " + reduce_compiled["error"]
     row["pass"] = cl.pass_
     flops, nbytes = pass_work(case, cl.pass_, cl.dtype)
     tf32 = bool(cl.variant and cl.variant.constexprs.get("ALLOW_TF32"))
@@ -252,14 +277,20 @@ def generic_id(variant: CR.KernelVariant) -> tuple:
 
 
 def _attach_generic(launches: List[CaseLaunch]) -> None:
-    """Find each launch's variant among the full compile report's (an error if absent)."""
+    """Find each launch's variant, and its split-K reduction's, among the full compile report's
+    (an error if absent)."""
     index = {generic_id(v): v for v in CR.kernel_variants()}
     for cl in launches:
         if cl.variant is None:
             continue
         cl.generic = index.get(generic_id(cl.variant))
-        if cl.generic is None:
-            cl.error = (f"{' '.join(generic_id(cl.variant))}: not among the compile report's "
+        missing = [] if cl.generic is not None else [cl.variant]
+        if cl.reduce_variant is not None:
+            cl.reduce_generic = index.get(generic_id(cl.reduce_variant))
+            if cl.reduce_generic is None:
+                missing.append(cl.reduce_variant)
+        if missing:
+            cl.error = (f"{' '.join(generic_id(missing[0]))}: not among the compile report's "
                         "variants (fastconv.bench.compile_report.kernel_variants)")
 
 
@@ -294,26 +325,40 @@ def case_report(case_list: list, arch, jobs: int = 2, dtypes=C.DTYPES, layouts=C
     def compiled_variant(cl):
         return cl.variant if specialise == "launch" else cl.generic
 
+    def compiled_reduce(cl):
+        return cl.reduce_variant if specialise == "launch" else cl.reduce_generic
+
     unique = {}
     for cl in launches:
         if not cl.error:
             unique.setdefault(compiled_variant(cl).key(), compiled_variant(cl))
+            if cl.reduce_variant is not None:
+                unique.setdefault(compiled_reduce(cl).key(), compiled_reduce(cl))
     if progress:
         progress(f"{len(launches)} launches, {len(unique)} distinct {specialise} variants to "
                  f"compile for sm_{arch}")
     compiled = dict(zip(unique, CR.compile_report(arch, jobs=jobs, variants=unique.values())))
     rows = []
     for cl in launches:
-        row = _row(cl, None if cl.error else compiled[compiled_variant(cl).key()], gpu, arch)
+        reduce_row = None if cl.error or cl.reduce_variant is None \
+            else compiled[compiled_reduce(cl).key()]
+        row = _row(cl, None if cl.error else compiled[compiled_variant(cl).key()], gpu, arch,
+                   reduce_row)
         if specialise == "generic":  # no alignment proven: the widths say nothing (docstring)
             row["global_loads"] = row["load_bytes"] = ""
         rows.append(row)
     return rows, len(unique), launches
 
 
+def spills(row: dict) -> bool:
+    """Whether the launch, or its split-K reduction, spills registers."""
+    return any(row[k] not in ("", None) and int(row[k]) > 0 for k in ("stack", "reduce_stack"))
+
+
 def is_failure(row: dict) -> bool:
-    """A launch that must not ship: no variant, a compile error or register spills."""
-    return bool(row["error"]) or (row["stack"] not in ("", None) and int(row["stack"]) > 0)
+    """A launch that must not ship: no variant, a compile error or register spills (its split-K
+    reduction's included)."""
+    return bool(row["error"]) or spills(row)
 
 
 def is_vectorised(row: dict) -> bool:
@@ -334,8 +379,9 @@ def summary(rows: List[dict], distinct: int) -> dict:
         "cases": len({r["case"] for r in rows}),
         "distinct_variants": distinct,
         "errors": sum(bool(r["error"]) for r in rows),
-        "spills": sum(r["stack"] not in ("", None) and int(r["stack"]) > 0 for r in rows),
+        "spills": sum(spills(r) for r in rows),
         "fewer_programs_than_sms": sum(int(r["programs"]) < int(r["sms"]) for r in ok),
+        "split_k": sum(r["direction"] in ("fprop", "dgrad") and int(r["split"]) > 1 for r in ok),
         "under_one_wave": sum(r["waves"] != "" and float(r["waves"]) < 1 for r in ok),
         "gemm16_without_tensor_cores": sum(not r["tensor_cores"] for r in gemm16),
         "channels_last_gemm_rows": len(cl_gemm),
@@ -378,8 +424,9 @@ def print_table(rows: List[dict], dtype: str, layout: str) -> None:
         return
     gpu, arch = view[0]["gpu"], view[0]["arch"]
     table = Table(title=f"benchmark cases, {dtype} {layout}, compiled for {arch} ({gpu})",
-                  caption="each pass: family tile/warps, s<split> (wgrad), programs (p) and waves "
-                          "(w) on the SMs; yellow: under one wave, red: error or spill")
+                  caption="each pass: family tile/warps, s<split> (split-K), programs (p, all "
+                          "splits) and waves (w) on the SMs; yellow: under one wave, red: error "
+                          "or spill")
     has_loads = any(r["global_loads"] for r in view)
     columns = [("case", "left"), ("GFLOP", "right"), ("floor µs", "right"), ("bound", "left"),
                ("pass 1", "left"), ("pass 2", "left"), ("pass 3", "left"), ("regs", "right"),
@@ -479,8 +526,11 @@ def run(args) -> int:
     s = summary(rows, distinct)
     for r in rows:
         if is_failure(r):
+            stack = ", ".join(f"{what}{r[k]} bytes of stack"
+                              for what, k in (("", "stack"), ("reduction: ", "reduce_stack"))
+                              if r[k] not in ("", None) and int(r[k]) > 0)
             print(f'FAILED {r["case"]} {r["pass"]} {r["dtype"]} {r["layout"]} {r["kernel"]}: '
-                  f'{r["error"] or str(r["stack"]) + " bytes of stack"}', file=sys.stderr)
+                  f'{r["error"] or stack}', file=sys.stderr)
     sms = rows[0]["sms"] if rows else ""
     loads = (f'16-byte loads in {s["channels_last_gemm_vectorised"]} of '
              f'{s["channels_last_gemm_rows"]} channels_last GEMM launches'
@@ -490,7 +540,8 @@ def run(args) -> int:
           f'{time.perf_counter() - start:.0f} s; {s["errors"]} errors, {s["spills"]} with '
           f'spills; {s["gemm16_without_tensor_cores"]} 16-bit GEMM launches without tensor '
           f'cores; {s["fewer_programs_than_sms"]} launch fewer programs than {sms} SMs, '
-          f'{s["under_one_wave"]} under one wave; {loads}')
+          f'{s["under_one_wave"]} under one wave; {s["split_k"]} fprop/dgrad launches split '
+          f'their reduction; {loads}')
     return 1 if s["errors"] or s["spills"] or s["gemm16_without_tensor_cores"] else 0
 
 

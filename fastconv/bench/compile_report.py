@@ -4,9 +4,9 @@ The tests run the kernels through Triton's interpreter, which never generates GP
 config that spills registers, overflows shared memory or misses the tensor cores would only show
 on a GPU. Triton ships ptxas and cuobjdump, so the real PTX and cubin can be built and inspected on
 any machine: this module compiles every (kernel, dtype, tile config, flag) combination that
-``fastconv.ops.plan.plan_conv2d`` may choose on a GPU and reports registers, spills (stack bytes),
-shared memory, tensor-core instructions, the width of the global loads and the theoretical
-occupancy.
+``fastconv.ops.plan.plan_conv2d`` may choose on a GPU (the split-K variants and their reduction
+included) and reports registers, spills (stack bytes), shared memory, tensor-core instructions,
+the width of the global loads and the theoretical occupancy.
 
 These variants are generic: every integer argument is a plain i32/i64, as if no launch told
 Triton more. A real launch specialises on its arguments (an integer equal to 1 becomes a
@@ -48,6 +48,10 @@ from fastconv.ops.plan import _KERNELS, CONFIG_TABLES, Plan, dtype_class
 
 # Every dtype the dispatcher accepts; the plan keys its config tables by dtype_class().
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+# how the report's rows name the split-K reduction, which serves fprop and dgrad alike
+SPLIT_REDUCE_DIRECTION = "split_reduce"
+SPLIT_REDUCE_FAMILY = "split_k"
 
 _TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32",
                  torch.float64: "fp64"}
@@ -151,12 +155,13 @@ def _constexpr_names(kernel) -> list:
     return names
 
 
-def _signature(kernel, dtype: torch.dtype, index_64: bool) -> dict:
+def _signature(kernel, dtype: torch.dtype, index_64: bool, part_is_output: bool = False) -> dict:
     """Triton argument types, as the launch in ``fastconv.ops.conv2d_launch`` passes them.
 
-    Tensors are of the problem's dtype, except the wgrad split-K workspace ``part_ptr``, which the
-    launcher allocates in the accumulator dtype. Integer arguments are all widened together with
-    INDEX_64 (a real launch would only widen those >= 2**31; this is the worst case).
+    Tensors are of the problem's dtype, except the split-K workspace ``part_ptr``, which the
+    launcher allocates in the accumulator dtype (an unsplit fprop or dgrad, ``part_is_output``,
+    passes its output there instead, never touched). Integer arguments are all widened together
+    with INDEX_64 (a real launch would only widen those >= 2**31; this is the worst case).
     """
     constexprs = set(_constexpr_names(kernel))
     acc = "*fp64" if dtype == torch.float64 else "*fp32"
@@ -164,7 +169,7 @@ def _signature(kernel, dtype: torch.dtype, index_64: bool) -> dict:
     for name in kernel.arg_names:
         if name in constexprs:
             sig[name] = "constexpr"
-        elif name == "part_ptr":
+        elif name == "part_ptr" and not part_is_output:
             sig[name] = acc
         elif name.endswith("_ptr"):
             sig[name] = "*" + _TRITON_DTYPE[dtype]
@@ -174,15 +179,15 @@ def _signature(kernel, dtype: torch.dtype, index_64: bool) -> dict:
 
 
 def _launcher_meta(direction: str, family: str, dtype: torch.dtype, config: TileConfig,
-                   index_64: bool, allow_tf32: bool) -> dict:
+                   index_64: bool, allow_tf32: bool, split: int = 1) -> dict:
     """The meta dict the real launcher builds for this plan (constexprs and launch options).
 
     Asking ``conv2d_launch._meta`` keeps the TileConfig -> BLOCK_* mapping and the dtype flags
-    (INDEX_64 from the plan included) in one place. It reads ``torch.backends.cudnn.allow_tf32``
-    the way a launch does, so both values are tried here.
+    (INDEX_64 and SPLIT_K from the plan included) in one place. It reads
+    ``torch.backends.cudnn.allow_tf32`` the way a launch does, so both values are tried here.
     """
-    plan = Plan(direction, family, _KERNELS[(direction, family)], config, 1, "compile report",
-                index_64)
+    plan = Plan(direction, family, _KERNELS[(direction, family)], config, split,
+                "compile report", index_64)
     saved = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = allow_tf32
     try:
@@ -204,32 +209,41 @@ def variants_for(direction: str, family: str, dtype: torch.dtype, config: TileCo
     kernel = _KERNELS[(direction, family)]
     name = kernel.fn.__name__
     expected = set(_constexpr_names(kernel))
-    biases = (False, True) if "HAS_BIAS" in expected else (None,)
+    # fprop and dgrad GEMMs may split their reduction (any config: the plan splits after
+    # choosing the tile); a split launch leaves the bias to the reduction, so HAS_BIAS is False
+    splits = (1, 2) if "SPLIT_K" in expected else (1,)
     seen = []
-    for index_64 in index_64_values:
-        for allow_tf32 in (False, True):
-            base = _launcher_meta(direction, family, dtype, config, index_64, allow_tf32)
-            # DOT_IN_FP32 works around an interpreter bug; the launcher sets it only when this
-            # process interprets, which says nothing about a GPU launch.
-            if "DOT_IN_FP32" in base:
-                base["DOT_IN_FP32"] = False
-            # conv2d_fprop adds HAS_BIAS after _meta; mirror it for the kernels that take it
-            for has_bias in biases:
-                meta = dict(base)
-                if has_bias is not None:
-                    meta["HAS_BIAS"] = has_bias
-                constexprs = {k: v for k, v in meta.items() if k not in _LAUNCH_OPTIONS}
-                if set(constexprs) != expected:
-                    raise ValueError(
-                        f"{name}: the launcher passes constexprs {sorted(constexprs)} but the "
-                        f"kernel declares {sorted(expected)}; a launch would fail")
-                # kernel declaration order, so rows and flag strings read like the signature
-                constexprs = {k: constexprs[k] for k in _constexpr_names(kernel)}
-                if constexprs in seen:  # ALLOW_TF32 only matters for float32 GEMMs
-                    continue
-                seen.append(constexprs)
-                yield KernelVariant(name, direction, family, dtype, config,
-                                    _signature(kernel, dtype, index_64), constexprs)
+    for split in splits:
+        biases = ((False, True) if split == 1 else (False,)) if "HAS_BIAS" in expected \
+            else (None,)
+        for index_64 in index_64_values:
+            for allow_tf32 in (False, True):
+                base = _launcher_meta(direction, family, dtype, config, index_64, allow_tf32,
+                                      split)
+                # DOT_IN_FP32 works around an interpreter bug; the launcher sets it only when
+                # this process interprets, which says nothing about a GPU launch.
+                if "DOT_IN_FP32" in base:
+                    base["DOT_IN_FP32"] = False
+                # conv2d_fprop adds HAS_BIAS after _meta; mirror it for the kernels that take it
+                for has_bias in biases:
+                    meta = dict(base)
+                    if has_bias is not None:
+                        meta["HAS_BIAS"] = has_bias
+                    constexprs = {k: v for k, v in meta.items() if k not in _LAUNCH_OPTIONS}
+                    if set(constexprs) != expected:
+                        raise ValueError(
+                            f"{name}: the launcher passes constexprs {sorted(constexprs)} but "
+                            f"the kernel declares {sorted(expected)}; a launch would fail")
+                    # kernel declaration order, so rows and flag strings read like the signature
+                    constexprs = {k: constexprs[k] for k in _constexpr_names(kernel)}
+                    if constexprs in seen:  # ALLOW_TF32 only matters for float32 GEMMs
+                        continue
+                    seen.append(constexprs)
+                    yield KernelVariant(name, direction, family, dtype, config,
+                                        _signature(kernel, dtype, index_64,
+                                                   part_is_output="SPLIT_K" in expected
+                                                   and split == 1),
+                                        constexprs)
 
 
 def conv_variants() -> Iterator[KernelVariant]:
@@ -245,6 +259,29 @@ def conv_variants() -> Iterator[KernelVariant]:
             for table, index_64_values in CONFIG_TABLES[family]:
                 for config in table[direction][dtype_class(dtype)]:
                     yield from variants_for(direction, family, dtype, config, index_64_values)
+
+
+def split_reduce_variants() -> Iterator[KernelVariant]:
+    """Every variant of the split-K reduction a GPU launch can use: its one config, every
+    dtype, 32- and 64-bit offsets, with and without a bias (the other epilogue switches are
+    runtime values)."""
+    from fastconv.kernels.configs import SPLIT_REDUCE_CONFIG
+
+    kernel = kernels.conv2d_split_reduce_kernel
+    name = kernel.fn.__name__
+    declared = _constexpr_names(kernel)
+    for dtype in DTYPES:
+        for index_64 in (False, True):
+            for has_bias in (False, True):
+                meta = conv2d_launch._reduce_meta(SPLIT_REDUCE_CONFIG, has_bias, index_64)
+                constexprs = {k: v for k, v in meta.items() if k not in _LAUNCH_OPTIONS}
+                if set(constexprs) != set(declared):
+                    raise ValueError(
+                        f"{name}: the launcher passes constexprs {sorted(constexprs)} but the "
+                        f"kernel declares {sorted(declared)}; a launch would fail")
+                yield KernelVariant(name, SPLIT_REDUCE_DIRECTION, SPLIT_REDUCE_FAMILY, dtype,
+                                    SPLIT_REDUCE_CONFIG, _signature(kernel, dtype, index_64),
+                                    {k: constexprs[k] for k in declared})
 
 
 # (kernel, direction, ROI_CONFIGS entry): what ``fastconv.ops.roi_launch`` launches
@@ -299,8 +336,10 @@ def roi_variants() -> Iterator[KernelVariant]:
 
 
 def kernel_variants() -> Iterator[KernelVariant]:
-    """Every kernel variant fastconv can launch on a GPU: convolutions, then RoI ops."""
+    """Every kernel variant fastconv can launch on a GPU: convolutions, the split-K reduction,
+    then RoI ops."""
     yield from conv_variants()
+    yield from split_reduce_variants()
     yield from roi_variants()
 
 

@@ -22,7 +22,7 @@ class ConvExplanation:
         for plan in (self.fprop, self.dgrad, self.wgrad):
             cfg = plan.config
             tile = f"{cfg.block_m}x{cfg.block_n}" + (f"x{cfg.block_k}" if cfg.block_k else "")
-            split = f", split {plan.split}" if plan.direction == "wgrad" else ""
+            split = f", split {plan.split}" if plan.direction == "wgrad" or plan.split > 1 else ""
             lines.append(f"{plan.direction}: {plan.family} ({plan.kernel_name}, tile {tile}, "
                          f"{cfg.num_warps} warps, {cfg.num_stages} stages{split}"
                          f"{', int64 offsets' if plan.index_64 else ''}) - {plan.reason}")

@@ -14,7 +14,7 @@ import torch
 import triton
 
 from fastconv.ops._runtime import INTERPRETING
-from fastconv.ops.plan import ConvProblem, Plan, config_table, dtype_class, gemm_dims, wgrad_split
+from fastconv.ops.plan import ConvProblem, Plan, config_table, dtype_class, gemm_dims, split_for
 
 ENABLED = os.environ.get("FASTCONV_AUTOTUNE", "1") != "0"
 _BEST: Dict[tuple, Plan] = {}
@@ -31,11 +31,12 @@ def tuning_key(plan: Plan, pb: ConvProblem) -> tuple:
 
 
 def candidates(plan: Plan, pb: ConvProblem, device) -> list:
-    """The plan with each config of its family's table (split-K recomputed per config)."""
+    """The plan with each config of its family's table (split-K recomputed per config: each is
+    timed with the split it would run with, its reduction included)."""
     configs = config_table(plan.family, plan.index_64)[plan.direction][dtype_class(pb.dtype)]
     out = []
     for cfg in configs:
-        split = wgrad_split(plan.family, pb, cfg, device) if plan.direction == "wgrad" else 1
+        split = split_for(plan.direction, plan.family, pb, cfg, device)
         out.append(dataclasses.replace(plan, config=cfg, split=split))
     return out
 
@@ -65,6 +66,7 @@ def tuned(plan: Plan, pb: ConvProblem, device, launch: Callable[[Plan], None],
             times = [timer(lambda p=p: launch(p)) for p in options]
             _BEST[key] = options[times.index(min(times))]
     best = _BEST[key]
-    if plan.direction == "wgrad":  # the split depends on this problem's size, not the bucket's
-        return dataclasses.replace(best, split=wgrad_split(best.family, pb, best.config, device))
-    return best
+    # the split depends on this problem's size, not the bucket's (a smaller batch in the same
+    # bucket may have fewer tiles, and so need a split the measured one did not)
+    return dataclasses.replace(best, split=split_for(best.direction, best.family, pb,
+                                                     best.config, device))

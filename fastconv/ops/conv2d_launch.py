@@ -5,6 +5,10 @@ outputs; these functions only pick the plan and launch. Each launch is first des
 ``KernelLaunch`` (kernel, grid, arguments, meta-parameters) by a ``*_launch`` function and then
 started, so that the static per-case report (``fastconv.bench.case_report``) can read exactly
 what would run, from meta-device tensors, without a GPU.
+
+A split-K fprop or dgrad (``Plan.split`` > 1) is two launches: the GEMM, which writes partial
+sums to a workspace allocated here, then the reduction, which adds them and runs the epilogue.
+The GEMM's ``KernelLaunch`` carries the reduction as ``then``.
 """
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
@@ -14,17 +18,19 @@ import triton
 
 from fastconv.ops import autotune
 from fastconv.ops._runtime import INTERPRETING, needs_int64, new_output
-from fastconv.ops.plan import (ConvProblem, Plan, pixel_tiles, plan_conv2d, spatially_flat,
-                               wgrad_tiles)
+from fastconv.ops.plan import (ConvProblem, Plan, gemm_dims, pixel_tiles, plan_conv2d,
+                               reduction_steps, spatially_flat, split_reduce_config, wgrad_tiles)
 
 
 @dataclass(frozen=True)
 class KernelLaunch:
-    """One launch, described: ``kernel[grid](*args, **meta)``."""
+    """One launch, described: ``kernel[grid](*args, **meta)``, and the launch that must follow
+    it on the same stream (``then``: the split-K reduction), if any."""
     kernel: object
     grid: tuple
     args: tuple
     meta: dict
+    then: Optional["KernelLaunch"] = None
 
     @property
     def programs(self) -> int:
@@ -35,7 +41,10 @@ class KernelLaunch:
         return total
 
     def __call__(self):
-        return self.kernel[self.grid](*self.args, **self.meta)
+        handle = self.kernel[self.grid](*self.args, **self.meta)
+        if self.then is not None:
+            self.then()
+        return handle
 
 
 def conv_problem(x_shape, w_shape, y_shape, groups: int, dtype: torch.dtype, stride=(1, 1),
@@ -60,7 +69,48 @@ def _meta(plan: Plan, dtype: torch.dtype) -> dict:
         meta["DOT_IN_FP32"] = INTERPRETING and dtype == torch.bfloat16
         # conv follows cuDNN's switch, as torch.nn.functional.conv2d does
         meta["ALLOW_TF32"] = dtype == torch.float32 and torch.backends.cudnn.allow_tf32
+        if plan.direction != "wgrad":
+            meta["SPLIT_K"] = plan.split > 1
     return meta
+
+
+def _reduce_meta(cfg, has_bias: bool, index_64: bool) -> dict:
+    """The constexpr meta-parameters and launch options of a split-K reduction."""
+    return {"HAS_BIAS": has_bias, "INDEX_64": index_64, "BLOCK_M": cfg.block_m,
+            "BLOCK_N": cfg.block_n, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+
+
+def _split_workspace(plan: Plan, pb: ConvProblem, like: torch.Tensor, unsplit: torch.Tensor):
+    """(workspace, ITERS_PER_SPLIT, workspace strides) of a fprop or dgrad GEMM launch.
+
+    Split: the partial sums [split, groups, rows, cols] in the accumulator dtype (allocated
+    here, like ``like``) and the reduction steps per split. Unsplit: ``unsplit`` (a tensor of
+    the launch, never touched) and constants, so an unsplit launch compiles one variant.
+    """
+    if plan.split == 1:
+        return unsplit, 1, (0, 0, 0)
+    rows, cols, _ = gemm_dims(plan.direction, pb)
+    acc_dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    part = new_output((plan.split, pb.groups, rows, cols), like, dtype=acc_dtype)
+    steps = reduction_steps(plan.direction, plan.family, pb, plan.config)
+    return part, triton.cdiv(steps, plan.split), part.stride()[:3]
+
+
+def _reduce_launch(plan: Plan, pb: ConvProblem, part, b, res, y, pre, epilogue,
+                   has_bias: bool) -> KernelLaunch:
+    """The split-K reduction of ``part`` into ``y`` (its pixels (n, p, q) and ``cols`` channels
+    per group), with the epilogue arguments of ``conv_epilogue``."""
+    from fastconv.kernels import conv2d_split_reduce_kernel
+
+    rows, cols, _ = gemm_dims(plan.direction, pb)
+    cfg = split_reduce_config(plan.direction, pb)
+    grid = (triton.cdiv(rows, cfg.block_m) * triton.cdiv(cols, cfg.block_n) * pb.groups,)
+    # output pixels (n, p, q) of the forward; input pixels (n, h, w) of the input gradient
+    pixels = (pb.P, pb.Q) if plan.direction == "fprop" else (pb.H, pb.W)
+    args = (part, b, res, y, pre, pb.N, *pixels, cols, plan.split, *part.stride()[:3],
+            *y.stride(), *res.stride(), *epilogue)
+    return KernelLaunch(conv2d_split_reduce_kernel, grid, args,
+                        _reduce_meta(cfg, has_bias, plan.index_64))
 
 
 def _conv_args(stride, padding, dilation) -> tuple:
@@ -120,27 +170,36 @@ def fprop_launch(plan, pb, x, w, bias, y, stride, padding, dilation, groups, res
     """The launch of ``plan`` that ``conv2d_fprop`` starts (arguments as there)."""
     cfg = plan.config
     meta = _meta(plan, x.dtype)
-    meta["HAS_BIAS"] = bias is not None
     # the kernels read the bias with unit stride; a strided view (bias[::2]) is copied first
     b = bias.contiguous() if bias is not None else y  # y: never read when HAS_BIAS is False
     res = residual if residual is not None else y      # never read when has_residual is 0
     pre = preact if preact is not None else y          # never written when store_preact is 0
     epilogue = (activation, int(residual is not None), int(preact is not None))
+    # split: the reduction runs the epilogue, bias included; the GEMM only stores partial sums
+    meta["HAS_BIAS"] = bias is not None and plan.split == 1
     grid = (pixel_tiles("fprop", plan.family, pb, cfg),)
+    then = None
+    if plan.family != "direct":
+        part, iters, p_strides = _split_workspace(plan, pb, x, y)
+        if plan.split > 1:
+            grid += (plan.split,)
+            then = _reduce_launch(plan, pb, part, b, res, y, pre, epilogue, bias is not None)
     if plan.family == "gemm_1x1":
         # A = x as [pixels, channels]; B = w read as [c, k], one group KG rows further on
-        args = (x, w, b, res, y, pre, pb.N, pb.H * pb.W, pb.CG, pb.KG,
+        args = (x, w, b, res, y, pre, part, pb.N, pb.H * pb.W, pb.CG, pb.KG, iters,
                 *_pixel_strides(x)[:2], x.stride(1),
                 w.stride(1), w.stride(0), pb.KG * w.stride(0),
-                *_pixel_strides(y), *_pixel_strides(res), *epilogue)
-        return KernelLaunch(plan.kernel, grid, args, meta)
+                *_pixel_strides(y), *_pixel_strides(res), *p_strides, *epilogue)
+        return KernelLaunch(plan.kernel, grid, args, meta, then)
     sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG)
-    if plan.family == "direct":
-        sizes += (pb.K,)
     r_strides = (res.stride(0), res.stride(1), res.stride(2), res.stride(3))
-    args = (x, w, b, res, y, pre, *sizes, *_conv_args(stride, padding, dilation),
-            *x.stride(), *w.stride(), *y.stride(), *r_strides, *epilogue)
-    return KernelLaunch(plan.kernel, grid, args, meta)
+    if plan.family == "direct":
+        args = (x, w, b, res, y, pre, *sizes, pb.K, *_conv_args(stride, padding, dilation),
+                *x.stride(), *w.stride(), *y.stride(), *r_strides, *epilogue)
+        return KernelLaunch(plan.kernel, grid, args, meta)
+    args = (x, w, b, res, y, pre, part, *sizes, iters, *_conv_args(stride, padding, dilation),
+            *x.stride(), *w.stride(), *y.stride(), *r_strides, *p_strides, *epilogue)
+    return KernelLaunch(plan.kernel, grid, args, meta, then)
 
 
 def conv2d_dgrad(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor, stride: Sequence[int],
@@ -162,20 +221,28 @@ def dgrad_launch(plan, pb, dy, w, dx, stride, padding, dilation, groups) -> Kern
     """The launch of ``plan`` that ``conv2d_dgrad`` starts (arguments as there)."""
     meta = _meta(plan, dy.dtype)
     grid = (pixel_tiles("dgrad", plan.family, pb, plan.config),)
+    sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG)
+    if plan.family == "direct":
+        args = (dy, w, dx, *sizes, pb.C, *_conv_args(stride, padding, dilation),
+                *dy.stride(), *w.stride(), *dx.stride())
+        return KernelLaunch(plan.kernel, grid, args, meta)
+    part, iters, p_strides = _split_workspace(plan, pb, dy, dx)
+    then = None
+    if plan.split > 1:
+        grid += (plan.split,)
+        # no bias, residual or activation: the reduction is a plain store into dx
+        then = _reduce_launch(plan, pb, part, dx, dx, dx, dx, (0, 0, 0), False)
     if plan.family == "gemm_1x1":
         meta["HAS_BIAS"] = False
         # A = dy as [pixels, channels]; B = w read as [k, c], one group KG rows further on
-        args = (dy, w, dx, dx, dx, dx, pb.N, pb.H * pb.W, pb.KG, pb.CG,
+        args = (dy, w, dx, dx, dx, dx, part, pb.N, pb.H * pb.W, pb.KG, pb.CG, iters,
                 *_pixel_strides(dy)[:2], dy.stride(1),
                 w.stride(0), w.stride(1), pb.KG * w.stride(0),
-                *_pixel_strides(dx), *_pixel_strides(dx), 0, 0, 0)
-        return KernelLaunch(plan.kernel, grid, args, meta)
-    sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG)
-    if plan.family == "direct":
-        sizes += (pb.C,)
-    args = (dy, w, dx, *sizes, *_conv_args(stride, padding, dilation),
-            *dy.stride(), *w.stride(), *dx.stride())
-    return KernelLaunch(plan.kernel, grid, args, meta)
+                *_pixel_strides(dx), *_pixel_strides(dx), *p_strides, 0, 0, 0)
+        return KernelLaunch(plan.kernel, grid, args, meta, then)
+    args = (dy, w, dx, part, *sizes, iters, *_conv_args(stride, padding, dilation),
+            *dy.stride(), *w.stride(), *dx.stride(), *p_strides)
+    return KernelLaunch(plan.kernel, grid, args, meta, then)
 
 
 def conv2d_wgrad(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[int],

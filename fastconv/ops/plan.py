@@ -14,10 +14,24 @@ All rules live here, in one place, so that they can be read, tested and explaine
 | any       | implicit_gemm   | otherwise (strided 1x1 included); wgrad splits N*P*Q into partial   |
 |           |                 | sums added in a fixed order                                         |
 
+| direction   | split-K (``Plan.split``, GEMM families; the direct kernels never split)         |
+|-------------|---------------------------------------------------------------------------------|
+| wgrad       | the reduction over N*P*Q, until the grid covers the SMs twice (``wgrad_split``) |
+| fprop/dgrad | the reduction over C*R*S (K*R*S) only when the output tiles are fewer than the  |
+|             | SMs (batch 1, late 7x7 stages): the fewest splits that give every SM a program, |
+|             | each at least MIN_SPLIT_STEPS reduction steps, at most MAX_SPLIT_K              |
+|             | (``gemm_split``); a second kernel adds the partial sums in a fixed order and    |
+|             | runs the epilogue                                                               |
+
+Every split keeps its workspace under 2**31 elements, so it never forces 64-bit offsets, and
+adds its partial sums in a fixed order: bitwise reproducible, no atomics.
+
 On a GPU the config is one of ``fastconv.kernels.configs`` (every entry compiled and spill-checked
 by the tests, through CONFIG_TABLES below): the largest tile whose grid still gives every SM a
-program, else the one with the most programs. Under the interpreter blocks are sized to the
-problem, because every program step costs milliseconds there.
+program, else the one with the most programs; the split then fills what the tile left idle.
+Under the interpreter blocks are sized to the problem, because every program step costs
+milliseconds there, and fprop and dgrad do not split unless a test asks for it
+(``interpreter_split_k``).
 """
 import contextlib
 from dataclasses import dataclass, field
@@ -28,11 +42,17 @@ import triton
 
 from fastconv import kernels
 from fastconv.kernels.configs import (DIRECT_CONFIGS, GEMM_1X1_CONFIGS, GEMM_1X1_CONFIGS_INT64,
-                                      GEMM_CONFIGS, GEMM_CONFIGS_INT64, TileConfig)
+                                      GEMM_CONFIGS, GEMM_CONFIGS_INT64, SPLIT_REDUCE_CONFIG,
+                                      TileConfig)
 from fastconv.ops._runtime import INTERPRETING
 
 THIN = 16  # smallest reduction tl.dot accepts
 _SM_COUNT_DEFAULT = 132  # an H100 SXM; used when no device can be asked
+# fprop/dgrad split-K: a split shorter than this many reduction steps spends more on its
+# partial sum's round trip through memory than it gains; and each split adds an output-sized
+# fp32 tile of the workspace that the reduction pass reads back, hence a cap
+MIN_SPLIT_STEPS = 4
+MAX_SPLIT_K = 16
 
 FAMILIES = ("implicit_gemm", "gemm_1x1", "direct")
 
@@ -85,7 +105,7 @@ class Plan:
     family: str          # one of FAMILIES
     kernel: object = field(repr=False)
     config: TileConfig
-    split: int           # wgrad: number of partial sums over N*P*Q (1 otherwise)
+    split: int           # split-K: partial sums over the reduction (1: not split)
     reason: str
     index_64: bool = False  # 64-bit element offsets (some tensor has >= 2**31 elements)
 
@@ -185,6 +205,26 @@ def _gpu_config(configs: list, rows: int, cols: int, programs, sms: int) -> Tile
 _INTERPRETER_BLOCK_SCALE = 1
 
 
+# Under the interpreter fprop and dgrad run unsplit (fewer programs run faster there); tests set
+# a split here (interpreter_split_k) to run the split-K kernels and their reduction on the CPU.
+_INTERPRETER_SPLIT_K = 1
+
+
+@contextlib.contextmanager
+def interpreter_split_k(split: int):
+    """Make every fprop and dgrad launch of the GEMM families under the interpreter split its
+    reduction ``split`` ways while the block runs, as given: a split with more ranges than the
+    reduction has steps leaves some empty (no effect on a GPU, whose split the plan sizes)."""
+    global _INTERPRETER_SPLIT_K
+    if isinstance(split, bool) or not isinstance(split, int) or split < 1:
+        raise ValueError(f"interpreter_split_k: split must be an int >= 1, got {split!r}")
+    saved, _INTERPRETER_SPLIT_K = _INTERPRETER_SPLIT_K, split
+    try:
+        yield
+    finally:
+        _INTERPRETER_SPLIT_K = saved
+
+
 @contextlib.contextmanager
 def interpreter_block_scale(scale: int):
     """Let the interpreter's blocks grow ``scale`` times larger while the block runs (a power of
@@ -242,6 +282,65 @@ def wgrad_tiles(family: str, pb: ConvProblem, cfg: TileConfig) -> int:
     return triton.cdiv(pb.KG, cfg.block_m) * triton.cdiv(cols, cfg.block_n) * pb.groups
 
 
+def reduction_steps(direction: str, family: str, pb: ConvProblem, cfg: TileConfig) -> int:
+    """Iterations of the flat reduction loop of a fprop or dgrad GEMM launch: (r, s, channel
+    block) for the implicit GEMM, channel blocks for the 1x1 GEMM (R = S = 1)."""
+    chans = pb.CG if direction == "fprop" else pb.KG
+    return pb.R * pb.S * triton.cdiv(chans, cfg.block_k)
+
+
+def gemm_split(direction: str, family: str, pb: ConvProblem, cfg: TileConfig, device) -> int:
+    """Split-K of a fprop or dgrad GEMM launch: 1 when its tiles already give every SM a
+    program; otherwise the smallest split whose grid does, else the largest allowed.
+
+    A split of ``steps`` reduction steps gives each range ``cdiv(steps, split)`` of them (the
+    launcher's ITERS_PER_SPLIT; the last range may be shorter). Allowed: ranges of at least
+    MIN_SPLIT_STEPS steps, none of them empty, at most MAX_SPLIT_K of them, a workspace under
+    2**31 elements. Under the interpreter the split is 1 unless ``interpreter_split_k`` forces
+    one.
+    """
+    if family == "direct" or direction == "wgrad":
+        return 1
+    if INTERPRETING:
+        return _INTERPRETER_SPLIT_K
+    tiles = pixel_tiles(direction, family, pb, cfg)
+    sms = _sm_count(device)
+    if tiles >= sms:
+        return 1
+    steps = reduction_steps(direction, family, pb, cfg)
+    rows, cols, _ = gemm_dims(direction, pb)
+    # the workspace [split, groups, rows, cols] stays under 2**31 elements: no int64 forced
+    fits_int32 = (2**31 - 1) // max(rows * cols * pb.groups, 1)
+    best = 1
+    for split in range(2, min(MAX_SPLIT_K, fits_int32) + 1):
+        per_split = triton.cdiv(steps, split)
+        if per_split < MIN_SPLIT_STEPS:  # and so for every larger split
+            break
+        if (split - 1) * per_split >= steps:  # the last range would be empty
+            continue
+        best = split
+        if tiles * split >= sms:
+            break
+    return best
+
+
+def split_for(direction: str, family: str, pb: ConvProblem, cfg: TileConfig, device) -> int:
+    """The split-K of a launch of ``cfg`` (``wgrad_split`` or ``gemm_split``)."""
+    if direction == "wgrad":
+        return wgrad_split(family, pb, cfg, device)
+    return gemm_split(direction, family, pb, cfg, device)
+
+
+def split_reduce_config(direction: str, pb: ConvProblem) -> TileConfig:
+    """The tile of the split-K reduction (``conv2d_split_reduce_kernel``) of a fprop or dgrad
+    launch: the one compiled config on a GPU; sized to the problem under the interpreter."""
+    if not INTERPRETING:
+        return SPLIT_REDUCE_CONFIG
+    rows, cols, _ = gemm_dims(direction, pb)
+    x = _INTERPRETER_BLOCK_SCALE
+    return TileConfig(_pow2_clamp(rows, 16, 128 * x), _pow2_clamp(cols, 16, 128 * x), 0, 4, 1)
+
+
 def wgrad_split(family: str, pb: ConvProblem, cfg: TileConfig, device) -> int:
     """Enough partial sums that the grid covers the GPU twice over, each at least 4 steps long."""
     if INTERPRETING:
@@ -261,7 +360,7 @@ def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = F
     Args:
         direction: "fprop", "dgrad" or "wgrad".
         pb: the problem's shapes and arguments.
-        device: where it runs (its SM count sizes the wgrad split).
+        device: where it runs (its SM count sizes the split-K).
         index_64: some tensor needs 64-bit offsets; those launches take smaller tiles, since
             64-bit index arithmetic holds more registers.
         flat: the tensors this direction reads and writes have flattenable H, W axes (see
@@ -281,5 +380,11 @@ def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = F
                 return wgrad_tiles(family, pb, cfg) * wgrad_split(family, pb, cfg, device)
             return pixel_tiles(direction, family, pb, cfg)
         cfg = _gpu_config(configs, rows, cols, programs, _sm_count(device))
-    split = wgrad_split(family, pb, cfg, device) if direction == "wgrad" else 1
+    split = split_for(direction, family, pb, cfg, device)
+    if split > 1 and direction != "wgrad":
+        steps = reduction_steps(direction, family, pb, cfg)
+        why = "as interpreter_split_k asks" if INTERPRETING else \
+            f"{pixel_tiles(direction, family, pb, cfg)} output tiles for {_sm_count(device)} SMs"
+        reason += (f"; split-K {split} ({why}): the {steps} reduction steps run in {split} "
+                   "ranges, whose partial sums a second kernel adds in a fixed order")
     return Plan(direction, family, _KERNELS[(direction, family)], cfg, split, reason, index_64)
