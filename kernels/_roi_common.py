@@ -2,9 +2,12 @@
 import triton
 import triton.language as tl
 
+from ._common import cast_index
+
 
 @triton.jit
-def load_roi(rois_ptr, k, stride_rk, stride_rc, N, COMPUTE_DTYPE: tl.constexpr):
+def load_roi(rois_ptr, k, stride_rk, stride_rc, N, COMPUTE_DTYPE: tl.constexpr,
+             INDEX_64: tl.constexpr):
     """Row ``k`` of rois [K, 5] -> (batch index, in range?, x1, y1, x2, y2).
 
     The batch index is truncated toward zero, as torchvision's ``int roi_batch_ind = rois[0]``.
@@ -12,7 +15,7 @@ def load_roi(rois_ptr, k, stride_rk, stride_rc, N, COMPUTE_DTYPE: tl.constexpr):
     validation could not see (inside a CUDA graph or a compiled region) reads and writes
     nothing instead of memory outside the input.
     """
-    row = rois_ptr + k * stride_rk
+    row = rois_ptr + cast_index(k, INDEX_64) * stride_rk
     b = tl.load(row).to(tl.float32)
     in_range = (b > -1.0) & (b < N)
     n = tl.where(in_range, b, 0.0).to(tl.int32)

@@ -9,8 +9,8 @@ per sample. The backward scatters each sample's four weighted gradients back:
   the order in which programs add into one input element varies from run to run.
 * ``roi_align_bwd_ordered_kernel`` (deterministic algorithms): one program per (image, tile of
   channels) walks every RoI of its image, bin by bin and sample by sample, in a fixed order. A
-  program owns its slice of the gradient and issues its adds in program order, so the sum is
-  the same bit for bit on every run.
+  program owns its slice of the gradient, so it adds with plain loads and stores (no atomics),
+  in program order, and the sum is the same bit for bit on every run.
 
 The geometry is computed in float32 (float64 for float64 input), as torchvision computes it in
 the input type; divisions whose results feed ``ceil`` use round-to-nearest division, because
@@ -74,12 +74,14 @@ def _bilinear_axis(y, size):
 
 @triton.jit
 def _tile_samples(rois_ptr, scale_ptr, k, stride_rk, stride_rc, N, ph, pw, pooled_h, pooled_w,
-                  sampling_ratio, ALIGNED: tl.constexpr, COMPUTE: tl.constexpr):
+                  sampling_ratio, ALIGNED: tl.constexpr, COMPUTE: tl.constexpr,
+                  INDEX_64: tl.constexpr):
     """RoI ``k``'s batch index (and whether it is in range), the first sample of each bin
     (ph, pw), the step between samples, the grid and the sample count: what the forward and
     the atomic backward both walk."""
     scale = tl.load(scale_ptr)
-    n, in_range, x1, y1, x2, y2 = load_roi(rois_ptr, k, stride_rk, stride_rc, N, COMPUTE)
+    n, in_range, x1, y1, x2, y2 = load_roi(rois_ptr, k, stride_rk, stride_rc, N,
+                                            COMPUTE, INDEX_64)
     start_h, start_w, bin_h, bin_w, grid_h, grid_w, count = _roi_align_grid(
         x1, y1, x2, y2, scale, pooled_h, pooled_w, sampling_ratio, ALIGNED)
     y_base = start_h + ph.to(COMPUTE) * bin_h
@@ -117,7 +119,7 @@ def roi_align_fwd_kernel(
     # ---- the RoI's sampling grid
     n, in_range, y_base, x_base, step_h, step_w, grid_h, grid_w, count = _tile_samples(
         rois_ptr, scale_ptr, k, stride_rk, stride_rc, N, ph, pw, pooled_h, pooled_w,
-        sampling_ratio, ALIGNED, COMPUTE)
+        sampling_ratio, ALIGNED, COMPUTE, INDEX_64)
 
     x_img = x_ptr + cast_index(n, INDEX_64) * stride_xn
     c_offs = cast_index(offs_c, INDEX_64)[None, :] * stride_xc
@@ -179,7 +181,7 @@ def roi_align_bwd_kernel(
     # ---- the RoI's sampling grid
     n, in_range, y_base, x_base, step_h, step_w, grid_h, grid_w, count = _tile_samples(
         rois_ptr, scale_ptr, k, stride_rk, stride_rc, N, ph, pw, pooled_h, pooled_w,
-        sampling_ratio, ALIGNED, COMPUTE)
+        sampling_ratio, ALIGNED, COMPUTE, INDEX_64)
 
     # ---- this tile's output gradient, already divided by the sample count
     mask = tl.where(in_range, mask_bin, False)[:, None] & mask_c[None, :]
@@ -229,8 +231,8 @@ def roi_align_bwd_ordered_kernel(
     BLOCK_C: tl.constexpr,
 ):
     """The deterministic backward: program (image, channel tile) adds, in RoI, bin and sample
-    order, everything its RoIs scatter into its slice of dx. No other program writes there,
-    and one program's adds to an element happen in program order."""
+    order, everything its RoIs scatter into its slice of dx. No other program writes there, so
+    each add is a plain load and store (no atomics), in program order."""
     COMPUTE: tl.constexpr = tl.float64 if COMPUTE_FP64 else tl.float32
     pid = tl.program_id(0)
     num_c = tl.cdiv(C, BLOCK_C)
@@ -241,7 +243,8 @@ def roi_align_bwd_ordered_kernel(
     dx_img = dx_ptr + cast_index(img, INDEX_64) * stride_dxn
     dx_c = dx_img + cast_index(offs_c, INDEX_64) * stride_dxc
     for k in range(0, K):
-        n, in_range, x1, y1, x2, y2 = load_roi(rois_ptr, k, stride_rk, stride_rc, N, COMPUTE)
+        n, in_range, x1, y1, x2, y2 = load_roi(rois_ptr, k, stride_rk, stride_rc, N,
+                                                COMPUTE, INDEX_64)
         if in_range & (n == img):
             start_h, start_w, bin_h, bin_w, grid_h, grid_w, count = _roi_align_grid(
                 x1, y1, x2, y2, scale, pooled_h, pooled_w, sampling_ratio, ALIGNED)
@@ -259,15 +262,40 @@ def roi_align_bwd_ordered_kernel(
                     for iy in range(0, grid_h):
                         ys = start_h + ph * bin_h + (iy + 0.5) * step_h
                         y_lo, y_hi, ly, hy, ok_y = _bilinear_axis(ys, H)
-                        row_lo = dx_c + cast_index(y_lo, INDEX_64) * stride_dxh
-                        row_hi = dx_c + cast_index(y_hi, INDEX_64) * stride_dxh
+                        # one sample's taps are the same for every channel: scalar offsets
+                        row_lo = cast_index(y_lo, INDEX_64) * stride_dxh
+                        row_hi = cast_index(y_hi, INDEX_64) * stride_dxh
                         for ix in range(0, grid_w):
                             xs = start_w + pw * bin_w + (ix + 0.5) * step_w
                             x_lo, x_hi, lx, hx, ok_x = _bilinear_axis(xs, W)
                             col_lo = cast_index(x_lo, INDEX_64) * stride_dxw
                             col_hi = cast_index(x_hi, INDEX_64) * stride_dxw
+                            w1 = g * (hy * hx)
+                            w2 = g * (hy * lx)
+                            w3 = g * (ly * hx)
+                            w4 = g * (ly * lx)
+                            # at the last row (column) both taps are that row and the second
+                            # weighs 0: its share (0, or NaN for a non-finite gradient, as in
+                            # torchvision) joins the first, so the four elements differ
+                            same_x = x_hi == x_lo
+                            same_y = y_hi == y_lo
+                            w1 = tl.where(same_x, w1 + w2, w1)
+                            w3 = tl.where(same_x, w3 + w4, w3)
+                            w1 = tl.where(same_y, w1 + w3, w1)
+                            w2 = tl.where(same_y, w2 + w4, w2)
                             m = tl.where(ok_y & ok_x, mask_c, False)
-                            tl.atomic_add(row_lo + col_lo, g * (hy * hx), mask=m, sem="relaxed")
-                            tl.atomic_add(row_lo + col_hi, g * (hy * lx), mask=m, sem="relaxed")
-                            tl.atomic_add(row_hi + col_lo, g * (ly * hx), mask=m, sem="relaxed")
-                            tl.atomic_add(row_hi + col_hi, g * (ly * lx), mask=m, sem="relaxed")
+                            m_x = tl.where(same_x, False, m)
+                            m_y = tl.where(same_y, False, m)
+                            m_xy = tl.where(same_x, False, m_y)
+                            p1 = dx_c + (row_lo + col_lo)
+                            p2 = dx_c + (row_lo + col_hi)
+                            p3 = dx_c + (row_hi + col_lo)
+                            p4 = dx_c + (row_hi + col_hi)
+                            v1 = tl.load(p1, mask=m, other=0.0)
+                            v2 = tl.load(p2, mask=m_x, other=0.0)
+                            v3 = tl.load(p3, mask=m_y, other=0.0)
+                            v4 = tl.load(p4, mask=m_xy, other=0.0)
+                            tl.store(p1, v1 + w1, mask=m)
+                            tl.store(p2, v2 + w2, mask=m_x)
+                            tl.store(p3, v3 + w3, mask=m_y)
+                            tl.store(p4, v4 + w4, mask=m_xy)

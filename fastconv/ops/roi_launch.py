@@ -87,7 +87,7 @@ def roi_align_forward_launch(x, rois, spatial_scale, pooled_h, pooled_w, samplin
             *x.stride(), *rois.stride(), y.stride(0), y.stride(1))
     return KernelLaunch(roi_align_kernels.roi_align_fwd_kernel,
                         _tile_grid(rois, c, pooled_h * pooled_w, cfg), args,
-                        dict(ALIGNED=aligned, **_meta(cfg, x.dtype, needs_int64(x, y))))
+                        dict(ALIGNED=aligned, **_meta(cfg, x.dtype, needs_int64(x, rois, y))))
 
 
 def roi_align_backward(dy, rois, spatial_scale, sampling_ratio, aligned, dx,
@@ -103,7 +103,7 @@ def roi_align_backward_launch(dy, rois, spatial_scale, sampling_ratio, aligned, 
     n, c, h, w = dx.shape
     pooled_h, pooled_w = dy.shape[2:]
     cfg = roi_tile(c, pooled_h * pooled_w, ordered=deterministic)
-    meta = dict(ALIGNED=aligned, **_meta(cfg, dx.dtype, needs_int64(dy, dx),
+    meta = dict(ALIGNED=aligned, **_meta(cfg, dx.dtype, needs_int64(dy, rois, dx),
                                          ordered=deterministic))
     head = (dy, rois, _scale(spatial_scale, dx), dx)
     strides = (*dy.stride(), *rois.stride(), *dx.stride())
@@ -132,7 +132,7 @@ def roi_pool_forward_launch(x, rois, spatial_scale, y, argmax) -> KernelLaunch:
             *x.stride(), *rois.stride(), y.stride(0), y.stride(1))
     return KernelLaunch(roi_pool_kernels.roi_pool_fwd_kernel,
                         _tile_grid(rois, c, pooled_h * pooled_w, cfg), args,
-                        _meta(cfg, x.dtype, needs_int64(x, y)))
+                        _meta(cfg, x.dtype, needs_int64(x, rois, y)))
 
 
 def roi_pool_backward(dy, rois, argmax, dx, deterministic: bool):
@@ -145,7 +145,7 @@ def roi_pool_backward_launch(dy, rois, argmax, dx, deterministic: bool) -> Kerne
     n, c, h, w = dx.shape
     pooled_h, pooled_w = dy.shape[2:]
     cfg = roi_tile(c, pooled_h * pooled_w, ordered=deterministic)
-    meta = _meta(cfg, dx.dtype, needs_int64(dy, dx, argmax), ordered=deterministic)
+    meta = _meta(cfg, dx.dtype, needs_int64(dy, rois, dx, argmax), ordered=deterministic)
     strides = (*dy.stride(), *rois.stride(), argmax.stride(0), argmax.stride(1), *dx.stride())
     if deterministic:
         grid = (n * triton.cdiv(c, cfg.block_n),)
