@@ -4,7 +4,8 @@ The ops take normalised arguments (4-D input, explicit symmetric padding pairs);
 checking and the user-facing signature live in :mod:`fastconv.functional`. Each op has a fake
 (meta) implementation with exactly the real one's shape, dtype and strides, so ``torch.compile``
 and ``opcheck`` can trace them, and the forward op has an autograd formula built from the two
-gradient ops.
+gradient ops. Under ``torch.autocast`` every op casts as torch's conv2d does
+(:mod:`fastconv.ops.autocast`).
 """
 from typing import List, Optional, Tuple
 
@@ -13,7 +14,7 @@ from torch import Tensor
 
 from fastconv.kernels._common import ACT_GELU, ACT_NONE, ACT_RELU, ACT_RELU6, ACT_SILU
 
-from fastconv.ops import conv2d_launch
+from fastconv.ops import autocast, conv2d_launch
 from fastconv.ops._runtime import check_devices, fake_output, new_output
 from fastconv.ops.conv_shapes import conv2d_output_shape, conv_memory_format, memory_format_of
 
@@ -70,16 +71,18 @@ def _(input, weight, bias, residual, stride, padding, dilation, groups, activati
 
 
 def activation_backward(activation: str, grad: Tensor, out: Tensor, preact: Tensor) -> Tensor:
-    """d act / d z times ``grad``, in float32 and back (elementwise, torch ops)."""
+    """d act / d z times ``grad``, in float32 (float64 for float64) and back (elementwise,
+    torch ops)."""
     if activation == "none":
         return grad
-    g = grad.float()
+    wide = torch.float64 if grad.dtype == torch.float64 else torch.float32
+    g = grad.to(wide)
     if activation == "relu":
         g = g * (out > 0)
     elif activation == "relu6":
         g = g * ((out > 0) & (out < 6))
     else:
-        z = preact.float()
+        z = preact.to(wide)
         if activation == "silu":
             s = torch.sigmoid(z)
             g = g * (s * (1 + z * (1 - s)))
@@ -178,3 +181,10 @@ def _backward_activation(ctx, grad_out, _grad_preact):
 
 conv2d_activation.register_autograd(_backward_activation,
                                     setup_context=_setup_context_activation)
+
+
+# ---------------------------------------------------------------------------- autocast
+# torch's conv2d is a lower-precision autocast op; its gradients get tensors already in that
+# dtype from autograd, and a direct call under autocast is cast the same way
+for _name in ("conv2d", "conv2d_activation", "conv2d_input_grad", "conv2d_weight_grad"):
+    autocast.register(_name, "lower_precision")

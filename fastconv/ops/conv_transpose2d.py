@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from fastconv.ops import conv2d as _conv2d_ops  # noqa: F401  (registers conv2d_weight_grad)
-from fastconv.ops import conv2d_launch
+from fastconv.ops import autocast, conv2d_launch
 from fastconv.ops._runtime import check_devices, fake_output, new_output
 from fastconv.ops.conv_shapes import conv_memory_format
 
@@ -117,3 +117,9 @@ def _backward(ctx, grad_output):
 
 
 conv_transpose2d.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------- autocast
+# lower precision, as torch's conv_transpose2d (conv2d_weight_grad is registered with conv2d)
+for _name in ("conv_transpose2d", "conv_transpose2d_input_grad"):
+    autocast.register(_name, "lower_precision")

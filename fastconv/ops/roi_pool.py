@@ -11,7 +11,7 @@ from typing import List, Tuple
 import torch
 from torch import Tensor
 
-from fastconv.ops import roi_launch
+from fastconv.ops import autocast, roi_launch
 from fastconv.ops._runtime import check_devices, fake_output, new_output
 from fastconv.ops.conv_shapes import memory_format_of
 from fastconv.ops.roi_launch import gradient_buffer, gradient_from_buffer
@@ -78,3 +78,10 @@ def _backward(ctx, grad, _grad_argmax):
 
 
 roi_pool.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------- autocast
+# as torchvision's: computed in float32, the result cast back to the input's dtype (the
+# backward to the gradient's, which autograd has made the float32 of the forward)
+for _name in ("roi_pool", "roi_pool_backward"):
+    autocast.register(_name, "float32")
