@@ -62,9 +62,9 @@ def conv_epilogue(acc, offs_k, mask_k, y_row, r_row, mask_m,
     if store_preact != 0:
         tl.store(pre_ptr + y_offs, acc.to(pre_ptr.dtype.element_ty), mask=mask)
     if activation == 1:    # relu
-        acc = tl.maximum(acc, 0.0)
+        acc = tl.where(acc < 0.0, 0.0, acc)  # not tl.maximum: a NaN stays NaN, as in torch
     elif activation == 2:  # relu6
-        acc = tl.minimum(tl.maximum(acc, 0.0), 6.0)
+        acc = tl.where(acc < 0.0, 0.0, tl.where(acc > 6.0, 6.0, acc))
     # silu and gelu in the accumulator's dtype: float64 problems keep float64 (a float32
     # sigmoid or erf would cost them half their digits)
     elif activation == 3:  # silu

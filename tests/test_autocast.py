@@ -49,13 +49,6 @@ class OpDtypes(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-# fastconv.functional's dtype check (_args.check_same) still refuses a 16-bit activation with
-# float32 parameters, which autocast casts to one dtype and torch accepts
-NEEDS_AUTOCAST_AWARE_DTYPE_CHECK = pytest.mark.xfail(
-    strict=True, raises=TypeError,
-    reason="fastconv.functional refuses mixed dtypes that autocast unifies")
-
-
 def _leaves(*tensors):
     return [t.clone().requires_grad_() for t in tensors]
 
@@ -131,7 +124,6 @@ def test_op_casts_mixed_dtypes():
     assert_rel_close(out, want, torch.bfloat16, "mixed-dtype conv2d")
 
 
-@NEEDS_AUTOCAST_AWARE_DTYPE_CHECK
 def test_functional_accepts_what_autocast_casts():
     x, w = torch.randn(1, 3, 5, 5, dtype=torch.bfloat16), torch.randn(4, 3, 3, 3)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -244,7 +236,7 @@ MODELS = {
 
 @pytest.mark.parametrize("dtype", LOW, ids=str)
 @pytest.mark.parametrize("name", [
-    pytest.param("conv_bn_relu", marks=NEEDS_AUTOCAST_AWARE_DTYPE_CHECK), "roi_head"])
+    "conv_bn_relu", "roi_head"])
 def test_model_under_autocast_matches_torch(name, dtype):
     """Output and every gradient of a training step, against the float64 model: fastconv under
     autocast must be as close to it as torch under autocast is (two runs in 16 bits round

@@ -189,6 +189,22 @@ def test_empty_batch_forward_and_backward():
     assert torch.equal(got[1][1], torch.zeros(3, 2, 3, 3)), "grad weight of an empty batch"
 
 
+@pytest.mark.parametrize("activation", ["silu", "gelu", "relu", None])
+def test_fused_epilogue_on_an_empty_batch(activation):
+    # silu/gelu keep the pre-activation for their backward, and an empty one used to be taken
+    # for a missing one: RuntimeError "needs keep_preactivation=True" in the forward
+    n, c_out = 0, 3
+    x = torch.randn(n, 2, 4, 5, requires_grad=True)
+    w = torch.randn(c_out, 2, 3, 3, requires_grad=True)
+    residual = torch.randn(n, c_out, 4, 5, requires_grad=True)
+    with aten_forbidden():
+        y = conv2d(x, w, None, padding=1, activation=activation, residual=residual)
+        y.backward(torch.ones_like(y))
+    assert y.shape == (n, c_out, 4, 5)
+    assert x.grad.shape == x.shape and torch.equal(w.grad, torch.zeros_like(w))
+    assert residual.grad.shape == residual.shape
+
+
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
 def test_zero_input_channels_give_the_bias(with_bias):
     # The sum over zero channels is 0, so the output is the bias broadcast over [N, 6, P, Q].

@@ -227,9 +227,6 @@ def test_forward_and_backward_without_host_sync(no_host_sync, name, deterministi
         assert t.grad is not None and torch.isfinite(t.grad).all()
 
 
-@pytest.mark.xfail(strict=True, raises=HostSync, reason=(
-    "MultiScaleRoIAlign with several levels finds each level's boxes with torch.nonzero, "
-    "whose output size is known on the host only (torchvision's torch.where does the same)"))
 def test_multiscale_roi_align_several_levels_without_host_sync(no_host_sync):
     feats, boxes, shapes = _pyramid()
     m = fastconv.MultiScaleRoIAlign(["p2", "p3"], 2, 2)
@@ -267,8 +264,8 @@ JUSTIFIED = {
     ("nn/roi.py", "int(-math.log2(scales[0]))"): "Python floats",
     ("nn/roi.py", "int(-math.log2(scales[-1]))"): "Python floats",
 }
-# host syncs known and not yet removed (see the strict xfail above)
-KNOWN_SYNCS = {("nn/roi.py", "torch.nonzero(levels == level)")}
+# host syncs known and not yet removed
+KNOWN_SYNCS = set()
 
 
 def _calls():

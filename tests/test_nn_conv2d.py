@@ -32,6 +32,35 @@ def test_conv2d_module_matches_torch(padding_mode, kwargs):
         assert_rel_close(p.grad, p_ref.grad, torch.float64, f"grad {name}")
 
 
+def test_negative_padding_crops_as_torch_and_a_crop_to_nothing_names_padding():
+    # torch's constructor takes a negative padding; with a padding_mode other than zeros F.pad
+    # then crops the input. A crop that leaves something runs as torch; one that leaves nothing
+    # gets an error naming padding (torch's F.pad fails with "numel: integer multiplication
+    # overflow").
+    ref = nn.Conv2d(2, 3, 1, padding=-1, padding_mode="reflect").double()
+    mod = fastconv.Conv2d(2, 3, 1, padding=-1, padding_mode="reflect", dtype=torch.float64)
+    mod.load_state_dict(ref.state_dict())
+    x = torch.randn(1, 2, 5, 4, dtype=torch.float64)
+    with aten_forbidden():
+        y = mod(x)
+    assert_rel_close(y, ref(x), torch.float64, "cropped output")
+    assert y.shape == (1, 3, 3, 2)
+    with pytest.raises(ValueError, match="padding"), aten_forbidden():
+        mod(torch.randn(1, 2, 2, 1, dtype=torch.float64))
+    conv1d = fastconv.Conv1d(2, 3, 1, padding=-2, padding_mode="circular")
+    with pytest.raises(ValueError, match="padding"), aten_forbidden():
+        conv1d(torch.randn(2, 4))
+
+
+def test_conv_transpose2d_module_string_padding_names_padding():
+    # torch's constructor stores padding='same' as ('same', 'same'); its forward then fails with
+    # a TypeError from the output-size arithmetic
+    mod = fastconv.ConvTranspose2d(1, 1, 3, padding="same")
+    for output_size in (None, [4, 5]):
+        with pytest.raises(ValueError, match="padding"), aten_forbidden():
+            mod(torch.randn(1, 1, 4, 5), output_size)
+
+
 def test_conv2d_module_is_an_nn_conv2d_with_the_same_state():
     torch.manual_seed(1)
     ref = nn.Conv2d(3, 8, 5, stride=2, padding=2, bias=True, padding_mode="reflect")

@@ -6,6 +6,7 @@ fastconv's RoI ops themselves are overridden to raise, so validation has to come
 but valid input (a float batch index, an output size given as a list, sampling_ratio 0, a list
 with an empty entry) runs and matches torchvision.
 """
+import numpy as np
 import pytest
 import torch
 import torchvision.ops as tvops
@@ -226,6 +227,10 @@ ACCEPTED = {
     "boxes-requiring-grad": dict(boxes=lambda: torch.tensor(
         [[0, 1.0, 1.0, 4.0, 4.0], [1, 0.5, 0.0, 3.0, 5.5]], requires_grad=True)),
     "one-pixel-image": dict(input=lambda: torch.randn(2, 3, 1, 1)),
+    # torchvision reads any int (and numpy's bool) as aligned's truth value
+    "aligned-int": dict(aligned=1),
+    "aligned-int-0": dict(aligned=0),
+    "aligned-numpy-bool": dict(aligned=np.bool_(True)),
 }
 
 

@@ -64,9 +64,21 @@ def check_tensor(fn: str, name: str, t, dims: Union[int, Tuple[int, ...]]) -> No
                          f"got {name} of shape {list(t.shape)}")
 
 
+def _autocast_unifies(t: Tensor, ref: Tensor) -> bool:
+    """Whether autocast, on for ``ref``'s device type, casts both tensors to one dtype before
+    the op runs (floating point other than float64, as ATen's autocast decides): torch accepts
+    such a pair, e.g. a bfloat16 activation with a float32 weight under autocast-bf16."""
+    if not all(x.is_floating_point() and x.dtype != torch.float64 for x in (t, ref)):
+        return False
+    try:
+        return torch.is_autocast_enabled(ref.device.type)
+    except RuntimeError:  # a device type autocast has no state for (meta)
+        return False
+
+
 def check_same(fn: str, name: str, t: Tensor, ref_name: str, ref: Tensor) -> None:
-    """``t`` must share ``ref``'s dtype and device."""
-    if t.dtype != ref.dtype:
+    """``t`` must share ``ref``'s dtype (unless autocast will unify them) and device."""
+    if t.dtype != ref.dtype and not _autocast_unifies(t, ref):
         raise TypeError(f"{fn}(): {name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}; "
                         "they must be the same")
     if t.device != ref.device:

@@ -8,6 +8,7 @@ import math
 from numbers import Real
 from typing import List, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -38,7 +39,8 @@ def _check_spatial_scale(fn: str, spatial_scale) -> float:
         raise TypeError(f"{fn}(): spatial_scale must be a float, got "
                         f"{type(spatial_scale).__name__} {spatial_scale!r}")
     scale = float(spatial_scale)
-    if not (scale > 0 and math.isfinite(scale)):
+    # not math.isfinite: under torch.compile(dynamic=True) the scale is a SymFloat; NaN fails both
+    if not 0 < scale < math.inf:
         raise ValueError(f"{fn}(): spatial_scale must be positive and finite, got "
                          f"spatial_scale={spatial_scale!r}")
     return scale
@@ -120,12 +122,13 @@ def roi_align(input: Tensor, boxes: Boxes, output_size: IntOrPair, spatial_scale
     if not is_int(sampling_ratio):
         raise TypeError(f"{fn}(): sampling_ratio must be an int, got "
                         f"{type(sampling_ratio).__name__} {sampling_ratio!r}")
-    if not isinstance(aligned, bool):
+    # torchvision reads any int (and numpy's bool) as a truth value here, so do the same
+    if not isinstance(aligned, (bool, np.bool_)) and not is_int(aligned):
         raise TypeError(f"{fn}(): aligned must be a bool, got {type(aligned).__name__} "
                         f"{aligned!r}")
     rois = _rois(fn, input, boxes)
     return torch.ops.fastconv.roi_align(input, rois, scale, pooled_h, pooled_w,
-                                        int(sampling_ratio), aligned)
+                                        int(sampling_ratio), bool(aligned))
 
 
 def roi_pool(input: Tensor, boxes: Boxes, output_size: IntOrPair,
@@ -158,4 +161,53 @@ def roi_pool(input: Tensor, boxes: Boxes, output_size: IntOrPair,
     return output
 
 
-__all__: List[str] = ["roi_align", "roi_pool"]
+def multi_level_roi_align(features: Sequence[Tensor], boxes: Boxes, levels: Tensor,
+                          output_size: IntOrPair, scales: Sequence[float],
+                          sampling_ratio: int = -1) -> Tensor:
+    """RoIAlign of each box on the feature map of its level (FPN's multi-scale pooling, as in
+    :class:`torchvision.ops.MultiScaleRoIAlign`).
+
+    Every level pools every box, those of other levels with a batch index of -1, which the
+    kernels skip (zeros, no gradient), and the levels' results are added: the same values as
+    gathering each level's boxes, without reading ``levels`` on the host (no device sync, so
+    it can be captured in a CUDA graph).
+
+    Args:
+        features (List[Tensor[N, C, H_l, W_l]]): one feature map per level.
+        boxes (Tensor[K, 5] or List[Tensor[L, 4]]): as for :func:`roi_align`.
+        levels (Tensor[K]): the level (index into ``features``) of each box, an integer tensor.
+        output_size, sampling_ratio: as for :func:`roi_align` (``aligned`` is False).
+        scales (List[float]): the spatial scale of each level.
+
+    Returns:
+        Tensor[K, C, output_size[0], output_size[1]], in the first level's dtype.
+    """
+    fn = "multi_level_roi_align"
+    if len(features) != len(scales) or not features:
+        raise ValueError(f"{fn}(): expected one scale per feature map, got {len(features)} "
+                         f"feature maps and {len(scales)} scales")
+    pooled_h, pooled_w = _check_output_size(fn, output_size)
+    if not is_int(sampling_ratio):
+        raise TypeError(f"{fn}(): sampling_ratio must be an int, got "
+                        f"{type(sampling_ratio).__name__} {sampling_ratio!r}")
+    for i, feature in enumerate(features):
+        check_tensor(fn, f"features[{i}]", feature, 4)
+    rois = _rois(fn, features[0], boxes)
+    if not isinstance(levels, Tensor) or levels.shape != rois.shape[:1] \
+            or levels.is_floating_point():
+        raise ValueError(f"{fn}(): levels must be an integer Tensor[{rois.shape[0]}], one level "
+                         f"per box, got {type(levels).__name__} "
+                         f"{list(getattr(levels, 'shape', []))}")
+    result = None
+    for level, (feature, scale) in enumerate(zip(features, scales)):
+        index = torch.where(levels == level, rois[:, 0], -1.0)
+        level_rois = torch.cat([index.to(rois.dtype)[:, None], rois[:, 1:]], dim=1)
+        pooled = torch.ops.fastconv.roi_align(feature, level_rois,
+                                              _check_spatial_scale(fn, scale), pooled_h,
+                                              pooled_w, int(sampling_ratio), False)
+        # under autocast the levels may come in different dtypes; the result has the first's
+        result = pooled if result is None else result + pooled.to(result.dtype)
+    return result
+
+
+__all__: List[str] = ["roi_align", "roi_pool", "multi_level_roi_align"]

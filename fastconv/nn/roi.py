@@ -83,15 +83,8 @@ class MultiScaleRoIAlign(tvops.MultiScaleRoIAlign):
                                 self.sampling_ratio)
 
         levels = _map_to_levels(torch.cat(boxes, dim=0), self.map_levels)
-        first = features[0]
-        result = first.new_zeros((rois.shape[0], first.shape[1]) + tuple(self.output_size))
-        for level, (feature, scale) in enumerate(zip(features, self.scales)):
-            idx = torch.nonzero(levels == level).flatten()
-            pooled = FC.roi_align(feature, rois[idx], self.output_size, scale,
-                                  self.sampling_ratio)
-            # under autocast the levels may come in different dtypes; the result has the first's
-            result[idx] = pooled.to(result.dtype)
-        return result
+        return FC.multi_level_roi_align(features, rois, levels, self.output_size, self.scales,
+                                        self.sampling_ratio)
 
 
 def _infer_scales_and_mapper(features: list[Tensor], image_shapes: list[tuple[int, int]],

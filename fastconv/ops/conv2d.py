@@ -77,10 +77,12 @@ def activation_backward(activation: str, grad: Tensor, out: Tensor, preact: Tens
         return grad
     wide = torch.float64 if grad.dtype == torch.float64 else torch.float32
     g = grad.to(wide)
+    # as torch's threshold_backward / hardtanh_backward: zero where the input was clipped, the
+    # gradient itself elsewhere (a NaN output passes it on)
     if activation == "relu":
-        g = g * (out > 0)
+        g = torch.where(out <= 0, 0.0, g)
     elif activation == "relu6":
-        g = g * ((out > 0) & (out < 6))
+        g = torch.where((out <= 0) | (out >= 6), 0.0, g)
     else:
         z = preact.to(wide)
         if activation == "silu":
@@ -158,13 +160,14 @@ conv2d.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _setup_context_activation(ctx, inputs, output):
-    input, weight, bias, residual, stride, padding, dilation, groups, activation, _ = inputs
+    input, weight, bias, residual, stride, padding, dilation, groups, activation, keep = inputs
     out, preact = output
     ctx.save_for_backward(input, weight, out, preact)
     ctx.conv = (list(stride), list(padding), list(dilation), groups)
     ctx.has_bias = bias is not None
     ctx.activation = activation
-    if activation in _NEEDS_PREACT and preact.numel() == 0 and any(ctx.needs_input_grad[:4]):
+    # the flag, not preact's size: an empty batch keeps an empty pre-activation
+    if activation in _NEEDS_PREACT and not keep and any(ctx.needs_input_grad[:4]):
         raise RuntimeError("fastconv::conv2d_activation: the backward of "
                            f"activation={activation!r} needs keep_preactivation=True")
 
