@@ -84,6 +84,10 @@ def _tile_samples(rois_ptr, scale_ptr, k, stride_rk, stride_rc, N, ph, pw, poole
                                             COMPUTE, INDEX_64)
     start_h, start_w, bin_h, bin_w, grid_h, grid_w, count = _roi_align_grid(
         x1, y1, x2, y2, scale, pooled_h, pooled_w, sampling_ratio, ALIGNED)
+    # an RoI outside the batch samples nothing: the zeros it stores cost no loads, so callers
+    # may pass RoIs to skip (MultiScaleRoIAlign gives each level every box, the others' as -1)
+    grid_h = tl.where(in_range, grid_h, 0)
+    grid_w = tl.where(in_range, grid_w, 0)
     y_base = start_h + ph.to(COMPUTE) * bin_h
     x_base = start_w + pw.to(COMPUTE) * bin_w
     step_h = bin_h / tl.maximum(grid_h, 1).to(COMPUTE)

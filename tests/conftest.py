@@ -35,3 +35,26 @@ def no_launch(monkeypatch):
         def launched(*args, _name=name, **kwargs):
             pytest.fail(f"conv2d_launch.{_name} was called: validation must come first")
         monkeypatch.setattr(conv2d_launch, name, launched)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _language_patched_once_per_launch():
+    """Triton 3.8's interpreter re-patches triton.language on every @triton.jit helper call,
+    most of a small program's time; patch it once per launch instead (the same computation:
+    see fastconv.ops.interpreter_speed). The overflow sanitizer and the default block sizes
+    stay on for the kernel tests."""
+    from fastconv.ops.interpreter_speed import cached_device_calls
+    with cached_device_calls():
+        yield
+
+
+# The longest tests first, so that `pytest -n auto` does not end with one worker running them
+# while the others are idle: the GPU compile reports (one worker, see test_compile_gpu.py), then
+# the model zoo's deepest models.
+_FIRST = ("test_compile_gpu.py", "resnext101", "test_models_zoo.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        return next((i for i, key in enumerate(_FIRST) if key in item.nodeid), len(_FIRST))
+    items.sort(key=rank)  # stable: the order within each rank is kept

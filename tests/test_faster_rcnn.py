@@ -7,6 +7,7 @@ import torchvision
 import torchvision.ops as tvops
 
 import fastconv
+from fastconv.ops.interpreter_speed import whole_model
 from helpers import aten_forbidden
 
 # small images and few proposals keep the interpreter run short; box_score_thresh=0 keeps the
@@ -48,7 +49,9 @@ def test_converted_faster_rcnn_gives_the_same_detections(detector):
 
     with torch.no_grad():
         # torchvision's RoIAlign kernel and ATen's convolution raise if anything reaches them
-        with aten_forbidden(ops=("roi_align",), namespace="torchvision"), aten_forbidden():
+        # (in the interpreter's whole-model mode: the same kernels, fewer and larger programs)
+        with aten_forbidden(ops=("roi_align",), namespace="torchvision"), aten_forbidden(), \
+                whole_model():
             out = model(images)
         ref = detector(images)
 
