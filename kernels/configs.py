@@ -38,23 +38,37 @@ _C = TileConfig
 # --specialise launch`), some configs spilled 8 to 88 bytes that their generic variants did not,
 # because ptxas, left to its own cap, stopped at 80, 96 or 168 registers to keep more blocks
 # resident. Exact float32 (no TF32) still spilled at 255 with block_k 32, hence 16 there.
+#
+# Every list ends in small tiles (fewer than SMALL_TILE outputs: 16x32 on 2 warps, 16x16 on one;
+# 16 is the smallest tl.dot takes): the plan takes one only when no larger tile fills the SMs,
+# split-K included: batch-1 layers with a short reduction (1x1 projections over 96-320
+# channels, depthwise layers, weight gradients over 7x7 pixels), which cannot split.
+SMALL_TILE = 32 * 32
+_SMALL = {
+    "16": [_C(16, 32, 32, 2, 2), _C(16, 16, 32, 1, 2)],
+    # float32 split-K 16x32 without TF32 spilled 8 bytes at ptxas's own cap (72 registers)
+    "32": [_C(16, 32, 16, 2, 2, max_registers=255), _C(16, 16, 16, 1, 2, max_registers=255)],
+    "64": [_C(16, 16, 16, 1, 1)],
+}
 _PIXEL_GEMM = {  # fprop and dgrad: rows are pixels, columns channels
-    "16": [_C(128, 64, 32, 8, 2), _C(64, 64, 32, 4, 3, max_registers=255), _C(32, 32, 32, 4, 2)],
-    "32": [_C(32, 32, 16, 4, 2, max_registers=255)],
-    "64": [_C(64, 32, 16, 4, 2), _C(32, 32, 16, 4, 1)],
+    "16": [_C(128, 64, 32, 8, 2), _C(64, 64, 32, 4, 3, max_registers=255), _C(32, 32, 32, 4, 2),
+           *_SMALL["16"]],
+    "32": [_C(32, 32, 16, 4, 2, max_registers=255), *_SMALL["32"]],
+    "64": [_C(64, 32, 16, 4, 2), _C(32, 32, 16, 4, 1), *_SMALL["64"]],
 }
 GEMM_CONFIGS = {
     # the forward carries the fused epilogue (bias, residual, activation, pre-activation store),
     # which costs registers: 128x64x32 and 64x64x32 with 4 warps spilled with it
     "fprop": dict(_PIXEL_GEMM, **{
         "16": [_C(128, 64, 16, 8, 2), _C(64, 64, 32, 8, 3, max_registers=255),
-               _C(32, 32, 32, 4, 2)]}),
+               _C(32, 32, 32, 4, 2), *_SMALL["16"]]}),
     "dgrad": _PIXEL_GEMM,
     "wgrad": {  # rows are output channels, columns taps, reduction over pixels
-        "16": [_C(128, 64, 32, 8, 2), _C(64, 64, 32, 4, 3), _C(32, 32, 32, 4, 2)],
+        "16": [_C(128, 64, 32, 8, 2), _C(64, 64, 32, 4, 3), _C(32, 32, 32, 4, 2), *_SMALL["16"]],
         # exact float32 64x64 needed all 255 registers at 4 warps and still spilled: 8 warps
-        "32": [_C(64, 64, 16, 8, 2, max_registers=255), _C(32, 32, 16, 4, 2, max_registers=255)],
-        "64": [_C(32, 32, 16, 4, 1)],
+        "32": [_C(64, 64, 16, 8, 2, max_registers=255), _C(32, 32, 16, 4, 2, max_registers=255),
+               *_SMALL["32"]],
+        "64": [_C(32, 32, 16, 4, 1), *_SMALL["64"]],
     },
 }
 
@@ -70,8 +84,10 @@ GEMM_CONFIGS_INT64 = {
 }
 
 # Direct kernels: few rows per thread (each row carries its own n/h/w state), 64 channels wide
-# for unit-stride channels_last access; spill-free with 32- and 64-bit offsets alike.
-_DIRECT = {cls: [_C(16, 64, 0, 4, 1), _C(32, 32, 0, 4, 1)] for cls in ("16", "32", "64")}
+# for unit-stride channels_last access; spill-free with 32- and 64-bit offsets alike. The small
+# tiles (the rule above) are for batch-1 depthwise layers at 7x7 and 14x14.
+_DIRECT = {cls: [_C(16, 64, 0, 4, 1), _C(32, 32, 0, 4, 1), _C(16, 32, 0, 2, 1),
+                 _C(16, 16, 0, 1, 1)] for cls in ("16", "32", "64")}
 DIRECT_CONFIGS = {"fprop": _DIRECT, "dgrad": _DIRECT, "wgrad": _DIRECT}
 
 # The 1x1 GEMM has no per-tap index arithmetic, so its register budget differs from the

@@ -8,9 +8,10 @@ per sample. The backward scatters each sample's four weighted gradients back:
 * ``roi_align_bwd_kernel`` (default): the forward's grid, scattering with atomic adds. Fast, but
   the order in which programs add into one input element varies from run to run.
 * ``roi_align_bwd_ordered_kernel`` (deterministic algorithms): one program per (image, tile of
-  channels) walks every RoI of its image, bin by bin and sample by sample, in a fixed order. A
-  program owns its slice of the gradient, so it adds with plain loads and stores (no atomics),
-  in program order, and the sum is the same bit for bit on every run.
+  channels, band of rows) walks every RoI of its image, bin by bin and sample by sample, in a
+  fixed order, and adds what falls in its band. A program owns its slice of the gradient, so it
+  adds with plain loads and stores (no atomics), in program order, and the sum is the same bit
+  for bit on every run, whatever the bands (each element gets its adds in the same order).
 
 The geometry is computed in float32 (float64 for float64 input), as torchvision computes it in
 the input type; divisions whose results feed ``ceil`` use round-to-nearest division, because
@@ -225,7 +226,7 @@ def roi_align_bwd_ordered_kernel(
     # pointers
     dy_ptr, rois_ptr, scale_ptr, dx_ptr,
     # sizes
-    N, C, H, W, K, pooled_h, pooled_w, sampling_ratio,
+    N, C, H, W, K, pooled_h, pooled_w, sampling_ratio, band_rows, num_bands,
     # strides
     stride_dyk, stride_dyc, stride_dyh, stride_dyw,
     stride_rk, stride_rc,
@@ -234,24 +235,35 @@ def roi_align_bwd_ordered_kernel(
     ALIGNED: tl.constexpr, COMPUTE_FP64: tl.constexpr, INDEX_64: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
-    """The deterministic backward: program (image, channel tile) adds, in RoI, bin and sample
-    order, everything its RoIs scatter into its slice of dx. No other program writes there, so
-    each add is a plain load and store (no atomics), in program order."""
+    """The deterministic backward: program (image, channel tile, band of ``band_rows`` rows)
+    adds, in RoI, bin and sample order, everything its RoIs scatter into its slice of dx. No
+    other program writes there, so each add is a plain load and store (no atomics), in program
+    order. The bands only divide the work: a program skips RoIs and sample rows that cannot
+    reach its rows, and masks the taps that fall outside them."""
     COMPUTE: tl.constexpr = tl.float64 if COMPUTE_FP64 else tl.float32
     pid = tl.program_id(0)
     num_c = tl.cdiv(C, BLOCK_C)
-    img = pid // num_c
-    offs_c = (pid % num_c) * BLOCK_C + tl.arange(0, BLOCK_C)
+    band = pid % num_bands
+    img = pid // num_bands // num_c
+    offs_c = (pid // num_bands % num_c) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < C
+    band_lo = band * band_rows
+    band_hi = band_lo + band_rows
     scale = tl.load(scale_ptr)
     dx_img = dx_ptr + cast_index(img, INDEX_64) * stride_dxn
     dx_c = dx_img + cast_index(offs_c, INDEX_64) * stride_dxc
     for k in range(0, K):
         n, in_range, x1, y1, x2, y2 = load_roi(rois_ptr, k, stride_rk, stride_rc, N,
                                                 COMPUTE, INDEX_64)
-        if in_range & (n == img):
-            start_h, start_w, bin_h, bin_w, grid_h, grid_w, count = _roi_align_grid(
-                x1, y1, x2, y2, scale, pooled_h, pooled_w, sampling_ratio, ALIGNED)
+        start_h, start_w, bin_h, bin_w, grid_h, grid_w, count = _roi_align_grid(
+            x1, y1, x2, y2, scale, pooled_h, pooled_w, sampling_ratio, ALIGNED)
+        # the rows its samples can touch lie within a row of the samples' span, from start_h
+        # to start_h + roi height (downwards for an inverted box, whose height is negative;
+        # taps are floor(y) and floor(y) + 1, clamped); a NaN bound skips nothing
+        end_h = start_h + pooled_h * bin_h
+        above = tl.maximum(start_h, end_h) + 1.0 < band_lo.to(COMPUTE)
+        below = tl.minimum(start_h, end_h) - 1.0 >= band_hi.to(COMPUTE)
+        if in_range & (n == img) & ~(above | below):
             step_h = bin_h / tl.maximum(grid_h, 1).to(COMPUTE)
             step_w = bin_w / tl.maximum(grid_w, 1).to(COMPUTE)
             # one division per RoI: a float64 division is long enough in registers that one
@@ -269,7 +281,9 @@ def roi_align_bwd_ordered_kernel(
                         # one sample's taps are the same for every channel: scalar offsets
                         row_lo = cast_index(y_lo, INDEX_64) * stride_dxh
                         row_hi = cast_index(y_hi, INDEX_64) * stride_dxh
-                        for ix in range(0, grid_w):
+                        in_lo = (y_lo >= band_lo) & (y_lo < band_hi)
+                        in_hi = (y_hi >= band_lo) & (y_hi < band_hi)
+                        for ix in range(0, tl.where(in_lo | in_hi, grid_w, 0)):
                             xs = start_w + pw * bin_w + (ix + 0.5) * step_w
                             x_lo, x_hi, lx, hx, ok_x = _bilinear_axis(xs, W)
                             col_lo = cast_index(x_lo, INDEX_64) * stride_dxw
@@ -291,6 +305,11 @@ def roi_align_bwd_ordered_kernel(
                             m_x = tl.where(same_x, False, m)
                             m_y = tl.where(same_y, False, m)
                             m_xy = tl.where(same_x, False, m_y)
+                            # the taps in this program's band of rows
+                            m = tl.where(in_lo, m, False)
+                            m_x = tl.where(in_lo, m_x, False)
+                            m_y = tl.where(in_hi, m_y, False)
+                            m_xy = tl.where(in_hi, m_xy, False)
                             p1 = dx_c + (row_lo + col_lo)
                             p2 = dx_c + (row_lo + col_hi)
                             p3 = dx_c + (row_hi + col_lo)

@@ -7,8 +7,8 @@ bin's gradient to that element:
 * ``roi_pool_bwd_kernel`` (default): one program per (RoI, tile of bins, tile of channels),
   adding with atomics (several bins may share an argmax).
 * ``roi_pool_bwd_ordered_kernel`` (deterministic algorithms): one program per (image, tile of
-  channels) adds its RoIs' gradients in RoI and bin order, the only writer of its slice, with
-  plain loads and stores (no atomics).
+  channels, band of rows) adds its RoIs' gradients in RoI and bin order, the only writer of its
+  slice, with plain loads and stores (no atomics).
 """
 import triton
 import triton.language as tl
@@ -174,7 +174,7 @@ def roi_pool_bwd_ordered_kernel(
     # pointers
     dy_ptr, rois_ptr, argmax_ptr, dx_ptr,
     # sizes
-    N, C, W, K, pooled_h, pooled_w,
+    N, C, W, K, pooled_h, pooled_w, band_rows, num_bands,
     # strides
     stride_dyk, stride_dyc, stride_dyh, stride_dyw,
     stride_rk, stride_rc,
@@ -183,14 +183,19 @@ def roi_pool_bwd_ordered_kernel(
     # meta-parameters
     COMPUTE_FP64: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """The deterministic backward: program (image, channel tile) adds the gradients of its
-    image's RoIs in RoI and bin order; nothing else writes its slice of dx."""
+    """The deterministic backward: program (image, channel tile, band of ``band_rows`` rows)
+    adds the gradients of its image's RoIs in RoI and bin order where their argmax falls in its
+    rows; nothing else writes its slice of dx."""
     COMPUTE: tl.constexpr = tl.float64 if COMPUTE_FP64 else tl.float32
     pid = tl.program_id(0)
     num_c = tl.cdiv(C, BLOCK_C)
-    img = pid // num_c
-    offs_c = (pid % num_c) * BLOCK_C + tl.arange(0, BLOCK_C)
+    band = pid % num_bands
+    img = pid // num_bands // num_c
+    offs_c = (pid // num_bands % num_c) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < C
+    # argmax = h * W + w: the band's rows are one range of argmax values
+    band_lo = band * band_rows * W
+    band_hi = band_lo + band_rows * W
     c64 = cast_index(offs_c, INDEX_64)
     dx_c = dx_ptr + cast_index(img, INDEX_64) * stride_dxn + c64 * stride_dxc
     for k in range(0, K):
@@ -205,7 +210,7 @@ def roi_pool_bwd_ordered_kernel(
                                  other=-1)
                     g = tl.load(dy_ptr + k64 * stride_dyk + ph * stride_dyh + pw * stride_dyw
                                 + c64 * stride_dyc, mask=mask_c, other=0.0).to(COMPUTE)
-                    hit = am >= 0
+                    hit = (am >= 0) & (am >= band_lo) & (am < band_hi)
                     am = tl.maximum(am, 0)
                     # the only writer of these elements, one per channel: a plain add
                     dx_ptrs = (dx_c + cast_index(am // W, INDEX_64) * stride_dxh

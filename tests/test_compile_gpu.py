@@ -7,8 +7,8 @@ one builds real PTX and cubins with the ptxas inside Triton, so no GPU is needed
 TRITON_INTERPRET=1 in this process and the interpreter has already replaced ``@triton.jit``, so the
 reports run in subprocesses whose environment does not have it.
 
-Cost: the full report compiles every variant (about 400, for sm_90); the sm_90 per-case report
-then finds the variants it needs in Triton's cache, the sm_80 one compiles its own (about 180). The launch-specialised compile (load widths) is checked on one model's layers.
+Cost: the full report compiles every variant (about 580, for sm_90); the sm_90 per-case report
+then finds the variants it needs in Triton's cache, the sm_80 one compiles its own (about 150). The launch-specialised compile (load widths) is checked on one model's layers.
 """
 import collections
 import csv
@@ -21,7 +21,7 @@ import pytest
 import fastconv.kernels
 from fastconv.bench import cases
 from fastconv.bench.compile_report import DTYPES, kernel_variants
-from fastconv.kernels.configs import TileConfig
+from fastconv.kernels.configs import SMALL_TILE, TileConfig
 from fastconv.ops.plan import _KERNELS, CONFIG_TABLES, _gpu_config, dtype_class
 
 ARCHS = ("sm_90", "sm_80")
@@ -299,3 +299,47 @@ def test_plan_prefers_the_tile_that_gives_every_sm_a_program():
     assert _gpu_config(table, 49, 512, programs(49, 512), 132) == table[2]
     # smaller than every tile: the smallest, as before
     assert _gpu_config(table, 8, 8, programs(8, 8), 132) == table[2]
+
+
+def test_small_tiles_only_where_split_k_cannot_fill_the_sms():
+    """Tiles of fewer than SMALL_TILE outputs come after split-K: a long reduction keeps its
+    32x32 tile and splits; a short one (which cannot split) takes the small tile that fills
+    the SMs, else the one with the most programs."""
+    large = [TileConfig(128, 64, 32, 8, 2), TileConfig(32, 32, 32, 4, 2)]
+    small = [TileConfig(16, 32, 32, 2, 2), TileConfig(16, 16, 32, 1, 2)]
+    assert all(c.block_m * c.block_n < SMALL_TILE for c in small)
+    table = large + small
+
+    def programs(rows, cols):
+        return lambda c: -(-rows // c.block_m) * -(-cols // c.block_n)
+    # 7x7 by 512 channels: 32 tiles of 32x32; a reduction that splits 5 ways fills the SMs
+    assert _gpu_config(table, 49, 512, programs(49, 512), 132, lambda c: 5) == large[1]
+    # the same reduction unsplittable: 16x32 gives 64 programs, 16x16 128, the most
+    assert _gpu_config(table, 49, 512, programs(49, 512), 132, lambda c: 1) == small[1]
+    # 28x28 by 128: 32x32 gives 100 programs, 16x32 196: the larger of the small tiles
+    assert _gpu_config(table, 784, 128, programs(784, 128), 132, lambda c: 1) == small[0]
+    # 16 columns: only the 16x16 tile fits them
+    assert _gpu_config(table, 49, 16, programs(49, 16), 132) == small[1]
+    # large problems never reach the small tiles
+    assert _gpu_config(table, 32 * 784, 256, programs(32 * 784, 256), 132,
+                       lambda c: 1) == large[0]
+    # narrower than every tile: the smallest large tile while it fills the SMs ...
+    assert _gpu_config(large + small[1:], 8, 8, lambda c: 200, 132) == large[1]
+    # ... else the first small tile, if it gives more programs (3 against 2)
+    assert _gpu_config(table, 40, 8, programs(40, 8), 132) == small[0]
+
+
+def test_no_conv_launch_leaves_sms_idle_that_a_smaller_tile_would_use(case_report):
+    """In the per-case report, a convolution launch with fewer programs than SMs runs the
+    smallest tile of its family (a small one), or a large tile split as far as its reduction
+    allows: what is left is latency, not tile choice (benchmarks/NOTES.md, section 6)."""
+    arch, proc, rows = case_report
+    conv = [r for r in rows if r["pass"] in ("fprop", "dgrad", "wgrad") and not r["error"]]
+    assert conv, _tail(proc)
+    idle = [r for r in conv if int(r["programs"]) < int(r["sms"])]
+    big = [f'{r["case"]} {r["pass"]} {r["dtype"]} {r["layout"]}: {r["block_m"]}x{r["block_n"]} '
+           f'{r["programs"]} programs' for r in idle
+           if int(r["block_m"]) * int(r["block_n"]) >= SMALL_TILE]
+    assert not big, f"under-filled launches with a large tile on {arch}:\n" + "\n".join(big)
+    # and they are batch-1 layers
+    assert all(r["case"].endswith("/n1") for r in idle), [r["case"] for r in idle]

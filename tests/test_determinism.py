@@ -7,7 +7,8 @@ would make atomics reproducible by accident. So here every launch runs its progr
 order shuffled with a seed (``shuffled_programs``), as a GPU's scheduler might: a test that
 compares two seeds would fail for a backward whose sum depends on the order of its programs.
 The convolutions are split along their reductions (split-K in fprop and dgrad, partial sums
-in wgrad), so that programs of one output element run apart from each other there too.
+in wgrad), and the deterministic RoI backwards into bands of rows, so that programs touching
+one element (or one image) run apart from each other there too.
 """
 import contextlib
 import inspect
@@ -24,6 +25,7 @@ import triton.language as tl
 
 import fastconv.functional as FC
 import fastconv.ops.plan as plan
+import fastconv.ops.roi_launch as roi_launch
 from fastconv.ops.interpreter_speed import whole_model
 from helpers import assert_rel_close, aten_forbidden
 
@@ -72,12 +74,18 @@ def deterministic_algorithms(enabled: bool):
         torch.use_deterministic_algorithms(before, warn_only=warn_only)
 
 
+def _bands_of(rows: int):
+    """An ``ordered_bands`` for the interpreter: bands of ``rows`` rows."""
+    return lambda n, c, h, cfg, device: (rows, triton.cdiv(h, rows))
+
+
 @pytest.fixture
 def split_everything(monkeypatch):
     """Split-K in every convolution direction under the interpreter (which does not split by
     default): fprop and dgrad 3 ways, wgrad's partial sums 3 ways where its reduction has more
-    than one block."""
+    than one block; the deterministic RoI backwards in bands of 2 rows (5 per 9-row image)."""
     monkeypatch.setattr(plan, "wgrad_split", lambda *args, **kwargs: 3)
+    monkeypatch.setattr(roi_launch, "ordered_bands", _bands_of(2))
     with plan.interpreter_split_k(3):
         yield
 
@@ -225,8 +233,9 @@ def test_deterministic_backward_is_bitwise_reproducible_whatever_the_program_ord
     with_atomics = {fn.__name__: atomics_of(fn) for fn, _ in launched if atomics_of(fn)}
     assert not with_atomics, f"{name}: kernels with atomics ran under deterministic " \
         f"algorithms: {with_atomics}"
-    if name.startswith("roi"):
-        assert f"{name}_bwd_ordered_kernel" in names, names
+    if name.startswith("roi"):  # in bands: 2 images x 1 channel tile x 5 bands
+        assert [grid for fn, grid in launched
+                if fn.__name__ == f"{name}_bwd_ordered_kernel"] == [(10,)] * 2, launched
     else:  # the splits the test asked for did run: split-K and its reduction
         assert "conv2d_split_reduce_kernel" in names, names
     if name == "conv2d":  # and the weight gradient's partial sums (grid axis 1)
@@ -245,3 +254,28 @@ def test_default_roi_backward_uses_atomics_and_depends_on_the_program_order(name
     for g in (a, b):  # both are right, to rounding
         assert_rel_close(g, ref, torch.float32, f"{name} gradient")
     assert atomics_of(launched[-1][0]) == [f"{name}_bwd_kernel"]
+
+
+@pytest.mark.parametrize("rows", [1, 4, 9])
+@pytest.mark.parametrize("name", ["roi_align", "roi_pool"])
+def test_ordered_roi_backward_gives_the_same_bits_in_any_bands(name, rows, monkeypatch):
+    """Bands of rows divide the deterministic RoI backward's work without changing the adds any
+    element gets, nor their order: the gradient is the same, bit for bit, as one band per
+    image (the interpreter's default), for bands of 1, 4 (the last one short) and 9 rows."""
+    with deterministic_algorithms(True):
+        whole, ref = _gradients(name, seed=1)
+        monkeypatch.setattr(roi_launch, "ordered_bands", _bands_of(rows))
+        banded, _ = _gradients(name, seed=2)
+    assert torch.equal(whole[0], banded[0]), (whole[0] - banded[0]).abs().max()
+    assert_rel_close(banded[0], ref[0], torch.float32, f"{name} gradient, bands of {rows}")
+
+
+def test_ordered_roi_backward_bands_fill_the_sms(monkeypatch):
+    """On a GPU the bands give detectron2's backward (1 x 512 x 256 x 256, one image, 4 tiles
+    of 128 channels) a program per SM; many images need no bands."""
+    monkeypatch.setattr(roi_launch, "INTERPRETING", False)
+    cfg = roi_launch.roi_tile(512, 49, ordered=True)
+    rows, bands = roi_launch.ordered_bands(1, 512, 256, cfg, None)
+    assert 4 * bands >= plan.sm_count(None) and (bands - 1) * rows < 256 <= bands * rows
+    assert roi_launch.ordered_bands(64, 512, 256, cfg, None) == (256, 1)
+    assert roi_launch.ordered_bands(1, 512, 1, cfg, None) == (1, 1)

@@ -11,6 +11,7 @@ import torch
 import torchvision.ops as tvops
 
 import fastconv.functional as FC
+import fastconv.ops.roi_launch as roi_launch
 from helpers import assert_rel_close, aten_forbidden
 
 TV_OPS = ("roi_align", "_roi_align_backward", "roi_pool", "_roi_pool_backward")
@@ -217,8 +218,8 @@ def test_opcheck_gradient_ops(channels_last, deterministic):
 
 
 def test_gradient_ops_match_torchvision():
-    """The backward ops called directly (both orderings, both memory formats) give
-    torchvision's gradient, in the memory format asked for."""
+    """The backward ops called directly (both orderings, the ordered one also in bands of one
+    row, both memory formats) give torchvision's gradient, in the memory format asked for."""
     x, rois = _op_args(torch.float32, False, requires_grad=False)
     x_align = x.double().requires_grad_()
     y_ref = tvops.roi_align(x_align, rois.double(), (3, 2), 0.5, 2, True)
@@ -230,9 +231,12 @@ def test_gradient_ops_match_torchvision():
         _, argmax = torch.ops.fastconv.roi_pool(x, rois, 0.5, 3, 2)
     for channels_last in (False, True):
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        for det in (False, True):
-            what = f"channels_last={channels_last} deterministic={det}"
-            with torchvision_forbidden():
+        for det, band_rows in ((False, None), (True, None), (True, 1)):
+            what = f"channels_last={channels_last} deterministic={det} band_rows={band_rows}"
+            with torchvision_forbidden(), pytest.MonkeyPatch.context() as patch:
+                if band_rows:
+                    patch.setattr(roi_launch, "ordered_bands",
+                                  lambda n, c, h, cfg, device: (band_rows, h // band_rows))
                 g = torch.ops.fastconv.roi_align_backward(dy, rois, list(x.shape), 0.5, 3, 2, 2,
                                                           True, channels_last, det)
                 gp = torch.ops.fastconv.roi_pool_backward(dy, rois, argmax, list(x.shape),

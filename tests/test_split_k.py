@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import fastconv.functional as FC
 from fastconv.functional.explain import explain
-from fastconv.kernels.configs import SPLIT_REDUCE_CONFIG
+from fastconv.kernels.configs import SMALL_TILE, SPLIT_REDUCE_CONFIG
 from fastconv.ops import autotune, conv2d_launch
 from fastconv.ops import plan as P
 from fastconv.ops.plan import ConvProblem, plan_conv2d
@@ -231,6 +231,8 @@ def test_batch1_7x7_layers_fill_the_gpu(gpu_plan, direction, dtype):
         assert tiles < 132, name  # what split-K is for
         assert plan.split > 1 and tiles * plan.split >= 132, (name, tiles, plan.split)
         assert plan.split <= P.MAX_SPLIT_K
+        # split-K, not a small tile: the long reduction keeps a tile's reuse
+        assert plan.config.block_m * plan.config.block_n >= SMALL_TILE, name
         steps = P.reduction_steps(direction, plan.family, pb, plan.config)
         per_split = triton.cdiv(steps, plan.split)
         # every split at least MIN_SPLIT_STEPS long (the last may be shorter), none empty
@@ -246,13 +248,46 @@ def test_batch32_layers_are_not_split(gpu_plan, direction, name):
     assert plan.split == 1 and "split" not in plan.reason
 
 
+@pytest.mark.parametrize("direction", ["fprop", "dgrad", "wgrad"])
+def test_short_reductions_take_a_small_tile(gpu_plan, direction):
+    """Batch-1 layers that split-K cannot fill: MobileNetV2's 1x1 projection 144 -> 32 at
+    28x28 (5 reduction blocks; 32x32 tiles give 25 programs) and its 960-channel depthwise 3x3
+    at 7x7 (the direct family; 16x64 tiles give 60). A small tile gives each about 4x more.
+    (The depthwise weight gradient already has 135 programs of 16x64: 15 channel tiles by 9
+    taps.)"""
+    layers = [_layer(1, 144, 28, 32, 1)]
+    if direction != "wgrad":
+        layers.append(_layer(1, 960, 7, 960, 3, groups=960))
+    for pb in layers:
+        plan = gpu_plan(direction, pb)
+        cfg = plan.config
+        assert cfg.block_m * cfg.block_n < SMALL_TILE, (pb, cfg)
+        assert cfg in P.config_table(plan.family, False)[direction]["16"]
+        if direction == "wgrad":
+            got = P.wgrad_tiles(plan.family, pb, cfg) * plan.split
+        else:
+            got = P.pixel_tiles(direction, plan.family, pb, cfg) * plan.split
+        assert got >= 96, (pb, cfg, got)
+
+
+@pytest.mark.parametrize("direction", ["fprop", "dgrad", "wgrad"])
+def test_batch32_layers_keep_large_tiles(gpu_plan, direction):
+    for pb in [_layer(32, c, hw, k, r) for c, hw, k, r in RESNET.values()] + \
+            [_layer(32, 144, 56, 144, 3, groups=144)]:
+        cfg = gpu_plan(direction, pb).config
+        assert cfg.block_m * cfg.block_n >= SMALL_TILE, (direction, pb, cfg)
+    # the direct weight gradient tiles pixels by channels: 16x64, the first that fills
+    cfg = gpu_plan("wgrad", _layer(32, 144, 56, 144, 3, groups=144)).config
+    assert cfg == P.config_table("direct", False)["wgrad"]["16"][0]
+
+
 def test_the_split_respects_its_limits(gpu_plan, monkeypatch):
     # a short reduction is not split: 16 channels, a 1x1 kernel, one block of them
     assert gpu_plan("fprop", _layer(1, 16, 7, 64, 1)).split == 1
     # the direct family has no reduction loop to split
     assert gpu_plan("fprop", _layer(1, 32, 7, 32, 3, groups=32)).split == 1
     # a GPU with very many SMs: the cap, and the workspace's 2**31 elements
-    monkeypatch.setattr(P, "_sm_count", lambda device: 10**7)
+    monkeypatch.setattr(P, "sm_count", lambda device: 10**7)
     assert gpu_plan("fprop", _layer(1, 4096, 7, 512, 3)).split == P.MAX_SPLIT_K
     for hw, most in ((2048, 1), (1024, 7)):  # 2**30 and 2**28 rows x columns
         pb = _layer(1, 1024, hw, 256, 1)

@@ -28,7 +28,8 @@ adds its partial sums in a fixed order: bitwise reproducible, no atomics.
 
 On a GPU the config is one of ``fastconv.kernels.configs`` (every entry compiled and spill-checked
 by the tests, through CONFIG_TABLES below): the largest tile whose grid still gives every SM a
-program, else the one with the most programs; the split then fills what the tile left idle.
+program, else the one with the most programs, whose split then fills what it left idle; tiles
+of fewer than SMALL_TILE outputs only where the split cannot (``_gpu_config``).
 Under the interpreter blocks are sized to the problem, because every program step costs
 milliseconds there, and fprop and dgrad do not split unless a test asks for it
 (``interpreter_split_k``).
@@ -42,8 +43,8 @@ import triton
 
 from fastconv import kernels
 from fastconv.kernels.configs import (DIRECT_CONFIGS, GEMM_1X1_CONFIGS, GEMM_1X1_CONFIGS_INT64,
-                                      GEMM_CONFIGS, GEMM_CONFIGS_INT64, SPLIT_REDUCE_CONFIG,
-                                      TileConfig)
+                                      GEMM_CONFIGS, GEMM_CONFIGS_INT64, SMALL_TILE,
+                                      SPLIT_REDUCE_CONFIG, TileConfig)
 from fastconv.ops._runtime import INTERPRETING
 
 THIN = 16  # smallest reduction tl.dot accepts
@@ -177,25 +178,50 @@ def gemm_dims(direction: str, pb: ConvProblem) -> tuple:
     return pb.KG, pb.R * pb.S * pb.CG, pb.N * pb.P * pb.Q
 
 
-def _gpu_config(configs: list, rows: int, cols: int, programs, sms: int) -> TileConfig:
-    """The first config (largest tile first) that the problem fills and whose grid gives every
-    SM a program; if none of those does, the one of them with the most programs.
+def _gpu_config(configs: list, rows: int, cols: int, programs, sms: int,
+                split=None) -> TileConfig:
+    """The tile of a GPU launch, from ``configs`` (largest first):
+
+    1. the first tile of at least SMALL_TILE outputs that the problem fills and whose grid gives
+       every SM a program;
+    2. else, of those tiles, the one with the most programs, if its grid does so once the plan
+       splits its reduction;
+    3. else the first small tile whose grid, split, does so; else the most programs, split
+       included (the tile of step 2 on a tie).
 
     A big tile reuses more of each load, but a grid with fewer programs than SMs leaves SMs
-    idle, which no reuse makes up for (batch-1 layers, late 7x7 stages). A problem smaller than
-    every tile gets the smallest.
+    idle, which no reuse makes up for (batch-1 layers, late 7x7 stages). Split-K keeps a 32x32
+    tile's reuse; the small tiles are for what it cannot fill: short reductions, and the
+    direct and weight-gradient launches whose split is already counted in ``programs``. A
+    problem narrower than every tile chooses between the smallest large tile and the small
+    ones by the same rule.
 
     Args:
-        programs: ``config -> programs`` of the launch with that config.
+        programs: ``config -> programs`` of the launch with that config, unsplit.
+        split: ``config -> split-K`` the plan would give that config (None: ``programs`` is all).
     """
-    fitting = [cfg for cfg in configs if cfg.block_m <= triton.next_power_of_2(rows)
-               and cfg.block_n <= triton.next_power_of_2(cols)]
-    if not fitting:
-        return configs[-1]
-    for cfg in fitting:
+    def fits(cfg):
+        return cfg.block_m <= triton.next_power_of_2(rows) and \
+            cfg.block_n <= triton.next_power_of_2(cols)
+
+    def total(cfg):
+        return programs(cfg) * (split(cfg) if split is not None else 1)
+    large = [cfg for cfg in configs if cfg.block_m * cfg.block_n >= SMALL_TILE]
+    small = [cfg for cfg in configs if cfg.block_m * cfg.block_n < SMALL_TILE]
+    if not any(fits(cfg) for cfg in configs):
+        large = large[-1:]  # the smallest large tile (or a small one if it leaves SMs idle)
+    else:
+        large, small = [c for c in large if fits(c)], [c for c in small if fits(c)]
+    for cfg in large:
         if programs(cfg) >= sms:
             return cfg
-    return max(fitting, key=programs)  # the first (largest tile) of equals
+    best = [max(large, key=programs)] if large else []  # the first (largest tile) of equals
+    if best and total(best[0]) >= sms:
+        return best[0]
+    for cfg in small:
+        if total(cfg) >= sms:
+            return cfg
+    return max(best + small, key=total)
 
 
 # Under the interpreter a program step costs milliseconds whatever its size, so blocks are
@@ -258,7 +284,8 @@ def _interpreter_config(direction: str, family: str, pb: ConvProblem) -> TileCon
                       _pow2_clamp(chans, 16, 128 * x), 4, 1)
 
 
-def _sm_count(device) -> int:
+def sm_count(device) -> int:
+    """Streaming multiprocessors of ``device`` (an H100's 132 where none can be asked)."""
     if device is not None and torch.device(device).type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
     return _SM_COUNT_DEFAULT
@@ -304,7 +331,7 @@ def gemm_split(direction: str, family: str, pb: ConvProblem, cfg: TileConfig, de
     if INTERPRETING:
         return _INTERPRETER_SPLIT_K
     tiles = pixel_tiles(direction, family, pb, cfg)
-    sms = _sm_count(device)
+    sms = sm_count(device)
     if tiles >= sms:
         return 1
     steps = reduction_steps(direction, family, pb, cfg)
@@ -347,7 +374,7 @@ def wgrad_split(family: str, pb: ConvProblem, cfg: TileConfig, device) -> int:
         return 1
     red = pb.N * pb.P * pb.Q
     step = cfg.block_m if family == "direct" else cfg.block_k
-    want = triton.cdiv(2 * _sm_count(device), max(wgrad_tiles(family, pb, cfg), 1))
+    want = triton.cdiv(2 * sm_count(device), max(wgrad_tiles(family, pb, cfg), 1))
     # the workspace [split, K, CG, R, S] stays under 2**31 elements, so it never forces int64
     fits_int32 = (2**31 - 1) // max(pb.K * pb.CG * pb.R * pb.S, 1)
     return max(1, min(want, triton.cdiv(red, 4 * step), 1024, fits_int32))
@@ -370,21 +397,26 @@ def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = F
     if INTERPRETING:
         cfg = _interpreter_config(direction, family, pb)
     else:
-        rows, cols, _ = gemm_dims(direction, pb)
-        if family == "direct":
-            cols = pb.C if direction == "dgrad" else pb.K
+        rows, cols, red = gemm_dims(direction, pb)
+        if family == "direct":  # pixels by all channels; wgrad's pixels are its reduction
+            rows, cols = (red, pb.K) if direction == "wgrad" else \
+                (rows, pb.C if direction == "dgrad" else pb.K)
         configs = config_table(family, index_64)[direction][dtype_class(pb.dtype)]
 
         def programs(cfg):
             if direction == "wgrad":
                 return wgrad_tiles(family, pb, cfg) * wgrad_split(family, pb, cfg, device)
             return pixel_tiles(direction, family, pb, cfg)
-        cfg = _gpu_config(configs, rows, cols, programs, _sm_count(device))
+
+        def split(cfg):
+            return gemm_split(direction, family, pb, cfg, device)
+        cfg = _gpu_config(configs, rows, cols, programs, sm_count(device),
+                          None if direction == "wgrad" or family == "direct" else split)
     split = split_for(direction, family, pb, cfg, device)
     if split > 1 and direction != "wgrad":
         steps = reduction_steps(direction, family, pb, cfg)
         why = "as interpreter_split_k asks" if INTERPRETING else \
-            f"{pixel_tiles(direction, family, pb, cfg)} output tiles for {_sm_count(device)} SMs"
+            f"{pixel_tiles(direction, family, pb, cfg)} output tiles for {sm_count(device)} SMs"
         reason += (f"; split-K {split} ({why}): the {steps} reduction steps run in {split} "
                    "ranges, whose partial sums a second kernel adds in a fixed order")
     return Plan(direction, family, _KERNELS[(direction, family)], cfg, split, reason, index_64)

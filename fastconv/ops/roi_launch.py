@@ -16,6 +16,7 @@ from fastconv.kernels import roi_pool as roi_pool_kernels
 from fastconv.kernels.configs import ROI_CONFIGS, TileConfig
 from fastconv.ops._runtime import INTERPRETING, needs_int64
 from fastconv.ops.conv2d_launch import KernelLaunch
+from fastconv.ops.plan import sm_count
 
 
 def roi_tile(channels: int, bins: int, ordered: bool) -> TileConfig:
@@ -33,6 +34,24 @@ def roi_tile(channels: int, bins: int, ordered: bool) -> TileConfig:
         return ROI_CONFIGS["ordered"][0]
     fits = [c for c in ROI_CONFIGS["tile"] if c.block_m <= triton.next_power_of_2(max(bins, 1))]
     return fits[0] if fits else ROI_CONFIGS["tile"][-1]
+
+
+def ordered_bands(n: int, c: int, h: int, cfg: TileConfig, device) -> tuple:
+    """(rows per band, bands) of a deterministic RoI backward on an [n, c, h, w] input.
+
+    Its programs are (image, channel tile, band of rows); with one band per image a
+    detectron2-sized backward (1 image, 512 channels) would start 4 programs, each walking
+    every RoI serially. Bands of rows give every SM a program: same adds per element, in the
+    same order, so the same bits. The interpreter keeps whole images (fewer, longer programs
+    run faster there)."""
+    if INTERPRETING or h <= 1:
+        return max(h, 1), 1
+    programs = n * triton.cdiv(c, cfg.block_n)
+    sms = sm_count(device)
+    if programs >= sms:
+        return h, 1
+    rows = max(1, h * programs // sms)
+    return rows, triton.cdiv(h, rows)
 
 
 def gradient_buffer(input_shape, like: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -108,8 +127,10 @@ def roi_align_backward_launch(dy, rois, spatial_scale, sampling_ratio, aligned, 
     head = (dy, rois, _scale(spatial_scale, dx), dx)
     strides = (*dy.stride(), *rois.stride(), *dx.stride())
     if deterministic:
-        grid = (n * triton.cdiv(c, cfg.block_n),)
-        args = (*head, n, c, h, w, rois.shape[0], pooled_h, pooled_w, sampling_ratio, *strides)
+        rows, bands = ordered_bands(n, c, h, cfg, dx.device)
+        grid = (n * triton.cdiv(c, cfg.block_n) * bands,)
+        args = (*head, n, c, h, w, rois.shape[0], pooled_h, pooled_w, sampling_ratio, rows,
+                bands, *strides)
         return KernelLaunch(roi_align_kernels.roi_align_bwd_ordered_kernel, grid, args, meta)
     args = (*head, n, c, h, w, pooled_h, pooled_w, sampling_ratio, *strides)
     return KernelLaunch(roi_align_kernels.roi_align_bwd_kernel,
@@ -148,8 +169,10 @@ def roi_pool_backward_launch(dy, rois, argmax, dx, deterministic: bool) -> Kerne
     meta = _meta(cfg, dx.dtype, needs_int64(dy, rois, dx, argmax), ordered=deterministic)
     strides = (*dy.stride(), *rois.stride(), argmax.stride(0), argmax.stride(1), *dx.stride())
     if deterministic:
-        grid = (n * triton.cdiv(c, cfg.block_n),)
-        args = (dy, rois, argmax, dx, n, c, w, rois.shape[0], pooled_h, pooled_w, *strides)
+        rows, bands = ordered_bands(n, c, h, cfg, dx.device)
+        grid = (n * triton.cdiv(c, cfg.block_n) * bands,)
+        args = (dy, rois, argmax, dx, n, c, w, rois.shape[0], pooled_h, pooled_w, rows, bands,
+                *strides)
         return KernelLaunch(roi_pool_kernels.roi_pool_bwd_ordered_kernel, grid, args, meta)
     args = (dy, rois, argmax, dx, n, c, w, pooled_h, pooled_w, *strides)
     return KernelLaunch(roi_pool_kernels.roi_pool_bwd_kernel,
