@@ -75,6 +75,15 @@ def conv_epilogue(acc, offs_k, mask_k, y_row, r_row, mask_m,
 
 
 @triton.jit
+def pixel_coords(offs_m, H, W):
+    """(n, h, w) of flat pixel indices m = (n * H + h) * W + w: the GEMMs' rows."""
+    w = offs_m % W
+    h = (offs_m // W) % H
+    n = offs_m // (H * W)
+    return n, h, w
+
+
+@triton.jit
 def group_tile_ids(num_pid_m, num_pid_n, INDEX_64: tl.constexpr):
     """Flat program id -> (group, row tile, column tile), column tiles fastest.
 

@@ -13,7 +13,8 @@ sums go to a workspace that ``conv2d_split_reduce_kernel`` adds and stores into 
 import triton
 import triton.language as tl
 
-from ._common import cast_index, group_tile_ids, mma, split_k_range, store_partial, zeros_acc
+from ._common import (cast_index, group_tile_ids, mma, pixel_coords, split_k_range,
+                      store_partial, zeros_acc)
 
 
 @triton.jit
@@ -43,9 +44,7 @@ def conv2d_dgrad_igemm_kernel(
     # -- input pixels handled by this program: m -> (n, h, w)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_m = offs_m < M
-    w = offs_m % W
-    h = (offs_m // W) % H
-    n = offs_m // (H * W)
+    n, h, w = pixel_coords(offs_m, H, W)
     hp = h + pad_h
     wp = w + pad_w
 

@@ -9,7 +9,7 @@ different group: one launch covers all groups.
 import triton
 import triton.language as tl
 
-from ._common import cast_index, conv_epilogue, zeros_acc
+from ._common import cast_index, conv_epilogue, pixel_coords, zeros_acc
 
 
 @triton.jit
@@ -41,9 +41,7 @@ def conv2d_fprop_direct_kernel(
     # -- output pixels m -> (n, p, q)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_m = offs_m < M
-    q = offs_m % Q
-    p = (offs_m // Q) % P
-    n = offs_m // (P * Q)
+    n, p, q = pixel_coords(offs_m, P, Q)
     h0 = p * stride_h - pad_h
     w0 = q * stride_w - pad_w
 
@@ -102,9 +100,7 @@ def conv2d_dgrad_direct_kernel(
     # -- input pixels m -> (n, h, w)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_m = offs_m < M
-    w = offs_m % W
-    h = (offs_m // W) % H
-    n = offs_m // (H * W)
+    n, h, w = pixel_coords(offs_m, H, W)
     hp = h + pad_h
     wp = w + pad_w
 
@@ -182,9 +178,7 @@ def conv2d_wgrad_direct_kernel(
     for m0 in range(m_start, m_stop, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)
         mask_m = offs_m < m_stop
-        q = offs_m % Q
-        p = (offs_m // Q) % P
-        n = offs_m // (P * Q)
+        n, p, q = pixel_coords(offs_m, P, Q)
         h = p * stride_h + r * dil_h - pad_h
         w = q * stride_w + s * dil_w - pad_w
         row_ok = mask_m & (h >= 0) & (h < H) & (w >= 0) & (w < W)

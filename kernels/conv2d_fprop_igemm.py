@@ -16,8 +16,8 @@ partial sum to a workspace and ``conv2d_split_reduce_kernel`` adds them and runs
 import triton
 import triton.language as tl
 
-from ._common import (cast_index, conv_epilogue, group_tile_ids, mma, split_k_range,
-                      store_partial, zeros_acc)
+from ._common import (cast_index, conv_epilogue, group_tile_ids, mma, pixel_coords,
+                      split_k_range, store_partial, zeros_acc)
 
 
 @triton.jit
@@ -51,9 +51,7 @@ def conv2d_fprop_igemm_kernel(
     # -- output pixels handled by this program: m -> (n, p, q)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_m = offs_m < M
-    q = offs_m % Q
-    p = (offs_m // Q) % P
-    n = offs_m // (P * Q)
+    n, p, q = pixel_coords(offs_m, P, Q)
     h0 = p * stride_h - pad_h
     w0 = q * stride_w - pad_w
 

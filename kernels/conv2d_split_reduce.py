@@ -10,7 +10,7 @@ layout. The input gradient calls it with every epilogue switch off: a plain stor
 import triton
 import triton.language as tl
 
-from ._common import cast_index, conv_epilogue, group_tile_ids
+from ._common import cast_index, conv_epilogue, group_tile_ids, pixel_coords
 
 
 @triton.jit
@@ -37,9 +37,7 @@ def conv2d_split_reduce_kernel(
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_m = offs_m < M
-    q = offs_m % Q
-    p = (offs_m // Q) % P
-    n = offs_m // (P * Q)
+    n, p, q = pixel_coords(offs_m, P, Q)
     offs_c = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_c = offs_c < COLS
     mask = mask_m[:, None] & mask_c[None, :]

@@ -12,7 +12,7 @@ the result is bitwise reproducible (no atomics).
 import triton
 import triton.language as tl
 
-from ._common import cast_index, group_tile_ids, mma, zeros_acc
+from ._common import cast_index, group_tile_ids, mma, pixel_coords, zeros_acc
 
 
 @triton.jit
@@ -62,9 +62,7 @@ def conv2d_wgrad_igemm_kernel(
     for m0 in range(m_start, m_stop, BLOCK_K):
         offs_m = m0 + tl.arange(0, BLOCK_K)
         mask_m = offs_m < m_stop
-        q = offs_m % Q
-        p = (offs_m // Q) % P
-        n = offs_m // (P * Q)
+        n, p, q = pixel_coords(offs_m, P, Q)
         a_ptrs = (dy_ptr + chan_k * stride_dyk)[:, None] \
             + (n * stride_dyn + p * stride_dyp + q * stride_dyq)[None, :]
         a = tl.load(a_ptrs, mask=mask_k[:, None] & mask_m[None, :], other=0.0)
