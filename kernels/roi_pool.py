@@ -210,7 +210,8 @@ def roi_pool_bwd_ordered_kernel(
                                  other=-1)
                     g = tl.load(dy_ptr + k64 * stride_dyk + ph * stride_dyh + pw * stride_dyw
                                 + c64 * stride_dyc, mask=mask_c, other=0.0).to(COMPUTE)
-                    hit = (am >= 0) & (am >= band_lo) & (am < band_hi)
+                    # an empty bin's -1 is below every band (band_lo >= 0)
+                    hit = (am >= band_lo) & (am < band_hi)
                     am = tl.maximum(am, 0)
                     # the only writer of these elements, one per channel: a plain add
                     dx_ptrs = (dx_c + cast_index(am // W, INDEX_64) * stride_dxh
