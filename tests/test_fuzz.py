@@ -72,6 +72,15 @@ def counted(fn):
 
 # ---------------------------------------------------------------------------- harness
 @contextlib.contextmanager
+def warnings_ignored():
+    """Torch's and fastconv's warnings silenced: the fuzz throws deprecated and lossy arguments
+    on purpose (Python 3.10 has no catch_warnings(action=...))."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+@contextlib.contextmanager
 def launches_recorded():
     """Wrap every launcher so each call is recorded (valid calls need them to run)."""
     calls, saved = [], []
@@ -256,8 +265,7 @@ def torch_verdict(torch_call, args):
     """What torch says: None if it accepts the call on same-dtype copies, else its error."""
     copies = map_tensors(args, _cpu_copy)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings_ignored():
             torch_call(copies)
     except Exception as e:  # noqa: BLE001 -- any refusal by torch counts
         return e
@@ -428,8 +436,7 @@ def _other_problems(torch_call, args, names) -> bool:
                if n in fixed):
         return True
     like = next((t.dtype for _, t in tensors_of(fixed) if t.dtype in FLOATS), torch.float64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # complex -> real drops the imaginary part: fine here
+    with warnings_ignored():  # complex -> real drops the imaginary part: fine here
         fixed = map_tensors(fixed, lambda t: t if t.dtype in FLOATS else t.to(like))
     return torch_verdict(torch_call, fixed) is not None
 
@@ -593,8 +600,7 @@ def test_fuzz_conv2d(case, data):
     if verdict is None and activation in BAD_ACTIVATIONS:
         verdict = Reject(["activation"], "unknown activation")
     if verdict is None and residual_kind != "none":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings_ignored():
             out_shape = _conv2d_reference(map_tensors(args, lambda t: t.detach())).shape
         x = args["input"]
         if residual_kind == "same":
@@ -613,13 +619,11 @@ def test_fuzz_conv2d(case, data):
     call_args = dict(args, activation=activation, residual=residual) if fused else args
 
     def call(a):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings_ignored():
             return FC.conv2d(**a)
 
     def reference(a):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings_ignored():
             plain = {k: v for k, v in a.items() if k not in ("activation", "residual")}
             return _conv2d_reference(plain, a.get("activation"), a.get("residual"))
 
@@ -635,8 +639,7 @@ def test_fuzz_conv2d(case, data):
     snaps = snapshot(ex_args)
 
     def explain_call():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings_ignored():
             return fastconv.explain(**ex_args)
     if ex_verdict is None:
         with launches_recorded() as launches:
@@ -656,13 +659,11 @@ def test_fuzz_conv1d(case):
     verdict = conv_oracle(lambda a: F.conv1d(**a), args, _tensor_names(args), tags)
 
     def call(a):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings_ignored():
             return FC.conv1d(**a)
 
     def reference(a):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings_ignored():
             x, w, b = a["input"], a["weight"], a["bias"]
             if w.shape[1] == 0:  # Documented: zero input channels give the bias
                 conv = {k: a[k] for k in ("stride", "padding", "dilation")}
@@ -763,8 +764,7 @@ def test_fuzz_conv_modules(case):
     errors = []
     for cls in (theirs, ours):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with warnings_ignored():
                 errors.append(cls(**ctor))
         except Exception as e:  # noqa: BLE001 -- the same constructor must refuse the same way
             errors.append(e)
@@ -783,8 +783,7 @@ def test_fuzz_conv_modules(case):
     named = {"input": x, **params}
 
     def torch_call(a):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings_ignored():
             copy = theirs(**dict(ctor, device=a["input"].device))
             if ref_mod.weight.device.type != "meta":
                 copy.load_state_dict(ref_mod.state_dict())
@@ -812,13 +811,11 @@ def test_fuzz_conv_modules(case):
             return torch_call(a)
         ref64.load_state_dict({k: v.double() for k, v in mod.state_dict().items()})
         ref64.requires_grad_(train)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings_ignored():
             return fwd(ref64, a)
 
     def call(a):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings_ignored():
             return fwd(mod, a)
 
     snaps = snapshot(params)
@@ -979,8 +976,7 @@ def test_fuzz_roi_functions(case):
     # where fastconv's, skipping zero-weight taps, has a number; fastconv's NaN must still be
     # torchvision's NaN
     nan_data = on_cpu and not bool(torch.isfinite(x.detach()).all())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings_ignored():
         check_call(call, reference, args, None, x.dtype, ref_nan_ok=nan_data)
 
 
