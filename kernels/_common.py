@@ -32,6 +32,28 @@ def cast_index(x, INDEX_64: tl.constexpr):
     return x
 
 
+@triton.jit
+def aligned(x, VEC: tl.constexpr):
+    """``x``, known to the compiler as a multiple of ``VEC``; the launcher passes VEC > 1 only
+    when it is one (``conv2d_launch.channel_vector``).
+
+    Triton marks an integer argument divisible only by 16, so a channels_last tensor of 24,
+    116 or 232 channels has pixel strides it knows nothing of, and every load along its
+    channels stays one element wide. ``x // VEC * VEC`` equals ``x`` for such an x and proves
+    the divisibility to the compiler's alignment analysis, which then vectorises those loads
+    VEC elements at a time (at most 16 bytes). With VEC == 1 the code is unchanged."""
+    if VEC > 1:
+        x = x // VEC * VEC
+    return x
+
+
+@triton.jit
+def aligned_pixel_strides(stride_n, stride_h, stride_w, VEC: tl.constexpr):
+    """A tensor's (image, row, column) strides through ``aligned``: with unit channel stride,
+    the three strides that step from pixel to pixel."""
+    return aligned(stride_n, VEC), aligned(stride_h, VEC), aligned(stride_w, VEC)
+
+
 # activation codes shared with fastconv.ops (ACTIVATIONS there maps names to these)
 ACT_NONE = 0
 ACT_RELU = 1

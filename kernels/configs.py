@@ -42,10 +42,12 @@ _C = TileConfig
 # Every list ends in small tiles (fewer than SMALL_TILE outputs: 16x32 on 2 warps, 16x16 on one;
 # 16 is the smallest tl.dot takes): the plan takes one only when no larger tile fills the SMs,
 # split-K included: batch-1 layers with a short reduction (1x1 projections over 96-320
-# channels, depthwise layers, weight gradients over 7x7 pixels), which cannot split.
+# channels, depthwise layers, weight gradients over 7x7 pixels), which cannot split. The
+# 16-bit 16x16 comes with block_k 32 and 16: a 1x1 projection over 192 channels is 6 steps of
+# 32, too few to split (MIN_SPLIT_STEPS), but 12 of 16, which split 3 ways.
 SMALL_TILE = 32 * 32
 _SMALL = {
-    "16": [_C(16, 32, 32, 2, 2), _C(16, 16, 32, 1, 2)],
+    "16": [_C(16, 32, 32, 2, 2), _C(16, 16, 32, 1, 2), _C(16, 16, 16, 1, 2)],
     # float32 split-K 16x32 without TF32 spilled 8 bytes at ptxas's own cap (72 registers)
     "32": [_C(16, 32, 16, 2, 2, max_registers=255), _C(16, 16, 16, 1, 2, max_registers=255)],
     "64": [_C(16, 16, 16, 1, 1)],
@@ -85,9 +87,10 @@ GEMM_CONFIGS_INT64 = {
 
 # Direct kernels: few rows per thread (each row carries its own n/h/w state), 64 channels wide
 # for unit-stride channels_last access; spill-free with 32- and 64-bit offsets alike. The small
-# tiles (the rule above) are for batch-1 depthwise layers at 7x7 and 14x14.
+# tiles (the rule above) are for batch-1 depthwise layers at 7x7 and 14x14, which never split:
+# 8x8 (two elements per thread of one warp) gives a 7x7x232 layer 203 programs, 16x16 60.
 _DIRECT = {cls: [_C(16, 64, 0, 4, 1), _C(32, 32, 0, 4, 1), _C(16, 32, 0, 2, 1),
-                 _C(16, 16, 0, 1, 1)] for cls in ("16", "32", "64")}
+                 _C(16, 16, 0, 1, 1), _C(8, 8, 0, 1, 1)] for cls in ("16", "32", "64")}
 DIRECT_CONFIGS = {"fprop": _DIRECT, "dgrad": _DIRECT, "wgrad": _DIRECT}
 
 # The 1x1 GEMM has no per-tap index arithmetic, so its register budget differs from the

@@ -16,8 +16,8 @@ like the implicit-GEMM wgrad.
 import triton
 import triton.language as tl
 
-from ._common import (cast_index, conv_epilogue, group_tile_ids, mma, split_k_range,
-                      store_partial, zeros_acc)
+from ._common import (aligned, cast_index, conv_epilogue, group_tile_ids, mma,
+                      split_k_range, store_partial, zeros_acc)
 
 
 @triton.jit
@@ -39,8 +39,26 @@ def conv2d_1x1_gemm_kernel(
     # meta-parameters
     HAS_BIAS: tl.constexpr, ACC_FP64: tl.constexpr, DOT_IN_FP32: tl.constexpr,
     ALLOW_TF32: tl.constexpr, INDEX_64: tl.constexpr, SPLIT_K: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, VEC: tl.constexpr,
+    B_UNIT_RED: tl.constexpr,
 ):
+    # channels_last with a channel count Triton cannot see divisible by 16 (see aligned): the
+    # launcher vouches that the channel counts and every stride but the unit ones are
+    # multiples of VEC. B_UNIT_RED: B's unit stride is along the reduction (the forward reads
+    # W [k, c] as [c, k]), else along its columns (the input gradient).
+    RED = aligned(RED, VEC)
+    COLS = aligned(COLS, VEC)
+    stride_an = aligned(stride_an, VEC)
+    stride_ahw = aligned(stride_ahw, VEC)
+    stride_bg = aligned(stride_bg, VEC)
+    stride_yn = aligned(stride_yn, VEC)
+    stride_yhw = aligned(stride_yhw, VEC)
+    stride_rn = aligned(stride_rn, VEC)
+    stride_rhw = aligned(stride_rhw, VEC)
+    if B_UNIT_RED:
+        stride_bc = aligned(stride_bc, VEC)
+    else:
+        stride_br = aligned(stride_br, VEC)
     # one flat grid axis: see group_tile_ids
     M = cast_index(N, INDEX_64) * HW
     num_pid_m = tl.cdiv(M, BLOCK_M)
@@ -96,9 +114,17 @@ def conv2d_1x1_wgrad_kernel(
     # meta-parameters
     ACC_FP64: tl.constexpr, DOT_IN_FP32: tl.constexpr,
     ALLOW_TF32: tl.constexpr, INDEX_64: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, VEC: tl.constexpr,
 ):
     """dW[k, c] = sum_m dY[m, k] X[m, c] per group; this split's share of the pixels."""
+    # channels_last channel counts not divisible by 16: see conv2d_1x1_gemm_kernel
+    CG = aligned(CG, VEC)
+    KG = aligned(KG, VEC)
+    stride_xn = aligned(stride_xn, VEC)
+    stride_xhw = aligned(stride_xhw, VEC)
+    stride_dyn = aligned(stride_dyn, VEC)
+    stride_dyhw = aligned(stride_dyhw, VEC)
+    stride_pk = aligned(stride_pk, VEC)
     # grid: axis 0 -> (g, pid_m, pid_n) as in group_tile_ids; axis 1 -> split of the reduction
     num_pid_m = tl.cdiv(KG, BLOCK_M)
     num_pid_n = tl.cdiv(CG, BLOCK_N)

@@ -9,7 +9,8 @@ different group: one launch covers all groups.
 import triton
 import triton.language as tl
 
-from ._common import cast_index, conv_epilogue, pixel_coords, zeros_acc
+from ._common import (aligned, aligned_pixel_strides, cast_index, conv_epilogue,
+                      pixel_coords, zeros_acc)
 
 
 @triton.jit
@@ -29,8 +30,14 @@ def conv2d_fprop_direct_kernel(
     activation, has_residual, store_preact,
     # meta-parameters
     HAS_BIAS: tl.constexpr, ACC_FP64: tl.constexpr, INDEX_64: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr,
 ):
+    # channels_last with a channel count Triton cannot see divisible by 16 (see aligned): the
+    # launcher vouches that K and the pixel strides of x, y and res are multiples of VEC
+    K = aligned(K, VEC)
+    stride_xn, stride_xh, stride_xw = aligned_pixel_strides(stride_xn, stride_xh, stride_xw, VEC)
+    stride_yn, stride_yp, stride_yq = aligned_pixel_strides(stride_yn, stride_yp, stride_yq, VEC)
+    stride_rn, stride_rp, stride_rq = aligned_pixel_strides(stride_rn, stride_rp, stride_rq, VEC)
     # one flat grid axis: pid -> (pid_m, pid_n), n fastest
     M = cast_index(N, INDEX_64) * P * Q
     num_pid_n = tl.cdiv(K, BLOCK_N)
@@ -54,18 +61,23 @@ def conv2d_fprop_direct_kernel(
 
     acc = zeros_acc(BLOCK_M, BLOCK_N, ACC_FP64)
 
-    # -- sliding window over (c, r, s)
-    for it in range(0, CG * R * S):
-        c = it // (R * S)
-        r = (it // S) % R
-        s = it % S
-        h = h0 + r * dil_h
-        w = w0 + s * dil_w
-        row_ok = mask_m & (h >= 0) & (h < H) & (w >= 0) & (w < W)
-        x_ptrs = (x_img + h * stride_xh + w * stride_xw)[:, None] + (x_chan + c * stride_xc)[None, :]
-        xv = tl.load(x_ptrs, mask=row_ok[:, None] & mask_k[None, :], other=0.0)
-        wv = tl.load(w_chan + c * stride_wc + r * stride_wr + s * stride_ws, mask=mask_k, other=0.0)
-        acc += xv.to(acc.dtype) * wv.to(acc.dtype)[None, :]
+    # -- sliding window over (c, r, s). The channel loop is a loop of its own so that, when
+    # Triton specialises CG == 1 (depthwise), c folds to the constant 0 and the channels_last
+    # addresses keep the alignment that lets the loads vectorise: an unknown c added to them
+    # would not.
+    for c in range(0, CG):
+        for rs in range(0, R * S):
+            r = rs // S
+            s = rs % S
+            h = h0 + r * dil_h
+            w = w0 + s * dil_w
+            row_ok = mask_m & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+            x_ptrs = (x_img + h * stride_xh + w * stride_xw)[:, None] \
+                + (x_chan + c * stride_xc)[None, :]
+            xv = tl.load(x_ptrs, mask=row_ok[:, None] & mask_k[None, :], other=0.0)
+            wv = tl.load(w_chan + c * stride_wc + r * stride_wr + s * stride_ws, mask=mask_k,
+                         other=0.0)
+            acc += xv.to(acc.dtype) * wv.to(acc.dtype)[None, :]
 
     # -- epilogue: bias, residual, activation
     conv_epilogue(acc, offs_k, mask_k, n * stride_yn + p * stride_yp + q * stride_yq,
@@ -88,8 +100,14 @@ def conv2d_dgrad_direct_kernel(
     stride_dxn, stride_dxc, stride_dxh, stride_dxw,
     # meta-parameters
     ACC_FP64: tl.constexpr, INDEX_64: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr,
 ):
+    # channels_last alignment the launcher vouches for (see the forward)
+    C = aligned(C, VEC)
+    stride_dyn, stride_dyp, stride_dyq = \
+        aligned_pixel_strides(stride_dyn, stride_dyp, stride_dyq, VEC)
+    stride_dxn, stride_dxh, stride_dxw = \
+        aligned_pixel_strides(stride_dxn, stride_dxh, stride_dxw, VEC)
     # one flat grid axis: pid -> (pid_m, pid_n), n fastest
     M = cast_index(N, INDEX_64) * H * W
     num_pid_n = tl.cdiv(C, BLOCK_N)
@@ -114,22 +132,24 @@ def conv2d_dgrad_direct_kernel(
 
     acc = zeros_acc(BLOCK_M, BLOCK_N, ACC_FP64)
 
-    # -- every (k, r, s) that reaches (h, w): h + pad_h - r*dil_h = p*stride_h, 0 <= p < P
-    for it in range(0, KG * R * S):
-        k = it // (R * S)
-        r = (it // S) % R
-        s = it % S
-        ph = hp - r * dil_h
-        pw = wp - s * dil_w
-        p = ph // stride_h
-        q = pw // stride_w
-        row_ok = mask_m & (ph >= 0) & (pw >= 0) & (p * stride_h == ph) & (q * stride_w == pw) \
-            & (p < P) & (q < Q)
-        dy_ptrs = (dy_img + p * stride_dyp + q * stride_dyq)[:, None] \
-            + (dy_chan + k * stride_dyk)[None, :]
-        dyv = tl.load(dy_ptrs, mask=row_ok[:, None] & mask_c[None, :], other=0.0)
-        wv = tl.load(w_chan + k * stride_wk + r * stride_wr + s * stride_ws, mask=mask_c, other=0.0)
-        acc += dyv.to(acc.dtype) * wv.to(acc.dtype)[None, :]
+    # -- every (k, r, s) that reaches (h, w): h + pad_h - r*dil_h = p*stride_h, 0 <= p < P.
+    # k has a loop of its own: KG == 1 (depthwise) folds it to 0 (see the forward).
+    for k in range(0, KG):
+        for rs in range(0, R * S):
+            r = rs // S
+            s = rs % S
+            ph = hp - r * dil_h
+            pw = wp - s * dil_w
+            p = ph // stride_h
+            q = pw // stride_w
+            row_ok = mask_m & (ph >= 0) & (pw >= 0) & (p * stride_h == ph) \
+                & (q * stride_w == pw) & (p < P) & (q < Q)
+            dy_ptrs = (dy_img + p * stride_dyp + q * stride_dyq)[:, None] \
+                + (dy_chan + k * stride_dyk)[None, :]
+            dyv = tl.load(dy_ptrs, mask=row_ok[:, None] & mask_c[None, :], other=0.0)
+            wv = tl.load(w_chan + k * stride_wk + r * stride_wr + s * stride_ws, mask=mask_c,
+                         other=0.0)
+            acc += dyv.to(acc.dtype) * wv.to(acc.dtype)[None, :]
 
     # -- epilogue
     dx_ptrs = (dx_ptr + n * stride_dxn + h * stride_dxh + w * stride_dxw)[:, None] \
@@ -151,8 +171,13 @@ def conv2d_wgrad_direct_kernel(
     stride_pt, stride_pk, stride_pc, stride_pr, stride_ps,
     # meta-parameters
     ACC_FP64: tl.constexpr, INDEX_64: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr,
 ):
+    # channels_last alignment the launcher vouches for (see the forward)
+    K = aligned(K, VEC)
+    stride_xn, stride_xh, stride_xw = aligned_pixel_strides(stride_xn, stride_xh, stride_xw, VEC)
+    stride_dyn, stride_dyp, stride_dyq = \
+        aligned_pixel_strides(stride_dyn, stride_dyp, stride_dyq, VEC)
     # grid: axis 0 -> (tap crs, pid_n), n fastest; axis 1 -> split of the reduction
     num_pid_n = tl.cdiv(K, BLOCK_N)
     pid = cast_index(tl.program_id(0), INDEX_64)
@@ -161,7 +186,9 @@ def conv2d_wgrad_direct_kernel(
     crs = pid // num_pid_n
 
     # -- one tap (c, r, s) for a block of output channels (all groups)
-    c = crs // (R * S)
+    # crs < CG*R*S, so "% CG" changes nothing, but with CG == 1 (depthwise) specialised it
+    # folds c to the constant 0, which keeps the channels_last loads' alignment (see forward)
+    c = crs // (R * S) % CG
     r = (crs // S) % R
     s = crs % S
     offs_k = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)

@@ -241,30 +241,36 @@ def test_batch1_layers_split_to_fill_the_gpu(case_report):
 # register caps (benchmarks/NOTES.md): ptxas picks its own cap per specialisation. One slice
 # per architecture runs here; `python -m fastconv.bench.case_report --specialise launch` is the
 # whole list.
+# (arch, rows: distinct layers x 3 passes, report filters)
+RESNET50 = ("--models", "resnet50")
 LAUNCH_SLICES = {
-    "sm_90-fp16-cl-n32": ("sm_90", "--batches", "32", "--dtypes", "float16",
+    "sm_90-fp16-cl-n32": ("sm_90", 23 * 3, *RESNET50, "--batches", "32", "--dtypes", "float16",
                           "--layouts", "channels_last"),
-    "sm_80-fp32-nchw-n1-exact": ("sm_80", "--batches", "1", "--dtypes", "float32",
-                                 "--layouts", "nchw", "--no-tf32"),
+    "sm_80-fp32-nchw-n1-exact": ("sm_80", 23 * 3, *RESNET50, "--batches", "1",
+                                 "--dtypes", "float32", "--layouts", "nchw", "--no-tf32"),
+    # channel counts Triton cannot see divisible by 16 (24, 58, 116, 232), the small tiles
+    "sm_90-fp16-cl-n1-mobile": ("sm_90", 26 * 3, "--models", "shufflenet_v2_x1_0", "depthwise",
+                                "--batches", "1", "--dtypes", "float16",
+                                "--layouts", "channels_last"),
 }
 
 
 @pytest.fixture(scope="module", params=sorted(LAUNCH_SLICES))
 def launch_report(request, tmp_path_factory):
-    """(slice name, finished subprocess, CSV rows) of the per-case report of ResNet-50's layers
-    compiled as launches specialise them."""
-    arch, *filters = LAUNCH_SLICES[request.param]
+    """(slice name, finished subprocess, CSV rows) of a slice of the per-case report compiled
+    as launches specialise them."""
+    arch, _, *filters = LAUNCH_SLICES[request.param]
     path = tmp_path_factory.mktemp("launch_report") / f"{request.param}.csv"
     proc, rows = _run_report("fastconv.bench.case_report", path, "--arch", arch,
-                             "--specialise", "launch", "--models", "resnet50",
-                             "--table", "none", *filters)
+                             "--specialise", "launch", "--table", "none", *filters)
     return request.param, proc, rows
 
 
 def test_launch_specialised_cases_do_not_spill(launch_report):
     name, proc, rows = launch_report
     assert proc.returncode == 0, f"{name}\n" + _tail(proc)
-    assert len(rows) == 23 * 3, f"{name}: {len(rows)} rows (ResNet-50 has 23 distinct layers)"
+    expected = LAUNCH_SLICES[name][1]
+    assert len(rows) == expected, f"{name}: {len(rows)} rows, not {expected}"
     bad = [f'{r["case"]} {r["pass"]} {r["kernel"]}: {r["error"] or r["stack"] + " bytes"}'
            for r in rows if r["error"] or int(r["stack"]) > 0]
     assert not bad, f"{name}:\n" + "\n".join(bad)
@@ -281,6 +287,37 @@ def test_channels_last_gemm_loads_are_vectorised(launch_report):
     narrow = [f'{r["case"]} {r["pass"]} {r["kernel"]}: {r["global_loads"]}' for r in gemm
               if int(r["load_bytes"] or 0) < 16]
     assert not narrow, f"no 16-byte global load on {name} in:\n" + "\n".join(narrow)
+
+
+def _low_bit(n: int) -> int:
+    return n & -n
+
+
+@pytest.mark.parametrize("launch_report", ["sm_90-fp16-cl-n1-mobile"], indirect=True)
+def test_channels_last_loads_are_as_wide_as_the_channels_allow(launch_report):
+    """ShuffleNet's channel counts (24, 58, 116, 232) are not multiples of 16, so Triton's own
+    specialisation proves no alignment; the launcher's VEC (conv2d_launch.channel_vector) does:
+    each channels_last launch's widest load is 16 bytes, or what the channel counts' largest
+    power-of-two divisor (2 halves for 58: 4 bytes; 4 for 116: 8 bytes) or the tile's elements
+    per thread (8x8 on one warp: 2) allow. Element-wide loads remain only where a pixel holds 3
+    channels (the stem)."""
+    name, proc, rows = launch_report
+    assert rows, _tail(proc)
+    by_name = {c.name: c for c in cases.all_cases()}
+    narrow = []
+    for r in rows:
+        case = by_name[r["case"]]
+        per_thread = int(r["block_m"]) * int(r["block_n"]) // (32 * int(r["num_warps"]))
+        want = min(16, 2 * _low_bit(case.C), 2 * _low_bit(case.K), 2 * per_thread)
+        if int(r["load_bytes"]) < want:
+            narrow.append(f'{r["case"]} {r["pass"]} {r["block_m"]}x{r["block_n"]}: '
+                          f'{r["global_loads"]}, want {want}-byte loads')
+    assert not narrow, "\n".join(narrow)
+    # not vacuous: the 232-channel layers move 16 bytes, the 116-channel ones 8
+    widths = {int(r["load_bytes"]) for r in rows if "stage4.0.branch" in r["case"]
+              and r["family"] == "gemm_1x1"}
+    assert widths == {16}, widths
+    assert any(int(r["load_bytes"]) == 8 for r in rows if "stage3.0.branch1.2" in r["case"])
 
 
 def test_plan_prefers_the_tile_that_gives_every_sm_a_program():
@@ -341,5 +378,12 @@ def test_no_conv_launch_leaves_sms_idle_that_a_smaller_tile_would_use(case_repor
            f'{r["programs"]} programs' for r in idle
            if int(r["block_m"]) * int(r["block_n"]) >= SMALL_TILE]
     assert not big, f"under-filled launches with a large tile on {arch}:\n" + "\n".join(big)
-    # and they are batch-1 layers
+    # and they are batch-1 layers, on a tile of the smallest size their family has
     assert all(r["case"].endswith("/n1") for r in idle), [r["case"] for r in idle]
+    smallest = {"direct": 8 * 8, "implicit_gemm": 16 * 16, "gemm_1x1": 16 * 16}
+    assert all(int(r["block_m"]) * int(r["block_n"]) == smallest[r["family"]] for r in idle), \
+        [(r["case"], r["pass"], r["block_m"], r["block_n"]) for r in idle]
+    # what is left: ShuffleNet's 1x1 24 <-> 58 at 28x28, whose reductions (58 channels, 784
+    # pixels) are too short to split further (benchmarks/NOTES.md, section 6)
+    assert {r["case"].split("/")[1] for r in idle} <= {"stage2.0.branch1.2"}, \
+        sorted({(r["case"], r["pass"]) for r in idle})

@@ -270,6 +270,25 @@ def test_short_reductions_take_a_small_tile(gpu_plan, direction):
         assert got >= 96, (pb, cfg, got)
 
 
+def test_the_smallest_tiles_fill_what_the_others_leave_idle(gpu_plan):
+    """MobileNetV2's 1x1 projection 192 -> 64 at 14x14: 16x16 tiles give 52 programs, and its
+    6 reduction steps of 32 cannot split (fewer than MIN_SPLIT_STEPS each); 12 steps of 16 split
+    3 ways, 156 programs. ShuffleNet's 232-channel depthwise 3x3 at 7x7 (direct, never split):
+    16x16 gives 60 programs, 8x8 203."""
+    plan = gpu_plan("fprop", _layer(1, 192, 14, 64, 1))
+    cfg = plan.config
+    assert (cfg.block_m, cfg.block_n, cfg.block_k) == (16, 16, 16) and plan.split == 3
+    assert P.pixel_tiles("fprop", plan.family, _layer(1, 192, 14, 64, 1), cfg) == 52
+    wide = P.TileConfig(16, 16, 32, 1, 2)
+    assert P.gemm_split("fprop", plan.family, _layer(1, 192, 14, 64, 1), wide, None) == 1
+    for direction in ("fprop", "dgrad"):
+        pb = _layer(1, 232, 7, 232, 3, groups=232)
+        plan = gpu_plan(direction, pb)
+        assert plan.family == "direct" and plan.split == 1
+        assert (plan.config.block_m, plan.config.block_n) == (8, 8), direction
+        assert P.pixel_tiles(direction, "direct", pb, plan.config) == 7 * 29
+
+
 @pytest.mark.parametrize("direction", ["fprop", "dgrad", "wgrad"])
 def test_batch32_layers_keep_large_tiles(gpu_plan, direction):
     for pb in [_layer(32, c, hw, k, r) for c, hw, k, r in RESNET.values()] + \

@@ -63,6 +63,10 @@ def _meta(plan: Plan, dtype: torch.dtype) -> dict:
             "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
     if cfg.max_registers:  # the register cap the compile report checked the config with
         meta["maxnreg"] = cfg.max_registers
+    if plan.family in ("gemm_1x1", "direct"):
+        # channels_last alignment the launch vouches for (channel_vector); 1 promises nothing,
+        # and is what the compile report's unspecialised variants are built with
+        meta["VEC"] = 1
     if plan.family != "direct":
         meta["BLOCK_K"] = cfg.block_k
         # the interpreter's tl.dot is wrong on bfloat16 operands (see kernels._common.mma)
@@ -71,6 +75,8 @@ def _meta(plan: Plan, dtype: torch.dtype) -> dict:
         meta["ALLOW_TF32"] = dtype == torch.float32 and torch.backends.cudnn.allow_tf32
         if plan.direction != "wgrad":
             meta["SPLIT_K"] = plan.split > 1
+            if plan.family == "gemm_1x1":  # the forward reads W [k, c] as B [c, k]
+                meta["B_UNIT_RED"] = plan.direction == "fprop"
     return meta
 
 
@@ -117,9 +123,46 @@ def _conv_args(stride, padding, dilation) -> tuple:
     return (stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1])
 
 
+def channel_vector(tensors, unit, multiples) -> int:
+    """The VEC of a launch of a kernel that takes one (``kernels._common.aligned``): the largest
+    power of two, up to 16 bytes of elements, that divides every value the kernel aligns
+    (``multiples``: channel counts and non-unit strides) and the address of every tensor it
+    reads or writes along channels, provided those tensors have unit channel stride (``unit``:
+    the strides that must be 1); else 1.
+
+    A channels_last tensor of 24, 116 or 232 channels gets 8, 4 and 8 in 16-bit (16 bytes, 8
+    bytes, 16 bytes a load). NCHW gets 1: its channels are not the contiguous axis."""
+    if not tensors or any(u != 1 for u in unit):
+        return 1
+    size = tensors[0].element_size()
+    vec = max(1, 16 // size)
+    while vec > 1 and not (all(m % vec == 0 for m in multiples)
+                           and all(t.data_ptr() % (vec * size) == 0 for t in tensors)):
+        vec //= 2
+    return vec
+
+
 def _pixel_strides(t: torch.Tensor) -> tuple:
     """(image, flat pixel, channel) strides of a tensor whose H, W axes flatten."""
     return t.stride(0), t.stride(3) if t.shape[3] > 1 else t.stride(2), t.stride(1)
+
+
+def _gemm_1x1_vector(a, w, y, res, pre, red, cols) -> int:
+    """VEC of a 1x1 GEMM fprop or dgrad launch: A = ``a`` reducing ``red`` channels per
+    group, the weight ``w`` [K, CG, 1, 1], output ``y`` (and ``res``, ``pre`` beside it) of
+    ``cols`` channels per group; what conv2d_1x1_gemm_kernel aligns."""
+    tensors = (a, w, y, res, pre)
+    return channel_vector(tensors, [t.stride(1) for t in tensors],
+                          (red, cols, w.stride(0), *[s for t in (a, y, res)
+                                                     for s in _pixel_strides(t)[:2]]))
+
+
+def _direct_vector(tensors, channels: int) -> int:
+    """VEC of a direct-kernel launch: ``tensors`` (N, C, H, W) read or written along their
+    ``channels`` channels; the kernels align those and the tensors' other strides."""
+    return channel_vector(tensors, [t.stride(1) for t in tensors],
+                          (channels, *[s for t in tensors for i, s in enumerate(t.stride())
+                                       if i != 1]))
 
 
 def plan_fprop(x, w, y, groups, stride, padding, dilation, residual=None) -> Plan:
@@ -190,12 +233,14 @@ def fprop_launch(plan, pb, x, w, bias, y, stride, padding, dilation, groups, res
                 *_pixel_strides(x)[:2], x.stride(1),
                 w.stride(1), w.stride(0), pb.KG * w.stride(0),
                 *_pixel_strides(y), *_pixel_strides(res), *p_strides, *epilogue)
+        meta["VEC"] = _gemm_1x1_vector(x, w, y, res, pre, pb.CG, pb.KG)
         return KernelLaunch(plan.kernel, grid, args, meta, then)
     sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG)
     r_strides = (res.stride(0), res.stride(1), res.stride(2), res.stride(3))
     if plan.family == "direct":
         args = (x, w, b, res, y, pre, *sizes, pb.K, *_conv_args(stride, padding, dilation),
                 *x.stride(), *w.stride(), *y.stride(), *r_strides, *epilogue)
+        meta["VEC"] = _direct_vector((x, y, res, pre), pb.K)
         return KernelLaunch(plan.kernel, grid, args, meta)
     args = (x, w, b, res, y, pre, part, *sizes, iters, *_conv_args(stride, padding, dilation),
             *x.stride(), *w.stride(), *y.stride(), *r_strides, *p_strides, *epilogue)
@@ -225,6 +270,7 @@ def dgrad_launch(plan, pb, dy, w, dx, stride, padding, dilation, groups) -> Kern
     if plan.family == "direct":
         args = (dy, w, dx, *sizes, pb.C, *_conv_args(stride, padding, dilation),
                 *dy.stride(), *w.stride(), *dx.stride())
+        meta["VEC"] = _direct_vector((dy, dx), pb.C)
         return KernelLaunch(plan.kernel, grid, args, meta)
     part, iters, p_strides = _split_workspace(plan, pb, dy, dx)
     then = None
@@ -239,6 +285,7 @@ def dgrad_launch(plan, pb, dy, w, dx, stride, padding, dilation, groups) -> Kern
                 *_pixel_strides(dy)[:2], dy.stride(1),
                 w.stride(0), w.stride(1), pb.KG * w.stride(0),
                 *_pixel_strides(dx), *_pixel_strides(dx), *p_strides, 0, 0, 0)
+        meta["VEC"] = _gemm_1x1_vector(dy, w, dx, dx, dx, pb.KG, pb.CG)
         return KernelLaunch(plan.kernel, grid, args, meta, then)
     args = (dy, w, dx, part, *sizes, iters, *_conv_args(stride, padding, dilation),
             *dy.stride(), *w.stride(), *dx.stride(), *p_strides)
@@ -284,10 +331,15 @@ def wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation,
         args = (x, dy, part, pb.N, pb.H * pb.W, pb.CG, pb.KG, m_per_split,
                 *_pixel_strides(x), *_pixel_strides(dy),
                 part.stride(0), part.stride(1), part.stride(2))
+        meta["VEC"] = channel_vector(
+            (x, dy, part), (x.stride(1), dy.stride(1), part.stride(2)),
+            (pb.CG, pb.KG, *_pixel_strides(x)[:2], *_pixel_strides(dy)[:2], part.stride(1)))
     else:
         sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG)
         if plan.family == "direct":
             sizes += (pb.K,)
         args = (x, dy, part, *sizes, m_per_split, *_conv_args(stride, padding, dilation),
                 *x.stride(), *dy.stride(), *part.stride())
+        if plan.family == "direct":
+            meta["VEC"] = _direct_vector((x, dy), pb.K)
     return KernelLaunch(plan.kernel, grid, args, meta), part
