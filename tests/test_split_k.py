@@ -289,6 +289,29 @@ def test_the_smallest_tiles_fill_what_the_others_leave_idle(gpu_plan):
         assert P.pixel_tiles(direction, "direct", pb, plan.config) == 7 * 29
 
 
+def test_the_last_resort_splits_a_small_tile_into_shorter_ranges(gpu_plan):
+    """ShuffleNet's 1x1 24 -> 58 at 28x28. Input gradient: 16x16 tiles give 49 x 2 = 98
+    programs and its 58 channels are 4 steps of 16, one range of MIN_SPLIT_STEPS; as the last
+    resort 2 ranges of 2 steps, 196 programs. Weight gradient: 8 tiles of 58x24, the 784 pixels
+    in 13 ranges of 4 steps give 104; the fewest ranges of at least 2 steps that fill: 17."""
+    pb = _layer(1, 24, 28, 58, 1)
+    plan = gpu_plan("dgrad", pb)
+    cfg = plan.config
+    assert (cfg.block_m, cfg.block_n, cfg.block_k, plan.split) == (16, 16, 16, 2)
+    assert P.gemm_split("dgrad", plan.family, pb, cfg, None) == 1  # the usual rule: no split
+    assert P.pixel_tiles("dgrad", plan.family, pb, cfg) * plan.split == 196
+    plan = gpu_plan("wgrad", pb)
+    assert P.wgrad_split(plan.family, pb, plan.config, None) == 13
+    assert plan.split == 17 and P.wgrad_tiles(plan.family, pb, plan.config) == 8
+    # a small tile that fills without it keeps its usual split (MobileNetV2's 192 -> 64)
+    assert gpu_plan("fprop", _layer(1, 192, 14, 64, 1)).split == 3
+    # and large tiles never take it: ResNet-50's 7x7 stage at batch 1 splits as before
+    big = gpu_plan("fprop", _layer(1, 512, 7, 512, 3))
+    assert big.config.block_m * big.config.block_n >= SMALL_TILE
+    assert big.split == P.gemm_split("fprop", big.family, _layer(1, 512, 7, 512, 3),
+                                     big.config, None)
+
+
 @pytest.mark.parametrize("direction", ["fprop", "dgrad", "wgrad"])
 def test_batch32_layers_keep_large_tiles(gpu_plan, direction):
     for pb in [_layer(32, c, hw, k, r) for c, hw, k, r in RESNET.values()] + \

@@ -29,7 +29,8 @@ adds its partial sums in a fixed order: bitwise reproducible, no atomics.
 On a GPU the config is one of ``fastconv.kernels.configs`` (every entry compiled and spill-checked
 by the tests, through CONFIG_TABLES below): the largest tile whose grid still gives every SM a
 program, else the one with the most programs, whose split then fills what it left idle; tiles
-of fewer than SMALL_TILE outputs only where the split cannot (``_gpu_config``).
+of fewer than SMALL_TILE outputs only where the split cannot (``_gpu_config``), and split into
+ranges of LAST_RESORT_SPLIT_STEPS only where even they leave SMs idle (``split_for``).
 Under the interpreter blocks are sized to the problem, because every program step costs
 milliseconds there, and fprop and dgrad do not split unless a test asks for it
 (``interpreter_split_k``).
@@ -54,6 +55,8 @@ _SM_COUNT_DEFAULT = 132  # an H100 SXM; used when no device can be asked
 # fp32 tile of the workspace that the reduction pass reads back, hence a cap
 MIN_SPLIT_STEPS = 4
 MAX_SPLIT_K = 16
+# ... except for a small tile that still leaves SMs idle, the plan's last resort (split_for)
+LAST_RESORT_SPLIT_STEPS = 2
 
 FAMILIES = ("implicit_gemm", "gemm_1x1", "direct")
 
@@ -179,14 +182,15 @@ def gemm_dims(direction: str, pb: ConvProblem) -> tuple:
 
 
 def _gpu_config(configs: list, rows: int, cols: int, programs, sms: int,
-                split=None) -> TileConfig:
+                split=None, last_resort=None) -> TileConfig:
     """The tile of a GPU launch, from ``configs`` (largest first):
 
     1. the first tile of at least SMALL_TILE outputs that the problem fills and whose grid gives
        every SM a program;
     2. else, of those tiles, the one with the most programs, if its grid does so once the plan
        splits its reduction;
-    3. else the first small tile whose grid, split, does so; else the most programs, split
+    3. else the first small tile whose grid, split, does so; else the first whose grid does
+       with the last resort's shorter split (``last_resort``); else the most programs, split
        included (the tile of step 2 on a tie).
 
     A big tile reuses more of each load, but a grid with fewer programs than SMs leaves SMs
@@ -199,6 +203,8 @@ def _gpu_config(configs: list, rows: int, cols: int, programs, sms: int,
     Args:
         programs: ``config -> programs`` of the launch with that config, unsplit.
         split: ``config -> split-K`` the plan would give that config (None: ``programs`` is all).
+        last_resort: ``config -> programs`` of a small tile's launch, all splits, with the
+            split ``split_for`` gives a small tile that leaves SMs idle (None: no such split).
     """
     def fits(cfg):
         return cfg.block_m <= triton.next_power_of_2(rows) and \
@@ -220,6 +226,9 @@ def _gpu_config(configs: list, rows: int, cols: int, programs, sms: int,
         return best[0]
     for cfg in small:
         if total(cfg) >= sms:
+            return cfg
+    for cfg in small if last_resort is not None else []:
+        if last_resort(cfg) >= sms:
             return cfg
     return max(best + small, key=total)
 
@@ -316,13 +325,14 @@ def reduction_steps(direction: str, family: str, pb: ConvProblem, cfg: TileConfi
     return pb.R * pb.S * triton.cdiv(chans, cfg.block_k)
 
 
-def gemm_split(direction: str, family: str, pb: ConvProblem, cfg: TileConfig, device) -> int:
+def gemm_split(direction: str, family: str, pb: ConvProblem, cfg: TileConfig, device,
+               min_steps: int = MIN_SPLIT_STEPS) -> int:
     """Split-K of a fprop or dgrad GEMM launch: 1 when its tiles already give every SM a
     program; otherwise the smallest split whose grid does, else the largest allowed.
 
     A split of ``steps`` reduction steps gives each range ``cdiv(steps, split)`` of them (the
     launcher's ITERS_PER_SPLIT; the last range may be shorter). Allowed: ranges of at least
-    MIN_SPLIT_STEPS steps, none of them empty, at most MAX_SPLIT_K of them, a workspace under
+    ``min_steps`` steps, none of them empty, at most MAX_SPLIT_K of them, a workspace under
     2**31 elements. Under the interpreter the split is 1 unless ``interpreter_split_k`` forces
     one.
     """
@@ -341,7 +351,7 @@ def gemm_split(direction: str, family: str, pb: ConvProblem, cfg: TileConfig, de
     best = 1
     for split in range(2, min(MAX_SPLIT_K, fits_int32) + 1):
         per_split = triton.cdiv(steps, split)
-        if per_split < MIN_SPLIT_STEPS:  # and so for every larger split
+        if per_split < min_steps:  # and so for every larger split
             break
         if (split - 1) * per_split >= steps:  # the last range would be empty
             continue
@@ -352,10 +362,29 @@ def gemm_split(direction: str, family: str, pb: ConvProblem, cfg: TileConfig, de
 
 
 def split_for(direction: str, family: str, pb: ConvProblem, cfg: TileConfig, device) -> int:
-    """The split-K of a launch of ``cfg`` (``wgrad_split`` or ``gemm_split``)."""
+    """The split-K of a launch of ``cfg`` (``wgrad_split`` or ``gemm_split``).
+
+    A small tile (fewer than SMALL_TILE outputs) is what the plan takes when nothing else gives
+    every SM a program (``_gpu_config``); if its split, ranges of MIN_SPLIT_STEPS steps, still
+    does not, it splits down to ranges of LAST_RESORT_SPLIT_STEPS, into the fewest that do. A
+    range that short moves as many bytes through the workspace as it reads, but these are
+    batch-1 layers of some hundred KB, whose cost is latency: a grid that leaves SMs idle
+    runs each program's steps one after the other on fewer SMs.
+    """
     if direction == "wgrad":
-        return wgrad_split(family, pb, cfg, device)
-    return gemm_split(direction, family, pb, cfg, device)
+        split = wgrad_split(family, pb, cfg, device)
+        tiles = wgrad_tiles(family, pb, cfg)
+    else:
+        split = gemm_split(direction, family, pb, cfg, device)
+        tiles = pixel_tiles(direction, family, pb, cfg)
+    sms = sm_count(device)
+    if INTERPRETING or family == "direct" or cfg.block_m * cfg.block_n >= SMALL_TILE \
+            or tiles * split >= sms:
+        return split
+    if direction == "wgrad":
+        return max(split, wgrad_split(family, pb, cfg, device, LAST_RESORT_SPLIT_STEPS,
+                                      once=True))
+    return max(split, gemm_split(direction, family, pb, cfg, device, LAST_RESORT_SPLIT_STEPS))
 
 
 def split_reduce_config(direction: str, pb: ConvProblem) -> TileConfig:
@@ -368,16 +397,19 @@ def split_reduce_config(direction: str, pb: ConvProblem) -> TileConfig:
     return TileConfig(_pow2_clamp(rows, 16, 128 * x), _pow2_clamp(cols, 16, 128 * x), 0, 4, 1)
 
 
-def wgrad_split(family: str, pb: ConvProblem, cfg: TileConfig, device) -> int:
-    """Enough partial sums that the grid covers the GPU twice over, each at least 4 steps long."""
+def wgrad_split(family: str, pb: ConvProblem, cfg: TileConfig, device,
+                min_steps: int = MIN_SPLIT_STEPS, once: bool = False) -> int:
+    """Enough partial sums that the grid covers the GPU twice over (``once``: once), each at
+    least ``min_steps`` steps long."""
     if INTERPRETING:
         return 1
     red = pb.N * pb.P * pb.Q
     step = cfg.block_m if family == "direct" else cfg.block_k
-    want = triton.cdiv(2 * sm_count(device), max(wgrad_tiles(family, pb, cfg), 1))
+    cover = 1 if once else 2
+    want = triton.cdiv(cover * sm_count(device), max(wgrad_tiles(family, pb, cfg), 1))
     # the workspace [split, K, CG, R, S] stays under 2**31 elements, so it never forces int64
     fits_int32 = (2**31 - 1) // max(pb.K * pb.CG * pb.R * pb.S, 1)
-    return max(1, min(want, triton.cdiv(red, 4 * step), 1024, fits_int32))
+    return max(1, min(want, triton.cdiv(red, min_steps * step), 1024, fits_int32))
 
 
 def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = False,
@@ -410,8 +442,14 @@ def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = F
 
         def split(cfg):
             return gemm_split(direction, family, pb, cfg, device)
+
+        def last_resort(cfg):
+            tiles = wgrad_tiles(family, pb, cfg) if direction == "wgrad" else \
+                pixel_tiles(direction, family, pb, cfg)
+            return tiles * split_for(direction, family, pb, cfg, device)
         cfg = _gpu_config(configs, rows, cols, programs, sm_count(device),
-                          None if direction == "wgrad" or family == "direct" else split)
+                          None if direction == "wgrad" or family == "direct" else split,
+                          None if family == "direct" else last_resort)
     split = split_for(direction, family, pb, cfg, device)
     if split > 1 and direction != "wgrad":
         steps = reduction_steps(direction, family, pb, cfg)
