@@ -17,13 +17,16 @@ def randomize(model, conv_weights=False, seed=3):
     return randomize_weights(model, conv_weights=conv_weights, seed=seed)
 
 
-def _run(model, x, rest, weights, grad_input):
+def _run(model, x, rest, weights, grad_input, backward=True):
     """Forward and backward of ``model`` on ``x`` (its dtype) and ``rest``, with ``weights`` as
     the output gradients: {label: tensor} of the outputs, the input gradient and every
-    parameter gradient."""
-    x = x.clone().requires_grad_(grad_input)
-    out = model(x, *rest)
+    parameter gradient (the outputs alone without ``backward``)."""
+    x = x.clone().requires_grad_(grad_input and backward)
+    with torch.set_grad_enabled(backward):
+        out = model(x, *rest)
     outs = out if isinstance(out, tuple) else (out,)
+    if not backward:
+        return out, weights, {f"output {i}": o.detach() for i, o in enumerate(outs)}
     if weights is None:
         weights = [torch.randn_like(o) for o in outs]
     torch.autograd.backward(outs, [w.to(o.dtype) for w, o in zip(weights, outs)])
@@ -34,10 +37,12 @@ def _run(model, x, rest, weights, grad_input):
     return out, weights, values
 
 
-def compare(model, reference, inputs, what, grad_input=True, dtype=torch.float32):
+def compare(model, reference, inputs, what, grad_input=True, dtype=torch.float32,
+            backward=True):
     """Run ``model`` (fastconv, in ``dtype``, eval mode) with ATen's CPU convolution and
     torchvision's RoI kernels raising, and ``reference`` in float64 on the same values; compare
-    every output, the gradient of the first input and every parameter gradient.
+    every output, the gradient of the first input and every parameter gradient (the outputs
+    alone without ``backward``).
 
     Each relative error must be under the tolerance of ``dtype``, or, where float32 itself
     cannot reach it, no more than twice the error of PyTorch's own run in ``dtype``. In a deep
@@ -60,8 +65,8 @@ def compare(model, reference, inputs, what, grad_input=True, dtype=torch.float32
 
     with aten_forbidden(), aten_forbidden(ops=TV_ROI_OPS, namespace="torchvision"), \
             whole_model():
-        out, weights, got = _run(model, x, rest, None, grad_input)
-    _, _, want = _run(reference, x.double(), rest_ref, weights, grad_input)
+        out, weights, got = _run(model, x, rest, None, grad_input, backward)
+    _, _, want = _run(reference, x.double(), rest_ref, weights, grad_input, backward)
 
     assert got.keys() == want.keys()
     # parameters outside the graph (auxiliary classifiers in eval mode) get no gradient
@@ -79,7 +84,8 @@ def compare(model, reference, inputs, what, grad_input=True, dtype=torch.float32
         if err < tol:
             continue
         if torch32 is None:  # PyTorch's own float32 run, on the same weights
-            _, _, torch32 = _run(copy.deepcopy(reference).to(dtype), x, rest, weights, grad_input)
+            _, _, torch32 = _run(copy.deepcopy(reference).to(dtype), x, rest, weights, grad_input,
+                                 backward)
         torch_err = rel_err(torch32[key], want[key])
         assert err <= 2 * torch_err, (
             f"{what}: {key}: relative error {err:.2e} >= {tol:.0e}, and PyTorch's own run gets "

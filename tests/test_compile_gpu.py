@@ -12,10 +12,12 @@ then finds the variants it needs in Triton's cache, the sm_80 one compiles its o
 """
 import collections
 import csv
+import json
 import os
 import subprocess
 import sys
 
+import filelock
 import pytest
 
 import fastconv.kernels
@@ -30,8 +32,8 @@ ARCHS = ("sm_90", "sm_80")
 # `fastconv compile-report --arch sm_80` (it doubles this module's cost in CI).
 FULL_REPORT_ARCHS = ("sm_90",)
 
-# one worker runs this whole module, in order, so the fixtures below are built once and the
-# per-case reports find the full report's compiles in Triton's cache
+# one worker runs this whole module where pytest-xdist's groups work (see _report_once for where
+# they do not), so the compile-heavy tests do not crowd both workers at once
 pytestmark = pytest.mark.xdist_group("gpu_compile")
 ID_FIELDS = ("kernel", "dtype", "block_m", "block_n", "block_k", "num_warps", "num_stages", "flags")
 
@@ -63,18 +65,37 @@ def _run_report(module: str, path, *args) -> tuple:
     return proc, rows
 
 
-# Each report runs once per process, whatever order the tests come in: pytest sets a module
-# fixture up again when the tests that use its params interleave (an indirect parametrisation
-# does that), and a report costs minutes of compiling.
+# Each report runs once per test run, whatever worker and order its tests get: the module is
+# marked as one xdist group, but pytest 9.2 ignores the group suffix that pytest-xdist 3.8 adds to
+# node ids, so the tests spread over the workers; and pytest sets a module fixture up again when
+# the tests of its params interleave (an indirect parametrisation does that). A report costs
+# minutes of compiling: the first worker to need one runs it and leaves it, under a file lock, in
+# the directory the workers share.
 _REPORTS = {}
 
 
-def _report_once(key: tuple, tmp_path_factory, module: str, *args) -> tuple:
-    """(finished subprocess, CSV rows) of ``_run_report(module, ..., *args)``, run at most once
-    per ``key``."""
-    if key not in _REPORTS:
-        path = tmp_path_factory.mktemp("report") / "report.csv"
-        _REPORTS[key] = _run_report(module, path, *args)
+def _report_once(key: str, tmp_path_factory, module: str, *args) -> tuple:
+    """(finished subprocess, CSV rows) of ``_run_report(module, ..., *args)``, run once per
+    ``key`` in a test run."""
+    if key in _REPORTS:
+        return _REPORTS[key]
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    path, info = shared / f"{key}.csv", shared / f"{key}.json"
+    with filelock.FileLock(str(shared / f"{key}.lock")):
+        if info.exists():
+            done = json.loads(info.read_text())
+            proc = subprocess.CompletedProcess(done["args"], done["returncode"], done["stdout"],
+                                               done["stderr"])
+            rows = []
+            if path.exists():
+                with open(path, newline="") as f:
+                    rows = list(csv.DictReader(f))
+        else:
+            proc, rows = _run_report(module, path, *args)
+            info.write_text(json.dumps(dict(args=proc.args, returncode=proc.returncode,
+                                            stdout=proc.stdout, stderr=proc.stderr)))
+    _REPORTS[key] = proc, rows
     return _REPORTS[key]
 
 
@@ -87,7 +108,7 @@ def _tail(proc) -> str:
 def report(request, tmp_path_factory):
     """(arch, finished subprocess, CSV rows) of one ``compile_report`` run."""
     arch = request.param
-    proc, rows = _report_once(("full", arch), tmp_path_factory,
+    proc, rows = _report_once(f"full-{arch}", tmp_path_factory,
                               "fastconv.bench.compile_report", "--arch", arch)
     return arch, proc, rows
 
@@ -97,7 +118,10 @@ def case_report(request, tmp_path_factory):
     """(arch, finished subprocess, CSV rows) of one per-case report over every benchmark
     case."""
     arch = request.param
-    proc, rows = _report_once(("cases", arch), tmp_path_factory,
+    if arch in FULL_REPORT_ARCHS:  # after the full report, whose compiles it then finds cached
+        _report_once(f"full-{arch}", tmp_path_factory, "fastconv.bench.compile_report",
+                     "--arch", arch)
+    proc, rows = _report_once(f"cases-{arch}", tmp_path_factory,
                               "fastconv.bench.case_report", "--arch", arch, "--table", "none")
     return arch, proc, rows
 
@@ -274,7 +298,7 @@ def launch_report(request, tmp_path_factory):
     """(slice name, finished subprocess, CSV rows) of a slice of the per-case report compiled
     as launches specialise them."""
     arch, _, *filters = LAUNCH_SLICES[request.param]
-    proc, rows = _report_once(("launch", request.param), tmp_path_factory,
+    proc, rows = _report_once(f"launch-{request.param}", tmp_path_factory,
                               "fastconv.bench.case_report", "--arch", arch,
                               "--specialise", "launch", "--table", "none", *filters)
     return request.param, proc, rows

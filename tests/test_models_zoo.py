@@ -27,6 +27,21 @@ from model_helpers import compare, randomize
 # the Inception models' truncated-normal initialisation takes time and is overwritten anyway
 _NO_INIT = {"googlenet": dict(init_weights=False), "inception_v3": dict(init_weights=False)}
 
+# Deeper variants built from the same blocks as a sibling verified here forward and backward:
+# these are verified forward (every convolution's fprop at the model's own shapes), and their
+# backward is the sibling's blocks' backward, repeated. Where the sibling has every one of their
+# convolution shapes (ResNet-101/152 in ResNet-50, Wide ResNet-101 in Wide ResNet-50, VGG-16/19
+# in VGG-13), the sibling's backward runs the very same kernel launches; the ResNeXt-101 widths
+# (64 groups of 4-32 channels, 32 of 8-64) differ from ResNeXt-50's (32 of 4-32), and grouped
+# gradients at those widths are tests/test_conv2d_sweep.py's. This halves the two slowest
+# models (one interpreter program per group: 64 groups, 33 blocks). `fastconv verify` runs
+# every model forward and backward.
+FORWARD_ONLY = {"resnet101": "resnet50", "resnet152": "resnet50",
+                "wide_resnet101_2": "wide_resnet50_2", "vgg16": "vgg13", "vgg19": "vgg13",
+                "vgg16_bn": "vgg13_bn", "vgg19_bn": "vgg13_bn",
+                "resnext101_32x8d": "resnext50_32x4d", "resnext101_64x4d": "resnext50_32x4d"}
+_DIFFERENT_WIDTHS = {"resnext101_32x8d", "resnext101_64x4d"}
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
@@ -44,4 +59,25 @@ def test_forward_backward_matches_reference(name):
     reference = reference_model(name, model)
     inputs = models.example_inputs(name, batch=1, size=models.small_input_size(name),
                                    generator=torch.Generator().manual_seed(0))
-    compare(model, reference, inputs, name, dtype=torch.float64)
+    compare(model, reference, inputs, name, dtype=torch.float64,
+            backward=name not in FORWARD_ONLY)
+
+
+def _conv_shapes(model) -> set:
+    return {(type(m).__name__, m.in_channels, m.out_channels, m.groups, tuple(m.kernel_size),
+             tuple(m.stride), tuple(m.padding), tuple(m.dilation))
+            for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)}
+
+
+@pytest.mark.parametrize("name", sorted(FORWARD_ONLY))
+def test_forward_only_models_repeat_a_verified_sibling(name):
+    """What FORWARD_ONLY claims: the sibling is verified forward and backward, is built from the
+    same module types, and (but for the ResNeXt-101 widths) has every convolution shape."""
+    sibling = FORWARD_ONLY[name]
+    assert sibling in models.list_models() and sibling not in FORWARD_ONLY
+    model, other = models.get_model(name), models.get_model(sibling)
+    assert {type(m) for m in model.modules()} == {type(m) for m in other.modules()}
+    if name in _DIFFERENT_WIDTHS:
+        assert _conv_shapes(model) - _conv_shapes(other)
+    else:
+        assert _conv_shapes(model) <= _conv_shapes(other)
