@@ -106,6 +106,21 @@ def pixel_coords(offs_m, H, W):
 
 
 @triton.jit
+def dgrad_source_pixel(hp, wp, r, s, dil_h, dil_w, stride_h, stride_w, P, Q, mask_m):
+    """(p, q, ok): the output pixel whose tap (r, s) reads input pixel (h, w), given hp, wp =
+    h + pad_h, w + pad_w: hp - r*dil_h = p*stride_h, 0 <= p < P (likewise q); ok is False where
+    none does, or where ``mask_m`` is."""
+    ph = hp - r * dil_h
+    pw = wp - s * dil_w
+    # ph, pw may be negative: test the sign before trusting // (it truncates)
+    p = ph // stride_h
+    q = pw // stride_w
+    ok = mask_m & (ph >= 0) & (pw >= 0) & (p * stride_h == ph) & (q * stride_w == pw) \
+        & (p < P) & (q < Q)
+    return p, q, ok
+
+
+@triton.jit
 def group_tile_ids(num_pid_m, num_pid_n, INDEX_64: tl.constexpr):
     """Flat program id -> (group, row tile, column tile), column tiles fastest.
 

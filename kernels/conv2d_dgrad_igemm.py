@@ -13,8 +13,8 @@ sums go to a workspace that ``conv2d_split_reduce_kernel`` adds and stores into 
 import triton
 import triton.language as tl
 
-from ._common import (cast_index, group_tile_ids, mma, pixel_coords, split_k_range,
-                      store_partial, zeros_acc)
+from ._common import (cast_index, dgrad_source_pixel, group_tile_ids, mma, pixel_coords,
+                      split_k_range, store_partial, zeros_acc)
 
 
 @triton.jit
@@ -65,13 +65,8 @@ def conv2d_dgrad_igemm_kernel(
         k0 = (it % num_kb) * BLOCK_K
         r = rs // S
         s = rs % S
-        ph = hp - r * dil_h
-        pw = wp - s * dil_w
-        # ph, pw may be negative: test the sign before trusting // and % (they truncate)
-        p = ph // stride_h
-        q = pw // stride_w
-        row_ok = mask_m & (ph >= 0) & (pw >= 0) & (p * stride_h == ph) & (q * stride_w == pw) \
-            & (p < P) & (q < Q)
+        p, q, row_ok = dgrad_source_pixel(hp, wp, r, s, dil_h, dil_w, stride_h, stride_w, P, Q,
+                                          mask_m)
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < KG
         a_ptrs = (dy_img + p * stride_dyp + q * stride_dyq)[:, None] + offs_k[None, :] * stride_dyk

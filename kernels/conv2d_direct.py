@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from ._common import (aligned, aligned_pixel_strides, cast_index, conv_epilogue,
-                      pixel_coords, zeros_acc)
+                      dgrad_source_pixel, pixel_coords, zeros_acc)
 
 
 @triton.jit
@@ -138,12 +138,8 @@ def conv2d_dgrad_direct_kernel(
         for rs in range(0, R * S):
             r = rs // S
             s = rs % S
-            ph = hp - r * dil_h
-            pw = wp - s * dil_w
-            p = ph // stride_h
-            q = pw // stride_w
-            row_ok = mask_m & (ph >= 0) & (pw >= 0) & (p * stride_h == ph) \
-                & (q * stride_w == pw) & (p < P) & (q < Q)
+            p, q, row_ok = dgrad_source_pixel(hp, wp, r, s, dil_h, dil_w, stride_h, stride_w,
+                                              P, Q, mask_m)
             dy_ptrs = (dy_img + p * stride_dyp + q * stride_dyq)[:, None] \
                 + (dy_chan + k * stride_dyk)[None, :]
             dyv = tl.load(dy_ptrs, mask=row_ok[:, None] & mask_c[None, :], other=0.0)

@@ -58,11 +58,15 @@ def _run_report(module: str, path, *args) -> tuple:
     proc = subprocess.run(
         [sys.executable, "-m", module, "--csv", str(path), "--jobs", str(jobs), *args],
         env=env, capture_output=True, text=True, timeout=3600)
-    rows = []
-    if path.exists():
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    return proc, rows
+    return proc, _read_rows(path)
+
+
+def _read_rows(path) -> list:
+    """The rows of a report's CSV; none if the report wrote none."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 # Each report runs once per test run, whatever worker and order its tests get: the module is
@@ -87,10 +91,7 @@ def _report_once(key: str, tmp_path_factory, module: str, *args) -> tuple:
             done = json.loads(info.read_text())
             proc = subprocess.CompletedProcess(done["args"], done["returncode"], done["stdout"],
                                                done["stderr"])
-            rows = []
-            if path.exists():
-                with open(path, newline="") as f:
-                    rows = list(csv.DictReader(f))
+            rows = _read_rows(path)
         else:
             proc, rows = _run_report(module, path, *args)
             info.write_text(json.dumps(dict(args=proc.args, returncode=proc.returncode,

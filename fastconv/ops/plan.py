@@ -318,6 +318,13 @@ def wgrad_tiles(family: str, pb: ConvProblem, cfg: TileConfig) -> int:
     return triton.cdiv(pb.KG, cfg.block_m) * triton.cdiv(cols, cfg.block_n) * pb.groups
 
 
+def launch_tiles(direction: str, family: str, pb: ConvProblem, cfg: TileConfig) -> int:
+    """Programs of one split of a launch of ``cfg``: ``wgrad_tiles`` or ``pixel_tiles``."""
+    if direction == "wgrad":
+        return wgrad_tiles(family, pb, cfg)
+    return pixel_tiles(direction, family, pb, cfg)
+
+
 def reduction_steps(direction: str, family: str, pb: ConvProblem, cfg: TileConfig) -> int:
     """Iterations of the flat reduction loop of a fprop or dgrad GEMM launch: (r, s, channel
     block) for the implicit GEMM, channel blocks for the 1x1 GEMM (R = S = 1)."""
@@ -371,20 +378,15 @@ def split_for(direction: str, family: str, pb: ConvProblem, cfg: TileConfig, dev
     batch-1 layers of some hundred KB, whose cost is latency: a grid that leaves SMs idle
     runs each program's steps one after the other on fewer SMs.
     """
-    if direction == "wgrad":
-        split = wgrad_split(family, pb, cfg, device)
-        tiles = wgrad_tiles(family, pb, cfg)
-    else:
-        split = gemm_split(direction, family, pb, cfg, device)
-        tiles = pixel_tiles(direction, family, pb, cfg)
-    sms = sm_count(device)
+    def split_of(min_steps, once=False):
+        if direction == "wgrad":
+            return wgrad_split(family, pb, cfg, device, min_steps, once)
+        return gemm_split(direction, family, pb, cfg, device, min_steps)
+    split = split_of(MIN_SPLIT_STEPS)
     if INTERPRETING or family == "direct" or cfg.block_m * cfg.block_n >= SMALL_TILE \
-            or tiles * split >= sms:
+            or launch_tiles(direction, family, pb, cfg) * split >= sm_count(device):
         return split
-    if direction == "wgrad":
-        return max(split, wgrad_split(family, pb, cfg, device, LAST_RESORT_SPLIT_STEPS,
-                                      once=True))
-    return max(split, gemm_split(direction, family, pb, cfg, device, LAST_RESORT_SPLIT_STEPS))
+    return max(split, split_of(LAST_RESORT_SPLIT_STEPS, once=True))
 
 
 def split_reduce_config(direction: str, pb: ConvProblem) -> TileConfig:
@@ -444,9 +446,8 @@ def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = F
             return gemm_split(direction, family, pb, cfg, device)
 
         def last_resort(cfg):
-            tiles = wgrad_tiles(family, pb, cfg) if direction == "wgrad" else \
-                pixel_tiles(direction, family, pb, cfg)
-            return tiles * split_for(direction, family, pb, cfg, device)
+            return launch_tiles(direction, family, pb, cfg) * \
+                split_for(direction, family, pb, cfg, device)
         cfg = _gpu_config(configs, rows, cols, programs, sm_count(device),
                           None if direction == "wgrad" or family == "direct" else split,
                           None if family == "direct" else last_resort)
