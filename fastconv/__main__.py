@@ -147,6 +147,12 @@ def cmd_compile_report(args) -> int:
 
 def cmd_bench(args) -> int:
     from fastconv.bench import run
+    if args.overhead:
+        # host time per call; without a GPU the call path runs under the interpreter with
+        # Triton's launch a no-op (fastconv.bench.overhead)
+        _ensure_backend()
+        from fastconv.bench import overhead
+        return overhead.run()
     if args.dry_run:
         # the timing path on tiny shapes: without a GPU the kernels run in the interpreter,
         # which needs a fresh process. Without --dry-run and a GPU there is nothing to time

@@ -26,6 +26,16 @@ def _seed():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _fresh_call_caches():
+    """Each test starts with no recorded calls: a test that patches a launcher or the plan sees
+    its first call of every signature built anew."""
+    from fastconv.ops.launch_cache import clear_caches
+    clear_caches()
+    yield
+    clear_caches()
+
+
 @pytest.fixture
 def no_launch(monkeypatch):
     """Replace the three launchers by functions that fail the test if they are reached: bad
@@ -35,6 +45,21 @@ def no_launch(monkeypatch):
         def launched(*args, _name=name, **kwargs):
             pytest.fail(f"conv2d_launch.{_name} was called: validation must come first")
         monkeypatch.setattr(conv2d_launch, name, launched)
+
+
+@pytest.fixture
+def kernel_launches(monkeypatch):
+    """(kernel name, grid, constexprs and launch options) of every kernel launch while the
+    test runs, in order: fresh and replayed calls alike reach Triton's interpreter here."""
+    from triton.runtime import interpreter
+    seen = []
+    real = interpreter.InterpretedFunction.run
+
+    def run(self, *args, grid, warmup, **kwargs):
+        seen.append((self.fn.__name__, tuple(grid), kwargs))
+        return real(self, *args, grid=grid, warmup=warmup, **kwargs)
+    monkeypatch.setattr(interpreter.InterpretedFunction, "run", run)
+    return seen
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -81,3 +81,58 @@ def t(*shape, **kw):
 def ints(*shape):
     """A random integer tensor, made when the row runs."""
     return lambda: torch.randint(-3, 4, shape)
+
+
+class _Scaled:
+    """A kernel that launches the real one, then scales the output it wrote (argument
+    ``index``) by ``factor``: a kernel that is almost right."""
+
+    def __init__(self, kernel, index: int, factor: float):
+        self.kernel, self.index, self.factor = kernel, index, factor
+
+    def __getitem__(self, grid):
+        def launch(*args, **meta):
+            self.kernel[grid](*args, **meta)
+            args[self.index].mul_(self.factor)
+        return launch
+
+
+def slightly_wrong_forward(monkeypatch, factor: float) -> None:
+    """Make every conv2d forward from now on scale its output by ``factor`` after the real
+    kernels ran: the last launch of each call is wrapped, so a replayed call is wrong too."""
+    import dataclasses
+
+    from fastconv.ops import conv2d_launch
+    from fastconv.ops.launch_cache import clear_caches
+    real = conv2d_launch.conv2d_fprop
+
+    def wrong(x, w, bias, y, *args, **kwargs):
+        plan, launches = real(x, w, bias, y, *args, **kwargs)
+        last = launches[-1]
+        index = next(i for i, a in enumerate(last.args) if a is y)
+        launches[-1] = dataclasses.replace(last, kernel=_Scaled(last.kernel, index, factor))
+        return plan, launches
+    monkeypatch.setattr(conv2d_launch, "conv2d_fprop", wrong)
+    clear_caches()
+
+
+class LaunchView:
+    """A live view of ``kernel_launches``, each launch seen through ``project``."""
+
+    def __init__(self, seen, project):
+        self.seen, self.project = seen, project
+
+    def _items(self):
+        return [p for p in map(self.project, self.seen) if p is not None]
+
+    def __iter__(self):
+        return iter(self._items())
+
+    def __getitem__(self, i):
+        return self._items()[i]
+
+    def __len__(self):
+        return len(self._items())
+
+    def __repr__(self):
+        return repr(self._items())

@@ -23,7 +23,7 @@ from fastconv.bench import run as R
 from fastconv.bench.plot import plot_speedups
 from fastconv.models import _registry
 
-from helpers import aten_forbidden
+from helpers import aten_forbidden, slightly_wrong_forward
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -164,14 +164,7 @@ def test_measure_argument_errors():
 
 
 def test_a_wrong_kernel_is_a_mismatch(monkeypatch):
-    from fastconv.ops import conv2d_launch
-    real = conv2d_launch.conv2d_fprop
-
-    def off(x, w, bias, y, *args):
-        plan = real(x, w, bias, y, *args)
-        y.mul_(1.01)
-        return plan
-    monkeypatch.setattr(conv2d_launch, "conv2d_fprop", off)
+    slightly_wrong_forward(monkeypatch, 1.01)
     case = _case(lambda c: c.name == "resnet50/layer1.0.conv2/n32")
     row = H.measure(case, torch.float32, "nchw", "forward", "cpu",
                     H.environment(torch.device("cpu"), dry=True), dry=True)

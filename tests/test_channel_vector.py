@@ -14,7 +14,7 @@ import fastconv.functional as FC
 from fastconv.ops import conv2d_launch
 from fastconv.ops.conv2d_launch import channel_vector
 
-from helpers import assert_rel_close, aten_forbidden
+from helpers import LaunchView, assert_rel_close, aten_forbidden
 
 
 def _cl(*shape, dtype=torch.float16):
@@ -47,17 +47,10 @@ def test_nchw_and_misaligned_views_get_no_vector():
 
 
 @pytest.fixture
-def vectors(monkeypatch):
+def vectors(kernel_launches):
     """The VEC of every 1x1 GEMM and direct launch while the test runs."""
-    seen = []
-    call = conv2d_launch.KernelLaunch.__call__
-
-    def spy(self):
-        if "VEC" in self.meta:
-            seen.append((self.kernel.fn.__name__, self.meta["VEC"]))
-        return call(self)
-    monkeypatch.setattr(conv2d_launch.KernelLaunch, "__call__", spy)
-    return seen
+    return LaunchView(kernel_launches,
+                      lambda launch: (launch[0], launch[2]["VEC"]) if "VEC" in launch[2] else None)
 
 
 # (id, N, C, H, W, K, kernel, stride, groups, channel offset of x's view, residual)

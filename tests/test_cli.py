@@ -10,7 +10,7 @@ import torch.nn as nn
 import fastconv
 from fastconv import __main__ as cli
 from fastconv.models import _registry
-from fastconv.ops import conv2d_launch
+from helpers import slightly_wrong_forward
 
 
 def _tiny_model(num_classes=4):
@@ -35,13 +35,7 @@ def test_verify_table_and_mismatch_exit_code(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "tiny" in out and "ok" in out and "d params" in out
 
-    real = conv2d_launch.conv2d_fprop
-
-    def off_by_a_little(x, w, bias, y, *args):
-        plan = real(x, w, bias, y, *args)
-        y.mul_(1.001)  # a kernel that is almost right must still fail verification
-        return plan
-    monkeypatch.setattr(conv2d_launch, "conv2d_fprop", off_by_a_little)
+    slightly_wrong_forward(monkeypatch, 1.001)  # almost right must still fail verification
     assert cli.main(["verify", "--models", "tiny", "--size", "8"]) == 1
     assert "MISMATCH" in capsys.readouterr().out
 

@@ -273,7 +273,9 @@ def test_ordered_roi_backward_gives_the_same_bits_in_any_bands(name, rows, monke
 def test_ordered_roi_backward_bands_fill_the_sms(monkeypatch):
     """On a GPU the bands give detectron2's backward (1 x 512 x 256 x 256, one image, 4 tiles
     of 128 channels) a program per SM; many images need no bands."""
-    monkeypatch.setattr(roi_launch, "INTERPRETING", False)
+    cfg = roi_launch.roi_tile(512, 49, ordered=True, device="cpu")
+    assert cfg.block_m == 1
+    monkeypatch.setattr(plan, "INTERPRETING", False)  # plans for a GPU from here on
     cfg = roi_launch.roi_tile(512, 49, ordered=True)
     rows, bands = roi_launch.ordered_bands(1, 512, 256, cfg, None)
     assert 4 * bands >= plan.sm_count(None) and (bands - 1) * rows < 256 <= bands * rows

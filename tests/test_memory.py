@@ -130,9 +130,9 @@ class TensorsMade(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func.namespace == "fastconv":
-            from torch._library.custom_ops import OPDEFS
+            from fastconv.ops.registry import IMPLEMENTATIONS
             with self:
-                out = OPDEFS[func._schema.name]._init_fn(*args, **(kwargs or {}))
+                out = IMPLEMENTATIONS[func._schema.name](*args, **(kwargs or {}))
         else:
             out = func(*args, **(kwargs or {}))
         for t in (out if isinstance(out, (tuple, list)) else (out,)):

@@ -20,23 +20,16 @@ from fastconv.ops import autotune, conv2d_launch
 from fastconv.ops import plan as P
 from fastconv.ops.plan import ConvProblem, plan_conv2d
 
-from helpers import assert_rel_close, aten_forbidden
+from helpers import LaunchView, assert_rel_close, aten_forbidden
 
 REDUCE = "conv2d_split_reduce_kernel"
 ACTS = {None: lambda z: z, "relu": F.relu, "relu6": F.relu6, "silu": F.silu, "gelu": F.gelu}
 
 
 @pytest.fixture
-def launches(monkeypatch):
-    """(kernel name, grid) of every conv launch started while the test runs, in order."""
-    ran = []
-    real = conv2d_launch.KernelLaunch.__call__
-
-    def spy(self):
-        ran.append((self.kernel.fn.__name__, self.grid))
-        return real(self)
-    monkeypatch.setattr(conv2d_launch.KernelLaunch, "__call__", spy)
-    return ran
+def launches(kernel_launches):
+    """(kernel name, grid) of every launch started while the test runs, in order."""
+    return LaunchView(kernel_launches, lambda launch: launch[:2])
 
 
 def _split_launches(ran, kernel):

@@ -73,6 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--dry-run", action="store_true",
                    help="run the timing path on tiny shapes, one repetition (without a GPU: "
                         "under Triton's interpreter); checks the harness, measures nothing")
+    m.add_argument("--overhead", action="store_true",
+                   help="host time per eager call (conv2d, conv_transpose2d, roi_align) "
+                        "against torch's own op, on tiny shapes; without a GPU, with Triton's "
+                        "launch a no-op and plans made for sm_90")
     m.add_argument("--arch", default="sm_90", choices=["sm_90", "sm_80"],
                    help="without a GPU: the architecture of the static report (default sm_90)")
 

@@ -8,6 +8,7 @@ from torch import Tensor
 
 import fastconv.ops  # noqa: F401  (registers torch.ops.fastconv.*)
 from fastconv.ops.conv2d import ACTIVATIONS
+from fastconv.ops.launch_cache import LRU
 from fastconv.functional._args import (check_bias, check_groups, check_same, check_tensor,
                                        check_weight_channels, check_window_fits, int_tuple,
                                        non_negative, positive)
@@ -96,6 +97,63 @@ def normalize_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stri
     return Conv2dArgs(x, stride, pad, extra, dilation, groups)
 
 
+_NORMALISED = LRU()
+_UNCACHED = object()
+
+
+def _arg_key(value):
+    """A hashable stand-in for an int, a string or a list/tuple of ints (what the normalised
+    arguments are a function of); anything else is normalised on every call."""
+    kind = type(value)
+    if kind is int or kind is str or value is None:
+        return value
+    if kind is tuple or kind is list:
+        for v in value:
+            if type(v) is not int:
+                return _UNCACHED
+        return tuple(value)
+    return _UNCACHED
+
+
+def _tensor_key(t):
+    return None if t is None else (t.shape, t.dtype, t.device)
+
+
+def _signature(input, weight, bias, residual, stride, padding, dilation, groups, activation):
+    """The key under which conv2d's checks and normalisation are remembered, or None where
+    they depend on more than shapes, dtypes, devices and plain arguments (tensors or numpy
+    numbers as arguments; mixed dtypes, which autocast may unify)."""
+    if torch.compiler.is_compiling():  # a traced call: hashing its shapes would pin them
+        return None
+    if not (isinstance(input, Tensor) and isinstance(weight, Tensor)) or \
+            (bias is not None and not isinstance(bias, Tensor)) or \
+            (residual is not None and not isinstance(residual, Tensor)):
+        return None
+    dtype = input.dtype
+    if weight.dtype != dtype or (bias is not None and bias.dtype != dtype) or \
+            (residual is not None and residual.dtype != dtype):
+        return None
+    key = (_tensor_key(input), _tensor_key(weight), _tensor_key(bias), _tensor_key(residual),
+           _arg_key(stride), _arg_key(padding), _arg_key(dilation), _arg_key(groups),
+           _arg_key(activation))
+    return None if _UNCACHED in key else key
+
+
+def _normalise(input, weight, bias, residual, stride, padding, dilation, groups, activation):
+    """(stride, padding, extra padding, dilation, groups, activation name), checked."""
+    args = normalize_conv2d(input, weight, bias, stride, padding, dilation, groups)
+    x, stride, pad, extra, dilation, groups = (args.x, args.stride, args.padding, args.extra,
+                                               args.dilation, args.groups)
+    out_channels, _, kh, kw = weight.shape
+    act = _check_activation(activation)
+    if residual is not None:
+        out_shape = [out_channels] + [
+            (size + 2 * p + e - d * (k - 1) - 1) // s + 1
+            for size, p, e, d, k, s in zip(x.shape[2:], pad, extra, dilation, (kh, kw), stride)]
+        _check_residual(residual, input, ([x.shape[0]] if input.dim() == 4 else []) + out_shape)
+    return list(stride), list(pad), extra, list(dilation), groups, act
+
+
 def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
            stride: IntOrPair = 1, padding: Union[str, IntOrPair] = 0,
            dilation: IntOrPair = 1, groups: int = 1, *, activation: Optional[str] = None,
@@ -124,27 +182,26 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
         Tensor[N, C_out, H_out, W_out] (or Tensor[C_out, H_out, W_out] for unbatched input), in
         channels_last when input or weight is channels_last, else contiguous.
     """
-    args = normalize_conv2d(input, weight, bias, stride, padding, dilation, groups)
-    x, stride, pad, extra, dilation, groups = (args.x, args.stride, args.padding, args.extra,
-                                               args.dilation, args.groups)
+    key = _signature(input, weight, bias, residual, stride, padding, dilation, groups,
+                     activation)
+    norm = _NORMALISED.get(key) if key is not None else None
+    if norm is None:
+        norm = _normalise(input, weight, bias, residual, stride, padding, dilation, groups,
+                          activation)
+        if key is not None:
+            _NORMALISED.put(key, norm)
+    stride, pad, extra, dilation, groups, act = norm
     batched = input.dim() == 4
-    out_channels, _, kh, kw = weight.shape
-    act = _check_activation(activation)
-    if residual is not None:
-        out_shape = [out_channels] + [
-            (size + 2 * p + e - d * (k - 1) - 1) // s + 1
-            for size, p, e, d, k, s in zip(x.shape[2:], pad, extra, dilation, (kh, kw), stride)]
-        _check_residual(residual, input, ([x.shape[0]] if batched else []) + out_shape)
-    if any(extra):
+    x = input if batched else input.unsqueeze(0)
+    if extra[0] or extra[1]:
         x = F.pad(x, (0, extra[1], 0, extra[0]))
     if act == "none" and residual is None:
-        out = torch.ops.fastconv.conv2d(x, weight, bias, list(stride), list(pad),
-                                        list(dilation), groups)
+        out = torch.ops.fastconv.conv2d.default(x, weight, bias, stride, pad, dilation, groups)
     else:
         res = residual if residual is None or batched else residual.unsqueeze(0)
         wants_grad = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (input, weight, bias, residual))
-        out, _ = torch.ops.fastconv.conv2d_activation(
-            x, weight, bias, res, list(stride), list(pad), list(dilation), groups, act,
+        out, _ = torch.ops.fastconv.conv2d_activation.default(
+            x, weight, bias, res, stride, pad, dilation, groups, act,
             wants_grad and act in ("silu", "gelu"))
     return out if batched else out.squeeze(0)

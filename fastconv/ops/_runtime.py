@@ -44,12 +44,20 @@ def fake_output(shape, like: torch.Tensor, memory_format) -> torch.Tensor:
     return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format)
 
 
-def new_output(shape, like: torch.Tensor, memory_format=torch.contiguous_format, dtype=None):
-    """Allocate an output tensor (poisoned with NaN when tests ask for it)."""
+def new_output(shape, like: torch.Tensor, memory_format=torch.contiguous_format, dtype=None,
+               fill=None):
+    """Allocate a tensor a call writes (poisoned with NaN when tests ask for it), or one
+    filled with ``fill``. While a call is being recorded (``launch_cache.record``) the
+    allocation is noted, so that a replay of the call allocates the same."""
+    from fastconv.ops.launch_cache import RECORDER
     out = torch.empty(shape, dtype=dtype or like.dtype, device=like.device,
                       memory_format=memory_format)
-    if POISON_OUTPUTS:
+    if fill is not None:
+        out.fill_(fill)
+    elif POISON_OUTPUTS and out.is_floating_point():
         out.fill_(float("nan"))
+    if RECORDER.allocations is not None:
+        RECORDER.allocations.append((out, fill))
     return out
 
 

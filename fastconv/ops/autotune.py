@@ -5,19 +5,30 @@ size inside a bucket reuses the measurement instead of re-tuning, and the tuned 
 ones the compile check has proven spill-free (the plan's table for the family and dtype). Under
 the interpreter, while a CUDA graph is being captured, or with FASTCONV_AUTOTUNE=0, the plan's
 heuristic choice runs untimed.
+
+Tuning runs on the first call of a bucket only: every later call of the same signature replays
+its recorded launches (:mod:`fastconv.ops.launch_cache`), and a CUDA graph capture never tunes.
+``FASTCONV_TUNE_CACHE=path.json`` keeps the winners in a file: read before the first
+measurement, written after each, so that a second process (a training job's next run, a
+benchmark after a warm-up run) tunes nothing it has seen. Entries are per GPU name.
 """
 import dataclasses
+import json
 import os
+import tempfile
 from typing import Callable, Dict, Optional
 
 import torch
 import triton
 
 from fastconv.ops._runtime import INTERPRETING
-from fastconv.ops.plan import ConvProblem, Plan, config_table, dtype_class, gemm_dims, split_for
+from fastconv.ops.launch_cache import not_recorded
+from fastconv.ops.plan import (_KERNELS, ConvProblem, Plan, config_table, dtype_class, gemm_dims,
+                               split_for)
 
 ENABLED = os.environ.get("FASTCONV_AUTOTUNE", "1") != "0"
 _BEST: Dict[tuple, Plan] = {}
+_FILE_READ = set()  # tune-cache files already merged into _BEST
 
 
 def bucket(n: int) -> int:
@@ -41,6 +52,71 @@ def candidates(plan: Plan, pb: ConvProblem, device) -> list:
     return out
 
 
+def _device_name(device) -> str:
+    if device is not None and torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "cpu"
+
+
+def _entry(key: tuple, device_name: str, plan: Plan) -> dict:
+    cfg = plan.config
+    return {"device": device_name, "key": [str(k) if isinstance(k, torch.dtype) else k
+                                           for k in key],
+            "config": dataclasses.asdict(cfg)}
+
+
+def save(path: str, device=None) -> None:
+    """Write the tuned winners of ``device`` (the current GPU) to ``path``, merged with what
+    the file already holds (atomically: a reader never sees half a file)."""
+    name = _device_name(device)
+    entries = {json.dumps([e["device"], e["key"]]): e for e in _read(path)}
+    for key, plan in _BEST.items():
+        e = _entry(key, name, plan)
+        entries[json.dumps([e["device"], e["key"]])] = e
+    folder = os.path.dirname(os.path.abspath(path))
+    with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as f:
+        json.dump({"fastconv_tune_cache": 1, "entries": list(entries.values())}, f, indent=1)
+    os.replace(f.name, path)
+
+
+def _read(path: str) -> list:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as e:
+        raise RuntimeError(f"FASTCONV_TUNE_CACHE={path!r} is not a fastconv tune cache "
+                           f"({e}); delete it or point the variable elsewhere") from e
+    if not isinstance(data, dict) or data.get("fastconv_tune_cache") != 1:
+        raise RuntimeError(f"FASTCONV_TUNE_CACHE={path!r} is not a fastconv tune cache")
+    return data["entries"]
+
+
+def load(path: str, device=None) -> int:
+    """Merge the winners ``path`` holds for ``device``'s GPU into this process's; returns how
+    many. A key is kept only if its family's table still has the config."""
+    name, count = _device_name(device), 0
+    dtypes = {str(d): d for d in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
+    for e in _read(path):
+        if e["device"] != name:
+            continue
+        key = tuple(dtypes.get(k, k) if isinstance(k, str) else k for k in e["key"])
+        direction, family, dclass, _, index_64 = key[:5]
+        table = config_table(family, index_64)[direction][dclass]
+        cfg = next((c for c in table if dataclasses.asdict(c) == e["config"]), None)
+        if cfg is None:
+            continue
+        _BEST[key] = Plan(direction, family, _KERNELS[(direction, family)], cfg, 1,
+                          "autotuned (tune cache)", index_64)
+        count += 1
+    return count
+
+
+def _tune_cache_path() -> Optional[str]:
+    return os.environ.get("FASTCONV_TUNE_CACHE") or None
+
+
 def _should_tune(device) -> bool:
     if not ENABLED or INTERPRETING or device is None or torch.device(device).type != "cuda":
         return False
@@ -57,14 +133,21 @@ def tuned(plan: Plan, pb: ConvProblem, device, launch: Callable[[Plan], None],
     if timer is None and not _should_tune(device):
         return plan
     key = tuning_key(plan, pb)
+    path = _tune_cache_path()
+    if path and (path, _device_name(device)) not in _FILE_READ:
+        _FILE_READ.add((path, _device_name(device)))
+        load(path, device)
     if key not in _BEST:
         options = candidates(plan, pb, device)
         if len(options) == 1:
             _BEST[key] = options[0]
         else:
             timer = timer or (lambda fn: triton.testing.do_bench(fn, return_mode="median"))
-            times = [timer(lambda p=p: launch(p)) for p in options]
+            with not_recorded():  # trial launches: their workspaces are not the call's
+                times = [timer(lambda p=p: launch(p)) for p in options]
             _BEST[key] = options[times.index(min(times))]
+        if path:
+            save(path, device)
     best = _BEST[key]
     # the split depends on this problem's size, not the bucket's (a smaller batch in the same
     # bucket may have fewer tiles, and so need a split the measured one did not)

@@ -1,39 +1,50 @@
-"""``fastconv::conv2d``, its fused-epilogue twin and the gradient ops, with ``torch.library``.
+"""``fastconv::conv2d``, its fused-epilogue twin and the gradient ops.
 
 The ops take normalised arguments (4-D input, explicit symmetric padding pairs); argument
-checking and the user-facing signature live in :mod:`fastconv.functional`. Each op has a fake
-(meta) implementation with exactly the real one's shape, dtype and strides, so ``torch.compile``
-and ``opcheck`` can trace them, and the forward op has an autograd formula built from the two
-gradient ops. Under ``torch.autocast`` every op casts as torch's conv2d does
-(:mod:`fastconv.ops.autocast`).
+checking and the user-facing signature live in :mod:`fastconv.functional`. Each op is defined
+through :mod:`fastconv.ops.registry`: a real kernel that replays its launches from the
+per-signature cache (:mod:`fastconv.ops.launch_cache`), a fake (meta) kernel with exactly the
+real one's shape, dtype and strides, so ``torch.compile`` and ``opcheck`` can trace them, and for
+the forward ops an autograd formula built from the two gradient ops. Under ``torch.autocast``
+every op casts as torch's conv2d does (:mod:`fastconv.ops.autocast`).
 """
-from typing import List, Optional, Tuple
-
 import torch
 from torch import Tensor
 
 from fastconv.kernels._common import ACT_GELU, ACT_NONE, ACT_RELU, ACT_RELU6, ACT_SILU
 
-from fastconv.ops import autocast, conv2d_launch
+from fastconv.ops import autocast, conv2d_launch, registry
 from fastconv.ops._runtime import check_devices, fake_output, new_output
 from fastconv.ops.conv_shapes import conv2d_output_shape, conv_memory_format, memory_format_of
+from fastconv.ops.launch_cache import new_cache, signature
+
+_CALLS = new_cache()
 
 
 # ---------------------------------------------------------------------------- forward
-@torch.library.custom_op("fastconv::conv2d", mutates_args=())
-def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
-           padding: List[int], dilation: List[int], groups: int) -> Tensor:
+def _conv2d_build(input, weight, bias, stride, padding, dilation, groups):
     check_devices(input=input, weight=weight, bias=bias)
     shape = conv2d_output_shape(input.shape, weight.shape, stride, padding, dilation)
     out = new_output(shape, input, conv_memory_format(input, weight))
-    conv2d_launch.conv2d_fprop(input, weight, bias, out, stride, padding, dilation, groups)
-    return out
+    _, launches = conv2d_launch.conv2d_fprop(input, weight, bias, out, stride, padding,
+                                             dilation, groups)
+    return launches, out
 
 
-@conv2d.register_fake
-def _(input, weight, bias, stride, padding, dilation, groups):
+def _conv2d(input, weight, bias, stride, padding, dilation, groups):
+    args = (tuple(stride), tuple(padding), tuple(dilation), groups)
+    return _CALLS.run(signature("conv2d", (input, weight, bias), args), (input, weight, bias),
+                      _conv2d_build, args, input.device)
+
+
+def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     shape = conv2d_output_shape(input.shape, weight.shape, stride, padding, dilation)
     return fake_output(shape, input, conv_memory_format(input, weight))
+
+
+conv2d = registry.define(
+    "conv2d(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, "
+    "int[] dilation, int groups) -> Tensor", _conv2d, _conv2d_fake)
 
 
 # ---------------------------------------------------------------------------- fused epilogue
@@ -44,30 +55,42 @@ ACTIVATIONS = {"none": ACT_NONE, "relu": ACT_RELU, "relu6": ACT_RELU6, "silu": A
 _NEEDS_PREACT = ("silu", "gelu")
 
 
-@torch.library.custom_op("fastconv::conv2d_activation", mutates_args=())
-def conv2d_activation(input: Tensor, weight: Tensor, bias: Optional[Tensor],
-                      residual: Optional[Tensor], stride: List[int], padding: List[int],
-                      dilation: List[int], groups: int, activation: str,
-                      keep_preactivation: bool) -> Tuple[Tensor, Tensor]:
-    """(act(conv2d + bias + residual), the pre-activation or an empty tensor)."""
+def _activation_build(input, weight, bias, residual, stride, padding, dilation, groups,
+                      activation, keep_preactivation):
     check_devices(input=input, weight=weight, bias=bias, residual=residual)
     shape = conv2d_output_shape(input.shape, weight.shape, stride, padding, dilation)
     fmt = conv_memory_format(input, weight)
     out = new_output(shape, input, fmt)
-    preact = new_output(shape, input, fmt) if keep_preactivation else input.new_empty(0)
-    conv2d_launch.conv2d_fprop(input, weight, bias, out, stride, padding, dilation, groups,
-                               residual=residual, activation=ACTIVATIONS[activation],
-                               preact=preact if keep_preactivation else None)
-    return out, preact
+    preact = new_output(shape if keep_preactivation else (0,), input, fmt if
+                        keep_preactivation else torch.contiguous_format)
+    _, launches = conv2d_launch.conv2d_fprop(
+        input, weight, bias, out, stride, padding, dilation, groups, residual=residual,
+        activation=ACTIVATIONS[activation], preact=preact if keep_preactivation else None)
+    return launches, (out, preact)
 
 
-@conv2d_activation.register_fake
-def _(input, weight, bias, residual, stride, padding, dilation, groups, activation,
-      keep_preactivation):
+def _conv2d_activation(input, weight, bias, residual, stride, padding, dilation, groups,
+                       activation, keep_preactivation):
+    """(act(conv2d + bias + residual), the pre-activation or an empty tensor)."""
+    args = (tuple(stride), tuple(padding), tuple(dilation), groups, activation,
+            keep_preactivation)
+    inputs = (input, weight, bias, residual)
+    return _CALLS.run(signature("conv2d_activation", inputs, args), inputs, _activation_build,
+                      args, input.device)
+
+
+def _conv2d_activation_fake(input, weight, bias, residual, stride, padding, dilation, groups,
+                            activation, keep_preactivation):
     shape = conv2d_output_shape(input.shape, weight.shape, stride, padding, dilation)
     fmt = conv_memory_format(input, weight)
     preact = fake_output(shape, input, fmt) if keep_preactivation else input.new_empty(0)
     return fake_output(shape, input, fmt), preact
+
+
+conv2d_activation = registry.define(
+    "conv2d_activation(Tensor input, Tensor weight, Tensor? bias, Tensor? residual, "
+    "int[] stride, int[] padding, int[] dilation, int groups, str activation, "
+    "bool keep_preactivation) -> (Tensor, Tensor)", _conv2d_activation, _conv2d_activation_fake)
 
 
 def activation_backward(activation: str, grad: Tensor, out: Tensor, preact: Tensor) -> Tensor:
@@ -96,94 +119,114 @@ def activation_backward(activation: str, grad: Tensor, out: Tensor, preact: Tens
 
 
 # ---------------------------------------------------------------------------- gradients
-@torch.library.custom_op("fastconv::conv2d_input_grad", mutates_args=())
-def conv2d_input_grad(grad_output: Tensor, weight: Tensor, input_size: List[int],
-                      stride: List[int], padding: List[int], dilation: List[int],
-                      groups: int) -> Tensor:
+def _input_grad_build(grad_output, weight, input_size, stride, padding, dilation, groups):
     check_devices(grad_output=grad_output, weight=weight)
     grad_input = new_output(input_size, grad_output, memory_format_of(grad_output))
-    conv2d_launch.conv2d_dgrad(grad_output, weight, grad_input, stride, padding, dilation, groups)
-    return grad_input
+    _, launches = conv2d_launch.conv2d_dgrad(grad_output, weight, grad_input, stride, padding,
+                                             dilation, groups)
+    return launches, grad_input
 
 
-@conv2d_input_grad.register_fake
-def _(grad_output, weight, input_size, stride, padding, dilation, groups):
-    return fake_output(input_size, grad_output, memory_format_of(grad_output))
+def _conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation, groups):
+    args = (tuple(input_size), tuple(stride), tuple(padding), tuple(dilation), groups)
+    return _CALLS.run(signature("conv2d_input_grad", (grad_output, weight), args),
+                      (grad_output, weight), _input_grad_build, args, grad_output.device)
 
 
-@torch.library.custom_op("fastconv::conv2d_weight_grad", mutates_args=())
-def conv2d_weight_grad(grad_output: Tensor, input: Tensor, weight_size: List[int],
-                       stride: List[int], padding: List[int], dilation: List[int],
-                       groups: int) -> Tensor:
+conv2d_input_grad = registry.define(
+    "conv2d_input_grad(Tensor grad_output, Tensor weight, int[] input_size, int[] stride, "
+    "int[] padding, int[] dilation, int groups) -> Tensor", _conv2d_input_grad,
+    lambda grad_output, weight, input_size, stride, padding, dilation, groups:
+        fake_output(input_size, grad_output, memory_format_of(grad_output)))
+
+
+def _weight_grad_build(grad_output, input, weight_size, stride, padding, dilation, groups):
     check_devices(grad_output=grad_output, input=input)
-    return conv2d_launch.conv2d_wgrad(input, grad_output, weight_size, stride, padding,
-                                      dilation, groups)
+    _, launches, result = conv2d_launch.conv2d_wgrad(input, grad_output, weight_size, stride,
+                                                     padding, dilation, groups)
+    return launches, result
 
 
-@conv2d_weight_grad.register_fake
-def _(grad_output, input, weight_size, stride, padding, dilation, groups):
-    return input.new_empty(weight_size)
+def _conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilation, groups):
+    args = (tuple(weight_size), tuple(stride), tuple(padding), tuple(dilation), groups)
+    return _CALLS.run(signature("conv2d_weight_grad", (grad_output, input), args),
+                      (grad_output, input), _weight_grad_build, args, input.device)
+
+
+conv2d_weight_grad = registry.define(
+    "conv2d_weight_grad(Tensor grad_output, Tensor input, int[] weight_size, int[] stride, "
+    "int[] padding, int[] dilation, int groups) -> Tensor", _conv2d_weight_grad,
+    lambda grad_output, input, weight_size, stride, padding, dilation, groups:
+        input.new_empty(weight_size))
 
 
 # ---------------------------------------------------------------------------- autograd
-def _conv_backward(input, weight, conv, grad_output, needs_input, needs_weight, needs_bias):
+def conv_backward(input, weight, conv, grad_output, needs_input, needs_weight, needs_bias):
     """(grad_input, grad_weight, grad_bias) of conv2d, each only when asked for."""
     stride, padding, dilation, groups = conv
     grad_input = grad_weight = grad_bias = None
     if needs_input:
-        grad_input = torch.ops.fastconv.conv2d_input_grad(
-            grad_output, weight, list(input.shape), stride, padding, dilation, groups)
+        grad_input = conv2d_input_grad(grad_output, weight, list(input.shape), stride, padding,
+                                       dilation, groups)
     if needs_weight:
-        grad_weight = torch.ops.fastconv.conv2d_weight_grad(
-            grad_output, input, list(weight.shape), stride, padding, dilation, groups)
+        grad_weight = conv2d_weight_grad(grad_output, input, list(weight.shape), stride,
+                                         padding, dilation, groups)
     if needs_bias:
         grad_bias = grad_output.sum(dim=(0, 2, 3))
     return grad_input, grad_weight, grad_bias
 
 
-def _setup_context(ctx, inputs, output):
-    input, weight, bias, stride, padding, dilation, groups = inputs
-    ctx.save_for_backward(input, weight)
-    ctx.conv = (list(stride), list(padding), list(dilation), groups)
-    ctx.has_bias = bias is not None
+class _Conv2d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, weight, bias, stride, padding, dilation, groups):
+        ctx.save_for_backward(input, weight)
+        ctx.conv = (stride, padding, dilation, groups)
+        ctx.has_bias = bias is not None
+        return registry.redispatch(conv2d, input, weight, bias, stride, padding, dilation,
+                                   groups)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        grads = conv_backward(input, weight, ctx.conv, grad_output, needs[0], needs[1],
+                              ctx.has_bias and needs[2])
+        return (*grads, None, None, None, None)
 
 
-def _backward(ctx, grad_output):
-    input, weight = ctx.saved_tensors
-    needs = ctx.needs_input_grad
-    grads = _conv_backward(input, weight, ctx.conv, grad_output, needs[0], needs[1],
-                           ctx.has_bias and needs[2])
-    return (*grads, None, None, None, None)
+registry.autograd(conv2d, _Conv2d, differentiable=3)
 
 
-conv2d.register_autograd(_backward, setup_context=_setup_context)
+class _Conv2dActivation(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, weight, bias, residual, stride, padding, dilation, groups,
+                activation, keep_preactivation):
+        # the flag, not preact's size: an empty batch keeps an empty pre-activation
+        if activation in _NEEDS_PREACT and not keep_preactivation:
+            raise RuntimeError("fastconv::conv2d_activation: the backward of "
+                               f"activation={activation!r} needs keep_preactivation=True")
+        out, preact = registry.redispatch(conv2d_activation, input, weight, bias, residual,
+                                          stride, padding, dilation, groups, activation,
+                                          keep_preactivation)
+        ctx.save_for_backward(input, weight, out, preact)
+        ctx.conv = (stride, padding, dilation, groups)
+        ctx.has_bias = bias is not None
+        ctx.activation = activation
+        ctx.mark_non_differentiable(preact)
+        return out, preact
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_preact):
+        input, weight, out, preact = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        grad_z = activation_backward(ctx.activation, grad_out, out, preact)
+        grads = conv_backward(input, weight, ctx.conv, grad_z, needs[0], needs[1],
+                              ctx.has_bias and needs[2])
+        grad_residual = grad_z if needs[3] else None
+        return (*grads, grad_residual, None, None, None, None, None, None)
 
 
-def _setup_context_activation(ctx, inputs, output):
-    input, weight, bias, residual, stride, padding, dilation, groups, activation, keep = inputs
-    out, preact = output
-    ctx.save_for_backward(input, weight, out, preact)
-    ctx.conv = (list(stride), list(padding), list(dilation), groups)
-    ctx.has_bias = bias is not None
-    ctx.activation = activation
-    # the flag, not preact's size: an empty batch keeps an empty pre-activation
-    if activation in _NEEDS_PREACT and not keep and any(ctx.needs_input_grad[:4]):
-        raise RuntimeError("fastconv::conv2d_activation: the backward of "
-                           f"activation={activation!r} needs keep_preactivation=True")
-
-
-def _backward_activation(ctx, grad_out, _grad_preact):
-    input, weight, out, preact = ctx.saved_tensors
-    needs = ctx.needs_input_grad
-    grad_z = activation_backward(ctx.activation, grad_out, out, preact)
-    grads = _conv_backward(input, weight, ctx.conv, grad_z, needs[0], needs[1],
-                           ctx.has_bias and needs[2])
-    grad_residual = grad_z if needs[3] else None
-    return (*grads, grad_residual, None, None, None, None, None, None)
-
-
-conv2d_activation.register_autograd(_backward_activation,
-                                    setup_context=_setup_context_activation)
+registry.autograd(conv2d_activation, _Conv2dActivation, differentiable=4)
 
 
 # ---------------------------------------------------------------------------- autocast

@@ -1,16 +1,17 @@
-"""Launchers of the conv2d kernels: shapes and strides in, one kernel launch out.
+"""The conv2d seam: what a call of each direction launches, described from its tensors.
 
 Callers (the ops in ``fastconv.ops``) have already validated the arguments and allocated the
-outputs; these functions only pick the plan and launch. Each launch is first described as a
-``KernelLaunch`` (kernel, grid, arguments, meta-parameters) by a ``*_launch`` function and then
-started, so that the static per-case report (``fastconv.bench.case_report``) can read exactly
-what would run, from meta-device tensors, without a GPU.
+outputs. ``conv2d_fprop``, ``conv2d_dgrad`` and ``conv2d_wgrad`` pick the plan (autotuned on a
+GPU) and return the launches as ``KernelLaunch`` descriptions (kernel, grid, arguments,
+meta-parameters), built by the ``*_launch`` functions; the ops record them once per call
+signature (:mod:`fastconv.ops.launch_cache`) and replay them. The same functions work on
+meta-device tensors, so the static per-case report (``fastconv.bench.case_report``) and
+``explain`` read exactly what would run, without a GPU.
 
 A split-K fprop or dgrad (``Plan.split`` > 1) is two launches: the GEMM, which writes partial
 sums to a workspace allocated here, then the reduction, which adds them and runs the epilogue.
 The GEMM's ``KernelLaunch`` carries the reduction as ``then``.
 """
-from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -18,33 +19,9 @@ import triton
 
 from fastconv.ops import autotune
 from fastconv.ops._runtime import INTERPRETING, needs_int64, new_output
+from fastconv.ops.launch_cache import Finish, KernelLaunch
 from fastconv.ops.plan import (ConvProblem, Plan, gemm_dims, pixel_tiles, plan_conv2d,
                                reduction_steps, spatially_flat, split_reduce_config, wgrad_tiles)
-
-
-@dataclass(frozen=True)
-class KernelLaunch:
-    """One launch, described: ``kernel[grid](*args, **meta)``, and the launch that must follow
-    it on the same stream (``then``: the split-K reduction), if any."""
-    kernel: object
-    grid: tuple
-    args: tuple
-    meta: dict
-    then: Optional["KernelLaunch"] = None
-
-    @property
-    def programs(self) -> int:
-        """Programs (thread blocks) the grid starts."""
-        total = 1
-        for g in self.grid:
-            total *= g
-        return total
-
-    def __call__(self):
-        handle = self.kernel[self.grid](*self.args, **self.meta)
-        if self.then is not None:
-            self.then()
-        return handle
 
 
 def conv_problem(x_shape, w_shape, y_shape, groups: int, dtype: torch.dtype, stride=(1, 1),
@@ -109,7 +86,7 @@ def _reduce_launch(plan: Plan, pb: ConvProblem, part, b, res, y, pre, epilogue,
     from fastconv.kernels import conv2d_split_reduce_kernel
 
     rows, cols, _ = gemm_dims(plan.direction, pb)
-    cfg = split_reduce_config(plan.direction, pb)
+    cfg = split_reduce_config(plan.direction, pb, part.device)
     grid = (triton.cdiv(rows, cfg.block_m) * triton.cdiv(cols, cfg.block_n) * pb.groups,)
     # output pixels (n, p, q) of the forward; input pixels (n, h, w) of the input gradient
     pixels = (pb.P, pb.Q) if plan.direction == "fprop" else (pb.H, pb.W)
@@ -189,23 +166,22 @@ def plan_wgrad(x, dy, weight_shape, groups, stride, padding, dilation) -> Plan:
 def conv2d_fprop(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor], y: torch.Tensor,
                  stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
                  groups: int, *, residual: Optional[torch.Tensor] = None, activation: int = 0,
-                 preact: Optional[torch.Tensor] = None) -> Plan:
-    """y = act(conv2d(x, w) + bias + residual), written into the preallocated ``y``.
+                 preact: Optional[torch.Tensor] = None) -> Tuple[Plan, list]:
+    """(plan, launches) of y = act(conv2d(x, w) + bias + residual), written into ``y``.
 
     ``preact`` (same shape and strides as ``y``), when given, receives the value before the
     activation. ``activation`` is a code of ``fastconv.kernels._common`` (0: none).
     """
     plan = plan_fprop(x, w, y, groups, stride, padding, dilation, residual)
     if y.numel() == 0:
-        return plan
-    pb = conv_problem(x.shape, w.shape, y.shape, groups, x.dtype)
+        return plan, []
+    pb = conv_problem(x.shape, w.shape, y.shape, groups, x.dtype, stride, padding, dilation)
 
     def launch(plan):
-        fprop_launch(plan, pb, x, w, bias, y, stride, padding, dilation, groups, residual,
-                     activation, preact)()
-    plan = autotune.tuned(plan, pb, x.device, launch)
-    launch(plan)
-    return plan
+        return fprop_launch(plan, pb, x, w, bias, y, stride, padding, dilation, groups,
+                            residual, activation, preact)
+    plan = autotune.tuned(plan, pb, x.device, lambda p: launch(p)())
+    return plan, launch(plan).chain()
 
 
 def fprop_launch(plan, pb, x, w, bias, y, stride, padding, dilation, groups, residual=None,
@@ -248,18 +224,18 @@ def fprop_launch(plan, pb, x, w, bias, y, stride, padding, dilation, groups, res
 
 
 def conv2d_dgrad(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor, stride: Sequence[int],
-                 padding: Sequence[int], dilation: Sequence[int], groups: int) -> Plan:
-    """dx = d conv2d / d input, written into the preallocated ``dx``."""
+                 padding: Sequence[int], dilation: Sequence[int],
+                 groups: int) -> Tuple[Plan, list]:
+    """(plan, launches) of dx = d conv2d / d input, written into ``dx``."""
     plan = plan_dgrad(dy, w, dx, groups, stride, padding, dilation)
     if dx.numel() == 0:
-        return plan
-    pb = conv_problem(dx.shape, w.shape, dy.shape, groups, dy.dtype)
+        return plan, []
+    pb = conv_problem(dx.shape, w.shape, dy.shape, groups, dy.dtype, stride, padding, dilation)
 
     def launch(plan):
-        dgrad_launch(plan, pb, dy, w, dx, stride, padding, dilation, groups)()
-    plan = autotune.tuned(plan, pb, dy.device, launch)
-    launch(plan)
-    return plan
+        return dgrad_launch(plan, pb, dy, w, dx, stride, padding, dilation, groups)
+    plan = autotune.tuned(plan, pb, dy.device, lambda p: launch(p)())
+    return plan, launch(plan).chain()
 
 
 def dgrad_launch(plan, pb, dy, w, dx, stride, padding, dilation, groups) -> KernelLaunch:
@@ -294,24 +270,27 @@ def dgrad_launch(plan, pb, dy, w, dx, stride, padding, dilation, groups) -> Kern
 
 def conv2d_wgrad(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[int],
                  stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
-                 groups: int) -> torch.Tensor:
-    """d conv2d / d weight, as a new contiguous tensor of ``weight_shape``."""
-    pb = conv_problem(x.shape, weight_shape, dy.shape, groups, x.dtype)
+                 groups: int) -> Tuple[Plan, list, object]:
+    """(plan, launches, result) of d conv2d / d weight: the result is a ``Finish`` that makes a
+    new contiguous tensor of ``weight_shape`` from the launches' split-K partial sums."""
+    pb = conv_problem(x.shape, weight_shape, dy.shape, groups, x.dtype, stride, padding,
+                      dilation)
     plan = plan_wgrad(x, dy, weight_shape, groups, stride, padding, dilation)
     if pb.K * pb.CG * pb.R * pb.S == 0:
-        return new_output(weight_shape, x)
+        return plan, [], new_output(weight_shape, x)
 
     def launch(plan):
-        return _launch_wgrad(plan, pb, x, dy, weight_shape, stride, padding, dilation, groups)
-    return launch(autotune.tuned(plan, pb, x.device, launch))
+        return wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation, groups)
+    plan = autotune.tuned(plan, pb, x.device, lambda p: launch(p)[0]())
+    step, part = launch(plan)
+    return plan, [step], Finish(_sum_partials(x.dtype), part)
 
 
-def _launch_wgrad(plan, pb, x, dy, weight_shape, stride, padding, dilation, groups):
-    launch, part = wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation, groups)
-    launch()
-    # the partials are added in a fixed order: bitwise reproducible, no atomics
-    total = part[0] if part.shape[0] == 1 else part.sum(dim=0)
-    return total.to(x.dtype)
+def _sum_partials(dtype):
+    def total(part):
+        # the partials are added in a fixed order: bitwise reproducible, no atomics
+        return (part[0] if part.shape[0] == 1 else part.sum(dim=0)).to(dtype)
+    return total
 
 
 def wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation,

@@ -19,15 +19,17 @@ is larger than the input; here grad_input is allocated with the input's size ins
 The ops take normalised arguments (4-D input, pairs of ints); argument checking and the
 user-facing signature live in :mod:`fastconv.functional.conv_transpose2d`.
 """
-from typing import List, Optional, Sequence
+from typing import Sequence
 
 import torch
-from torch import Tensor
 
-from fastconv.ops import conv2d as _conv2d_ops  # noqa: F401  (registers conv2d_weight_grad)
-from fastconv.ops import autocast, conv2d_launch
+from fastconv.ops import autocast, conv2d_launch, registry
 from fastconv.ops._runtime import check_devices, fake_output, new_output
+from fastconv.ops.conv2d import conv2d_weight_grad
 from fastconv.ops.conv_shapes import conv_memory_format
+from fastconv.ops.launch_cache import Finish, new_cache, signature
+
+_CALLS = new_cache()
 
 
 def conv_transpose_output_size(size: int, kernel: int, stride: int, padding: int,
@@ -49,74 +51,94 @@ def conv_transpose2d_output_shape(input_shape: Sequence[int], weight_shape: Sequ
 
 
 # ---------------------------------------------------------------------------- forward
-# argument order as aten::conv_transpose2d (groups before dilation)
-@torch.library.custom_op("fastconv::conv_transpose2d", mutates_args=())
-def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
-                     padding: List[int], output_padding: List[int], groups: int,
-                     dilation: List[int]) -> Tensor:
+def _add_bias(out, bias):
+    # the dgrad kernel has no bias epilogue; ``out`` is ours, so adding in place is safe
+    return out.add_(bias.view(1, -1, 1, 1))
+
+
+def _forward_build(input, weight, bias, stride, padding, output_padding, groups, dilation):
     check_devices(input=input, weight=weight, bias=bias)
     shape = conv_transpose2d_output_shape(input.shape, weight.shape, stride, padding,
                                           output_padding, groups, dilation)
     out = new_output(shape, input, conv_memory_format(input, weight))
     # every element of ``out`` is written, output_padding rows and columns included (with 0)
-    conv2d_launch.conv2d_dgrad(input, weight, out, stride, padding, dilation, groups)
-    if bias is not None:
-        # the dgrad kernel has no bias epilogue; ``out`` is ours, so adding in place is safe
-        out += bias.view(1, -1, 1, 1)
-    return out
+    _, launches = conv2d_launch.conv2d_dgrad(input, weight, out, stride, padding, dilation,
+                                             groups)
+    return launches, (out if bias is None else Finish(_add_bias, out, bias))
 
 
-@conv_transpose2d.register_fake
-def _(input, weight, bias, stride, padding, output_padding, groups, dilation):
+# argument order as aten::conv_transpose2d (groups before dilation)
+def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation):
+    args = (tuple(stride), tuple(padding), tuple(output_padding), groups, tuple(dilation))
+    return _CALLS.run(signature("conv_transpose2d", (input, weight, bias), args),
+                      (input, weight, bias), _forward_build, args, input.device)
+
+
+def _conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, groups,
+                           dilation):
     shape = conv_transpose2d_output_shape(input.shape, weight.shape, stride, padding,
                                           output_padding, groups, dilation)
     return fake_output(shape, input, conv_memory_format(input, weight))
 
 
+conv_transpose2d = registry.define(
+    "conv_transpose2d(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, "
+    "int[] output_padding, int groups, int[] dilation) -> Tensor", _conv_transpose2d,
+    _conv_transpose2d_fake)
+
+
 # ---------------------------------------------------------------------------- gradients
-@torch.library.custom_op("fastconv::conv_transpose2d_input_grad", mutates_args=())
-def conv_transpose2d_input_grad(grad_output: Tensor, weight: Tensor, input_size: List[int],
-                                stride: List[int], padding: List[int], dilation: List[int],
-                                groups: int) -> Tensor:
+def _input_grad_build(grad_output, weight, input_size, stride, padding, dilation, groups):
     check_devices(grad_output=grad_output, weight=weight)
     grad_input = new_output(input_size, grad_output, conv_memory_format(grad_output, weight))
-    conv2d_launch.conv2d_fprop(grad_output, weight, None, grad_input, stride, padding, dilation,
-                               groups)
-    return grad_input
+    _, launches = conv2d_launch.conv2d_fprop(grad_output, weight, None, grad_input, stride,
+                                             padding, dilation, groups)
+    return launches, grad_input
 
 
-@conv_transpose2d_input_grad.register_fake
-def _(grad_output, weight, input_size, stride, padding, dilation, groups):
-    return fake_output(input_size, grad_output, conv_memory_format(grad_output, weight))
+def _input_grad(grad_output, weight, input_size, stride, padding, dilation, groups):
+    args = (tuple(input_size), tuple(stride), tuple(padding), tuple(dilation), groups)
+    return _CALLS.run(signature("conv_transpose2d_input_grad", (grad_output, weight), args),
+                      (grad_output, weight), _input_grad_build, args, grad_output.device)
+
+
+conv_transpose2d_input_grad = registry.define(
+    "conv_transpose2d_input_grad(Tensor grad_output, Tensor weight, int[] input_size, "
+    "int[] stride, int[] padding, int[] dilation, int groups) -> Tensor", _input_grad,
+    lambda grad_output, weight, input_size, stride, padding, dilation, groups:
+        fake_output(input_size, grad_output, conv_memory_format(grad_output, weight)))
 
 
 # ---------------------------------------------------------------------------- autograd
-def _setup_context(ctx, inputs, output):
-    input, weight, bias, stride, padding, output_padding, groups, dilation = inputs
-    ctx.save_for_backward(input, weight)
-    ctx.conv = (list(stride), list(padding), list(dilation), groups)
-    ctx.has_bias = bias is not None
+class _ConvTranspose2d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, weight, bias, stride, padding, output_padding, groups, dilation):
+        ctx.save_for_backward(input, weight)
+        ctx.conv = (stride, padding, dilation, groups)
+        ctx.has_bias = bias is not None
+        return registry.redispatch(conv_transpose2d, input, weight, bias, stride, padding,
+                                   output_padding, groups, dilation)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv
+        grad_input = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_input = conv_transpose2d_input_grad(
+                grad_output, weight, list(input.shape), stride, padding, dilation, groups)
+        if ctx.needs_input_grad[1]:
+            # conv2d's weight gradient with grad_output as the conv2d input and ``input`` as
+            # the conv2d output gradient; it reduces over the pixels of ``input``, so the
+            # extra rows and columns of output_padding are read only where a tap reaches them
+            grad_weight = conv2d_weight_grad(input, grad_output, list(weight.shape), stride,
+                                             padding, dilation, groups)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_output.sum(dim=(0, 2, 3))
+        return grad_input, grad_weight, grad_bias, None, None, None, None, None
 
 
-def _backward(ctx, grad_output):
-    input, weight = ctx.saved_tensors
-    stride, padding, dilation, groups = ctx.conv
-    grad_input = grad_weight = grad_bias = None
-    if ctx.needs_input_grad[0]:
-        grad_input = torch.ops.fastconv.conv_transpose2d_input_grad(
-            grad_output, weight, list(input.shape), stride, padding, dilation, groups)
-    if ctx.needs_input_grad[1]:
-        # conv2d's weight gradient with grad_output as the conv2d input and ``input`` as the
-        # conv2d output gradient; it reduces over the pixels of ``input``, so the extra rows
-        # and columns of output_padding are read only where a tap reaches them
-        grad_weight = torch.ops.fastconv.conv2d_weight_grad(
-            input, grad_output, list(weight.shape), stride, padding, dilation, groups)
-    if ctx.has_bias and ctx.needs_input_grad[2]:
-        grad_bias = grad_output.sum(dim=(0, 2, 3))
-    return grad_input, grad_weight, grad_bias, None, None, None, None, None
-
-
-conv_transpose2d.register_autograd(_backward, setup_context=_setup_context)
+registry.autograd(conv_transpose2d, _ConvTranspose2d, differentiable=3)
 
 
 # ---------------------------------------------------------------------------- autocast

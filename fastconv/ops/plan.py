@@ -254,10 +254,12 @@ def interpreter_split_k(split: int):
     if isinstance(split, bool) or not isinstance(split, int) or split < 1:
         raise ValueError(f"interpreter_split_k: split must be an int >= 1, got {split!r}")
     saved, _INTERPRETER_SPLIT_K = _INTERPRETER_SPLIT_K, split
+    _bump()
     try:
         yield
     finally:
         _INTERPRETER_SPLIT_K = saved
+        _bump()
 
 
 @contextlib.contextmanager
@@ -268,10 +270,12 @@ def interpreter_block_scale(scale: int):
     if scale < 1 or scale & (scale - 1):
         raise ValueError(f"interpreter_block_scale: scale must be a power of two >= 1, got {scale}")
     saved, _INTERPRETER_BLOCK_SCALE = _INTERPRETER_BLOCK_SCALE, scale
+    _bump()
     try:
         yield
     finally:
         _INTERPRETER_BLOCK_SCALE = saved
+        _bump()
 
 
 def _interpreter_config(direction: str, family: str, pb: ConvProblem) -> TileConfig:
@@ -294,10 +298,78 @@ def _interpreter_config(direction: str, family: str, pb: ConvProblem) -> TileCon
 
 
 def sm_count(device) -> int:
-    """Streaming multiprocessors of ``device`` (an H100's 132 where none can be asked)."""
+    """Streaming multiprocessors the plan sizes grids for: the target's (``planning_for``), else
+    ``device``'s, else an H100's 132 where none can be asked."""
+    if _TARGET is not None and _TARGET.sms:
+        return _TARGET.sms
     if device is not None and torch.device(device).type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
     return _SM_COUNT_DEFAULT
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a plan is made for: a GPU architecture (its SM count sizes the grids) or Triton's
+    interpreter (blocks sized to the problem, no split-K)."""
+    name: str
+    interpreter: bool
+    sms: int = 0  # 0: ask the device
+
+
+TARGETS = {"sm_90": Target("sm_90", False, 132), "sm_80": Target("sm_80", False, 108),
+           "interpreter": Target("interpreter", True)}
+_TARGET = None  # planning_for's target, else the machine's own
+
+
+def target_of(device) -> Target:
+    """The target a plan for ``device`` is made for: ``planning_for``'s, else the interpreter
+    when this process interprets, else the device's architecture."""
+    if _TARGET is not None:
+        return _TARGET
+    if INTERPRETING:
+        return TARGETS["interpreter"]
+    if device is not None and torch.device(device).type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return Target(f"sm_{major}{minor}", False, sm_count(device))
+    return TARGETS["sm_90"]
+
+
+def _interpreting(device=None) -> bool:
+    return target_of(device).interpreter
+
+
+_SETTINGS_VERSION = 0
+
+
+def settings_version() -> int:
+    """Changes whenever a setting the plan reads changes (``planning_for``,
+    ``interpreter_block_scale``, ``interpreter_split_k``): part of every cached call's key."""
+    return _SETTINGS_VERSION
+
+
+def _bump():
+    global _SETTINGS_VERSION
+    _SETTINGS_VERSION += 1
+
+
+@contextlib.contextmanager
+def planning_for(target):
+    """Make every plan in the block for ``target`` ("sm_90", "sm_80", "interpreter" or a
+    :class:`Target`), whatever this machine is: what ``explain(target=...)`` and the host
+    overhead benchmark use. Launching such a plan needs that target's kernels."""
+    global _TARGET
+    if isinstance(target, str):
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {', '.join(map(repr, TARGETS))}, "
+                             f"got target={target!r}")
+        target = TARGETS[target]
+    saved, _TARGET = _TARGET, target
+    _bump()
+    try:
+        yield target
+    finally:
+        _TARGET = saved
+        _bump()
 
 
 def pixel_tiles(direction: str, family: str, pb: ConvProblem, cfg: TileConfig) -> int:
@@ -345,7 +417,7 @@ def gemm_split(direction: str, family: str, pb: ConvProblem, cfg: TileConfig, de
     """
     if family == "direct" or direction == "wgrad":
         return 1
-    if INTERPRETING:
+    if _interpreting(device):
         return _INTERPRETER_SPLIT_K
     tiles = pixel_tiles(direction, family, pb, cfg)
     sms = sm_count(device)
@@ -383,16 +455,16 @@ def split_for(direction: str, family: str, pb: ConvProblem, cfg: TileConfig, dev
             return wgrad_split(family, pb, cfg, device, min_steps, once)
         return gemm_split(direction, family, pb, cfg, device, min_steps)
     split = split_of(MIN_SPLIT_STEPS)
-    if INTERPRETING or family == "direct" or cfg.block_m * cfg.block_n >= SMALL_TILE \
+    if _interpreting(device) or family == "direct" or cfg.block_m * cfg.block_n >= SMALL_TILE \
             or launch_tiles(direction, family, pb, cfg) * split >= sm_count(device):
         return split
     return max(split, split_of(LAST_RESORT_SPLIT_STEPS, once=True))
 
 
-def split_reduce_config(direction: str, pb: ConvProblem) -> TileConfig:
+def split_reduce_config(direction: str, pb: ConvProblem, device=None) -> TileConfig:
     """The tile of the split-K reduction (``conv2d_split_reduce_kernel``) of a fprop or dgrad
     launch: the one compiled config on a GPU; sized to the problem under the interpreter."""
-    if not INTERPRETING:
+    if not _interpreting(device):
         return SPLIT_REDUCE_CONFIG
     rows, cols, _ = gemm_dims(direction, pb)
     x = _INTERPRETER_BLOCK_SCALE
@@ -403,7 +475,7 @@ def wgrad_split(family: str, pb: ConvProblem, cfg: TileConfig, device,
                 min_steps: int = MIN_SPLIT_STEPS, once: bool = False) -> int:
     """Enough partial sums that the grid covers the GPU twice over (``once``: once), each at
     least ``min_steps`` steps long."""
-    if INTERPRETING:
+    if _interpreting(device):
         return 1
     red = pb.N * pb.P * pb.Q
     step = cfg.block_m if family == "direct" else cfg.block_k
@@ -428,7 +500,8 @@ def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = F
             ``spatially_flat``), which the 1x1 GEMM needs.
     """
     family, reason = _family(direction, pb, flat)
-    if INTERPRETING:
+    interpreting = _interpreting(device)
+    if interpreting:
         cfg = _interpreter_config(direction, family, pb)
     else:
         rows, cols, red = gemm_dims(direction, pb)
@@ -454,7 +527,7 @@ def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = F
     split = split_for(direction, family, pb, cfg, device)
     if split > 1 and direction != "wgrad":
         steps = reduction_steps(direction, family, pb, cfg)
-        why = "as interpreter_split_k asks" if INTERPRETING else \
+        why = "as interpreter_split_k asks" if interpreting else \
             f"{pixel_tiles(direction, family, pb, cfg)} output tiles for {sm_count(device)} SMs"
         reason += (f"; split-K {split} ({why}): the {steps} reduction steps run in {split} "
                    "ranges, whose partial sums a second kernel adds in a fixed order")

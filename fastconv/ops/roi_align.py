@@ -10,78 +10,102 @@ are not available everywhere. The buffer, and so the gradient, takes the input's
 Whether the backward may use atomics is an argument of the op, read from
 ``torch.are_deterministic_algorithms_enabled()`` when autograd calls it.
 """
-from typing import List
-
 import torch
-from torch import Tensor
 
-from fastconv.ops import autocast, roi_launch
+from fastconv.ops import autocast, registry, roi_launch
 from fastconv.ops._runtime import check_devices, fake_output, new_output
 from fastconv.ops.conv_shapes import memory_format_of
+from fastconv.ops.launch_cache import Finish, new_cache, signature
 from fastconv.ops.roi_launch import gradient_buffer, gradient_from_buffer
+
+_CALLS = new_cache()
 
 
 # ---------------------------------------------------------------------------- forward
-@torch.library.custom_op("fastconv::roi_align", mutates_args=())
-def roi_align(input: Tensor, rois: Tensor, spatial_scale: float, pooled_height: int,
-              pooled_width: int, sampling_ratio: int, aligned: bool) -> Tensor:
+def _forward_build(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
+                   aligned):
     check_devices(input=input, rois=rois)
     n, c, h, w = input.shape
     out = new_output([rois.shape[0], c, pooled_height, pooled_width], input)
     if out.numel() == 0:
-        return out
+        return [], out
     if h == 0 or w == 0:
-        return out.zero_()  # no pixel to sample: every bin averages nothing
-    roi_launch.roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width,
-                                 sampling_ratio, aligned, out)
-    return out
+        return [], Finish(torch.Tensor.zero_, out)  # no pixel to sample: bins average nothing
+    return [roi_launch.roi_align_forward_launch(input, rois, spatial_scale, pooled_height,
+                                                pooled_width, sampling_ratio, aligned, out)], out
 
 
-@roi_align.register_fake
-def _(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
-    return fake_output([rois.shape[0], input.shape[1], pooled_height, pooled_width], input,
-                       torch.contiguous_format)
+def _roi_align(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
+               aligned):
+    args = (spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+    return _CALLS.run(signature("roi_align", (input, rois), args), (input, rois),
+                      _forward_build, args, input.device)
+
+
+roi_align = registry.define(
+    "roi_align(Tensor input, Tensor rois, float spatial_scale, int pooled_height, "
+    "int pooled_width, int sampling_ratio, bool aligned) -> Tensor", _roi_align,
+    lambda input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned:
+        fake_output([rois.shape[0], input.shape[1], pooled_height, pooled_width], input,
+                    torch.contiguous_format))
 
 
 # ---------------------------------------------------------------------------- backward
-@torch.library.custom_op("fastconv::roi_align_backward", mutates_args=())
-def roi_align_backward(grad: Tensor, rois: Tensor, input_shape: List[int], spatial_scale: float,
-                       pooled_height: int, pooled_width: int, sampling_ratio: int,
-                       aligned: bool, channels_last: bool, deterministic: bool) -> Tensor:
-    """The gradient w.r.t. the input of roi_align, for ``grad`` [K, C, pooled_h, pooled_w]."""
+def _backward_build(grad, rois, input_shape, spatial_scale, pooled_height, pooled_width,
+                    sampling_ratio, aligned, channels_last, deterministic):
     check_devices(grad=grad, rois=rois)
     acc = gradient_buffer(input_shape, grad, channels_last)
+    launches = []
     if grad.numel() and acc.numel():
-        roi_launch.roi_align_backward(grad, rois, spatial_scale, sampling_ratio, aligned, acc,
-                                      deterministic)
-    return gradient_from_buffer(acc, grad.dtype)
+        launches.append(roi_launch.roi_align_backward_launch(
+            grad, rois, spatial_scale, sampling_ratio, aligned, acc, deterministic))
+    dtype = grad.dtype  # not grad itself: a recorded call keeps no tensor of the call
+    return launches, Finish(lambda acc: gradient_from_buffer(acc, dtype), acc)
 
 
-@roi_align_backward.register_fake
-def _(grad, rois, input_shape, spatial_scale, pooled_height, pooled_width, sampling_ratio,
-      aligned, channels_last, deterministic):
+def _roi_align_backward(grad, rois, input_shape, spatial_scale, pooled_height, pooled_width,
+                        sampling_ratio, aligned, channels_last, deterministic):
+    """The gradient w.r.t. the input of roi_align, for ``grad`` [K, C, pooled_h, pooled_w]."""
+    args = (tuple(input_shape), spatial_scale, pooled_height, pooled_width, sampling_ratio,
+            aligned, channels_last, deterministic)
+    return _CALLS.run(signature("roi_align_backward", (grad, rois), args), (grad, rois),
+                      _backward_build, args, grad.device)
+
+
+def _backward_fake(grad, rois, input_shape, spatial_scale, pooled_height, pooled_width,
+                   sampling_ratio, aligned, channels_last, deterministic):
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return fake_output(input_shape, grad, fmt)
 
 
+roi_align_backward = registry.define(
+    "roi_align_backward(Tensor grad, Tensor rois, int[] input_shape, float spatial_scale, "
+    "int pooled_height, int pooled_width, int sampling_ratio, bool aligned, "
+    "bool channels_last, bool deterministic) -> Tensor", _roi_align_backward, _backward_fake)
+
+
 # ---------------------------------------------------------------------------- autograd
-def _setup_context(ctx, inputs, output):
-    input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned = inputs
-    ctx.save_for_backward(rois)
-    ctx.args = (list(input.shape), spatial_scale, pooled_height, pooled_width, sampling_ratio,
-                aligned, memory_format_of(input) == torch.channels_last)
+class _RoIAlign(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
+                aligned):
+        ctx.save_for_backward(rois)
+        ctx.args = (list(input.shape), spatial_scale, pooled_height, pooled_width,
+                    sampling_ratio, aligned, memory_format_of(input) == torch.channels_last)
+        return registry.redispatch(roi_align, input, rois, spatial_scale, pooled_height,
+                                   pooled_width, sampling_ratio, aligned)
+
+    @staticmethod
+    def backward(ctx, grad):
+        rois, = ctx.saved_tensors
+        grad_input = None
+        if ctx.needs_input_grad[0]:
+            grad_input = roi_align_backward(grad, rois, *ctx.args,
+                                            torch.are_deterministic_algorithms_enabled())
+        return grad_input, None, None, None, None, None, None
 
 
-def _backward(ctx, grad):
-    rois, = ctx.saved_tensors
-    grad_input = None
-    if ctx.needs_input_grad[0]:
-        grad_input = torch.ops.fastconv.roi_align_backward(
-            grad, rois, *ctx.args, torch.are_deterministic_algorithms_enabled())
-    return grad_input, None, None, None, None, None, None
-
-
-roi_align.register_autograd(_backward, setup_context=_setup_context)
+registry.autograd(roi_align, _RoIAlign, differentiable=1)
 
 
 # ---------------------------------------------------------------------------- autocast

@@ -14,20 +14,21 @@ import triton
 from fastconv.kernels import roi_align as roi_align_kernels
 from fastconv.kernels import roi_pool as roi_pool_kernels
 from fastconv.kernels.configs import ROI_CONFIGS, TileConfig
-from fastconv.ops._runtime import INTERPRETING, needs_int64
-from fastconv.ops.conv2d_launch import KernelLaunch
-from fastconv.ops.plan import sm_count
+from fastconv.ops._runtime import needs_int64, new_output
+from fastconv.ops.launch_cache import KernelLaunch
+from fastconv.ops.plan import sm_count, target_of
 
 
-def roi_tile(channels: int, bins: int, ordered: bool) -> TileConfig:
+def roi_tile(channels: int, bins: int, ordered: bool, device=None) -> TileConfig:
     """The tile of one program: block_m bins of one RoI by block_n channels.
 
     Args:
         channels: C of the input.
         bins: pooled_height * pooled_width.
         ordered: the deterministic backward (one bin at a time).
+        device: where it runs (the plan's target decides between GPU and interpreter tiles).
     """
-    if INTERPRETING:
+    if target_of(device).interpreter:
         block_m = 1 if ordered else min(triton.next_power_of_2(max(bins, 1)), 256)
         return TileConfig(block_m, min(triton.next_power_of_2(max(channels, 1)), 256), 0, 4, 1)
     if ordered:
@@ -44,7 +45,7 @@ def ordered_bands(n: int, c: int, h: int, cfg: TileConfig, device) -> tuple:
     every RoI serially. Bands of rows give every SM a program: same adds per element, in the
     same order, so the same bits. The interpreter keeps whole images (fewer, longer programs
     run faster there)."""
-    if INTERPRETING or h <= 1:
+    if target_of(device).interpreter or h <= 1:
         return max(h, 1), 1
     programs = n * triton.cdiv(c, cfg.block_n)
     sms = sm_count(device)
@@ -60,7 +61,7 @@ def gradient_buffer(input_shape, like: torch.Tensor, channels_last: bool) -> tor
     on bfloat16 are not available everywhere."""
     dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.empty(input_shape, dtype=dtype, device=like.device, memory_format=fmt).zero_()
+    return new_output(input_shape, like, fmt, dtype=dtype, fill=0)
 
 
 def gradient_from_buffer(buffer: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -72,7 +73,7 @@ def _scale(spatial_scale: float, like: torch.Tensor) -> torch.Tensor:
     """spatial_scale in the kernels' compute type (float64 for float64 input), as torchvision
     holds it; a Python float argument would reach the kernel as float32."""
     dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
-    return torch.full((1,), spatial_scale, dtype=dtype, device=like.device)
+    return new_output((1,), like, dtype=dtype, fill=spatial_scale)
 
 
 def _meta(cfg: TileConfig, dtype: torch.dtype, index_64: bool, ordered: bool = False) -> dict:
@@ -90,17 +91,12 @@ def _tile_grid(rois: torch.Tensor, channels: int, bins: int, cfg: TileConfig) ->
 
 
 # ---------------------------------------------------------------------------- RoIAlign
-def roi_align_forward(x, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned, y):
-    """y [K, C, pooled_h, pooled_w] (contiguous) <- RoIAlign of x [N, C, H, W] (any strides)."""
-    roi_align_forward_launch(x, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio,
-                             aligned, y)()
-
-
 def roi_align_forward_launch(x, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio,
                              aligned, y) -> KernelLaunch:
-    """The launch ``roi_align_forward`` starts (arguments as there)."""
+    """The launch of y [K, C, pooled_h, pooled_w] (contiguous) <- RoIAlign of x [N, C, H, W]
+    (any strides)."""
     n, c, h, w = x.shape
-    cfg = roi_tile(c, pooled_h * pooled_w, ordered=False)
+    cfg = roi_tile(c, pooled_h * pooled_w, ordered=False, device=x.device)
     args = (x, rois, _scale(spatial_scale, x), y,
             n, c, h, w, pooled_h, pooled_w, sampling_ratio,
             *x.stride(), *rois.stride(), y.stride(0), y.stride(1))
@@ -109,19 +105,13 @@ def roi_align_forward_launch(x, rois, spatial_scale, pooled_h, pooled_w, samplin
                         dict(ALIGNED=aligned, **_meta(cfg, x.dtype, needs_int64(x, rois, y))))
 
 
-def roi_align_backward(dy, rois, spatial_scale, sampling_ratio, aligned, dx,
-                       deterministic: bool):
-    """dx [N, C, H, W] (zero-filled float32/float64 buffer) += the adjoint of RoIAlign on dy."""
-    roi_align_backward_launch(dy, rois, spatial_scale, sampling_ratio, aligned, dx,
-                              deterministic)()
-
-
 def roi_align_backward_launch(dy, rois, spatial_scale, sampling_ratio, aligned, dx,
                               deterministic: bool) -> KernelLaunch:
-    """The launch ``roi_align_backward`` starts (arguments as there)."""
+    """The launch of dx [N, C, H, W] (a zero-filled float32/float64 buffer) += the adjoint of
+    RoIAlign on dy."""
     n, c, h, w = dx.shape
     pooled_h, pooled_w = dy.shape[2:]
-    cfg = roi_tile(c, pooled_h * pooled_w, ordered=deterministic)
+    cfg = roi_tile(c, pooled_h * pooled_w, ordered=deterministic, device=dx.device)
     meta = dict(ALIGNED=aligned, **_meta(cfg, dx.dtype, needs_int64(dy, rois, dx),
                                          ordered=deterministic))
     head = (dy, rois, _scale(spatial_scale, dx), dx)
@@ -138,16 +128,12 @@ def roi_align_backward_launch(dy, rois, spatial_scale, sampling_ratio, aligned, 
 
 
 # ---------------------------------------------------------------------------- RoIPool
-def roi_pool_forward(x, rois, spatial_scale, y, argmax):
-    """y and argmax [K, C, pooled_h, pooled_w] (contiguous, same strides) <- RoIPool of x."""
-    roi_pool_forward_launch(x, rois, spatial_scale, y, argmax)()
-
-
 def roi_pool_forward_launch(x, rois, spatial_scale, y, argmax) -> KernelLaunch:
-    """The launch ``roi_pool_forward`` starts (arguments as there)."""
+    """The launch of y and argmax [K, C, pooled_h, pooled_w] (contiguous, same strides) <-
+    RoIPool of x."""
     n, c, h, w = x.shape
     pooled_h, pooled_w = y.shape[2:]
-    cfg = roi_tile(c, pooled_h * pooled_w, ordered=False)
+    cfg = roi_tile(c, pooled_h * pooled_w, ordered=False, device=x.device)
     args = (x, rois, _scale(spatial_scale, x), y, argmax,
             n, c, h, w, pooled_h, pooled_w,
             *x.stride(), *rois.stride(), y.stride(0), y.stride(1))
@@ -156,16 +142,12 @@ def roi_pool_forward_launch(x, rois, spatial_scale, y, argmax) -> KernelLaunch:
                         _meta(cfg, x.dtype, needs_int64(x, rois, y)))
 
 
-def roi_pool_backward(dy, rois, argmax, dx, deterministic: bool):
-    """dx [N, C, H, W] (zero-filled float32/float64 buffer) += dy routed to argmax."""
-    roi_pool_backward_launch(dy, rois, argmax, dx, deterministic)()
-
-
 def roi_pool_backward_launch(dy, rois, argmax, dx, deterministic: bool) -> KernelLaunch:
-    """The launch ``roi_pool_backward`` starts (arguments as there)."""
+    """The launch of dx [N, C, H, W] (a zero-filled float32/float64 buffer) += dy routed to
+    argmax."""
     n, c, h, w = dx.shape
     pooled_h, pooled_w = dy.shape[2:]
-    cfg = roi_tile(c, pooled_h * pooled_w, ordered=deterministic)
+    cfg = roi_tile(c, pooled_h * pooled_w, ordered=deterministic, device=dx.device)
     meta = _meta(cfg, dx.dtype, needs_int64(dy, rois, dx, argmax), ordered=deterministic)
     strides = (*dy.stride(), *rois.stride(), argmax.stride(0), argmax.stride(1), *dx.stride())
     if deterministic:

@@ -6,78 +6,104 @@ through. Arguments are normalised; checks live in :mod:`fastconv.functional.roi`
 contiguous [K, C, pooled_height, pooled_width]; the gradient takes the input's memory format and
 is accumulated in float32 (float64) as for RoIAlign.
 """
-from typing import List, Tuple
-
 import torch
-from torch import Tensor
 
-from fastconv.ops import autocast, roi_launch
+from fastconv.ops import autocast, registry, roi_launch
 from fastconv.ops._runtime import check_devices, fake_output, new_output
 from fastconv.ops.conv_shapes import memory_format_of
+from fastconv.ops.launch_cache import Finish, new_cache, signature
 from fastconv.ops.roi_launch import gradient_buffer, gradient_from_buffer
+
+_CALLS = new_cache()
 
 
 # ---------------------------------------------------------------------------- forward
-@torch.library.custom_op("fastconv::roi_pool", mutates_args=())
-def roi_pool(input: Tensor, rois: Tensor, spatial_scale: float, pooled_height: int,
-             pooled_width: int) -> Tuple[Tensor, Tensor]:
+def _empty_bins(out, argmax):
+    return out.zero_(), argmax.fill_(-1)  # every bin is empty
+
+
+def _forward_build(input, rois, spatial_scale, pooled_height, pooled_width):
     check_devices(input=input, rois=rois)
     n, c, h, w = input.shape
     shape = [rois.shape[0], c, pooled_height, pooled_width]
     out = new_output(shape, input)
-    argmax = torch.empty(shape, dtype=torch.int32, device=input.device)
+    argmax = new_output(shape, input, dtype=torch.int32)
     if out.numel() == 0:
-        return out, argmax
+        return [], (out, argmax)
     if h == 0 or w == 0:
-        return out.zero_(), argmax.fill_(-1)  # every bin is empty
-    roi_launch.roi_pool_forward(input, rois, spatial_scale, out, argmax)
-    return out, argmax
+        return [], Finish(_empty_bins, out, argmax)
+    return [roi_launch.roi_pool_forward_launch(input, rois, spatial_scale, out, argmax)], \
+        (out, argmax)
 
 
-@roi_pool.register_fake
-def _(input, rois, spatial_scale, pooled_height, pooled_width):
+def _roi_pool(input, rois, spatial_scale, pooled_height, pooled_width):
+    args = (spatial_scale, pooled_height, pooled_width)
+    return _CALLS.run(signature("roi_pool", (input, rois), args), (input, rois),
+                      _forward_build, args, input.device)
+
+
+def _roi_pool_fake(input, rois, spatial_scale, pooled_height, pooled_width):
     shape = [rois.shape[0], input.shape[1], pooled_height, pooled_width]
     return (fake_output(shape, input, torch.contiguous_format),
             input.new_empty(shape, dtype=torch.int32))
 
 
+roi_pool = registry.define(
+    "roi_pool(Tensor input, Tensor rois, float spatial_scale, int pooled_height, "
+    "int pooled_width) -> (Tensor, Tensor)", _roi_pool, _roi_pool_fake)
+
+
 # ---------------------------------------------------------------------------- backward
-@torch.library.custom_op("fastconv::roi_pool_backward", mutates_args=())
-def roi_pool_backward(grad: Tensor, rois: Tensor, argmax: Tensor, input_shape: List[int],
-                      channels_last: bool, deterministic: bool) -> Tensor:
-    """The gradient w.r.t. the input of roi_pool: ``grad`` added at each bin's argmax."""
+def _backward_build(grad, rois, argmax, input_shape, channels_last, deterministic):
     check_devices(grad=grad, rois=rois, argmax=argmax)
     acc = gradient_buffer(input_shape, grad, channels_last)
+    launches = []
     if grad.numel() and acc.numel():
-        roi_launch.roi_pool_backward(grad, rois, argmax, acc, deterministic)
-    return gradient_from_buffer(acc, grad.dtype)
+        launches.append(roi_launch.roi_pool_backward_launch(grad, rois, argmax, acc,
+                                                            deterministic))
+    dtype = grad.dtype  # not grad itself: a recorded call keeps no tensor of the call
+    return launches, Finish(lambda acc: gradient_from_buffer(acc, dtype), acc)
 
 
-@roi_pool_backward.register_fake
-def _(grad, rois, argmax, input_shape, channels_last, deterministic):
+def _roi_pool_backward(grad, rois, argmax, input_shape, channels_last, deterministic):
+    """The gradient w.r.t. the input of roi_pool: ``grad`` added at each bin's argmax."""
+    args = (tuple(input_shape), channels_last, deterministic)
+    return _CALLS.run(signature("roi_pool_backward", (grad, rois, argmax), args),
+                      (grad, rois, argmax), _backward_build, args, grad.device)
+
+
+def _backward_fake(grad, rois, argmax, input_shape, channels_last, deterministic):
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return fake_output(input_shape, grad, fmt)
 
 
+roi_pool_backward = registry.define(
+    "roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, int[] input_shape, "
+    "bool channels_last, bool deterministic) -> Tensor", _roi_pool_backward, _backward_fake)
+
+
 # ---------------------------------------------------------------------------- autograd
-def _setup_context(ctx, inputs, output):
-    input, rois, _, _, _ = inputs
-    _, argmax = output
-    ctx.save_for_backward(rois, argmax)
-    ctx.mark_non_differentiable(argmax)
-    ctx.args = (list(input.shape), memory_format_of(input) == torch.channels_last)
+class _RoIPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, rois, spatial_scale, pooled_height, pooled_width):
+        out, argmax = registry.redispatch(roi_pool, input, rois, spatial_scale, pooled_height,
+                                          pooled_width)
+        ctx.save_for_backward(rois, argmax)
+        ctx.mark_non_differentiable(argmax)
+        ctx.args = (list(input.shape), memory_format_of(input) == torch.channels_last)
+        return out, argmax
+
+    @staticmethod
+    def backward(ctx, grad, _grad_argmax):
+        rois, argmax = ctx.saved_tensors
+        grad_input = None
+        if ctx.needs_input_grad[0]:
+            grad_input = roi_pool_backward(grad, rois, argmax, *ctx.args,
+                                           torch.are_deterministic_algorithms_enabled())
+        return grad_input, None, None, None, None
 
 
-def _backward(ctx, grad, _grad_argmax):
-    rois, argmax = ctx.saved_tensors
-    grad_input = None
-    if ctx.needs_input_grad[0]:
-        grad_input = torch.ops.fastconv.roi_pool_backward(
-            grad, rois, argmax, *ctx.args, torch.are_deterministic_algorithms_enabled())
-    return grad_input, None, None, None, None
-
-
-roi_pool.register_autograd(_backward, setup_context=_setup_context)
+registry.autograd(roi_pool, _RoIPool, differentiable=1)
 
 
 # ---------------------------------------------------------------------------- autocast
