@@ -4,6 +4,7 @@ Only ``@triton.jit`` code lives here: no autograd, no argument checking. The lau
 dispatch plan and the config lists are in :mod:`fastconv.ops`.
 """
 from .conv2d_fprop_igemm import conv2d_fprop_igemm_kernel
+from .conv2d_fprop_tma import conv2d_fprop_tma_kernel
 from .conv2d_dgrad_igemm import conv2d_dgrad_igemm_kernel
 from .conv2d_wgrad_igemm import conv2d_wgrad_igemm_kernel
 from .conv2d_1x1_gemm import conv2d_1x1_gemm_kernel, conv2d_1x1_wgrad_kernel
@@ -22,6 +23,7 @@ from .roi_pool import roi_pool_fwd_kernel, roi_pool_bwd_kernel, roi_pool_bwd_ord
 
 __all__ = [
     "conv2d_fprop_igemm_kernel",
+    "conv2d_fprop_tma_kernel",
     "conv2d_dgrad_igemm_kernel",
     "conv2d_wgrad_igemm_kernel",
     "conv2d_1x1_gemm_kernel",
