@@ -1,20 +1,29 @@
 """Forward conv2d as an implicit GEMM whose operands arrive by TMA (Hopper tensor descriptors).
 
-GEMM view per group g, as in conv2d_fprop_igemm:  Y[m, k] = sum_{(r, s, c)} X[m ; r, s, c] * W[k, c, r, s]
+GEMM view per group g, as in conv2d_fprop_igemm: Y[m, k] = sum_{(r, s, c)} X[m ; r, s, c] * W[k, c, r, s]
 with m = (n, p, q) an output pixel, k an output channel of the group, c fastest in the reduction.
 
 Tiles. A program owns a box of output pixels [BN_IMG images, BH rows, BW columns] (BLOCK_M =
 BN_IMG * BH * BW rows of the GEMM; several images per box for 7x7 maps) and BLOCK_N output
-channels. For tap (r, s) and channel block c0 its A tile is one TMA box [BN_IMG, BH, BW, BLOCK_K]
+channels. For tap (r, s) and channel block c0 its x tile is one TMA box [BN_IMG, BH, BW, BLOCK_K]
 of x seen as a 4-D [N, H, W, C] tensor (channels_last), at
     (n0, p0 * stride - pad_h + r * dil_h, q0 * stride - pad_w + s * dil_w, g * CG + c0),
 reshaped to [BLOCK_M, BLOCK_K]: the box's rows are in (n, p, q) order, as the GEMM's are. TMA
 fills every out-of-bounds element of a box with zeros, negative coordinates included: that fill
-is the convolution's zero padding, with no mask in the loop. The B tile is a box
-[BLOCK_N, 1, 1, BLOCK_K] of the weight seen as [K, R, S, CG] (a channels_last weight's memory
-order) at (g * KG + k0, r, s, c0). Its fill past CG is what makes a partial channel block
-contribute nothing: the A box then runs into the next group's channels of x (or past C, zeros),
-and those columns meet zero rows of B.
+is the convolution's zero padding, with no mask in the loop.
+
+The weight is a 2-D descriptor [K, R * S * CGP], a channels_last weight's memory order with each
+tap's channels padded with zeros to CGP, a whole number of BLOCK_K blocks (the launcher's copy);
+its tile is the box [BLOCK_N, BLOCK_K] at (g * KG + k0, (r * S + s) * CGP + c0). The zeros past CG
+make a partial channel block contribute nothing: the x box then runs into the next group's
+channels (or past C, where TMA fills zeros), and those columns meet zero weights. Why not a 4-D
+[K, R, S, CG] weight box [BLOCK_N, 1, 1, BLOCK_K], whose own fill would do the same without a
+padded copy: a box of rank > 2 reaches tl.dot through a reshape, and Triton (3.6 and 3.8) feeds
+wgmma straight from shared memory only the operand it reshapes as a B (memdesc_reshape, then
+memdesc_trans); an A operand behind a reshape is loaded into registers first (local_load, a
+layout conversion, then wgmma from registers, split in K). x's box cannot avoid the reshape, so
+it is the B operand: the kernel computes Y^T = W @ X^T (acc [BLOCK_N, BLOCK_M]), A = the 2-D
+weight tile, both wgmma operands in shared memory, and transposes once, in the epilogue.
 
 Stride. A box steps one pixel at a time, so for stride > 1 x is read through stride-phase
 views: phase (ph, pw) holds the pixels h = STRIDE_H * i + ph, w = STRIDE_W * j + pw (base
@@ -24,16 +33,16 @@ p + floor(t / STRIDE_H): again a box, with its own zero fill at the phase's edge
 visits the phases one after the other (a loop each; stride 1 has one), and within a phase runs
 one flat loop over (its taps, channel block) that Triton software-pipelines (num_stages).
 
-Descriptors are built on the host (triton.tools.tensor_descriptor.TensorDescriptor), one per
-phase (STRIDE_H, STRIDE_W <= 2: four arguments, the unused ones repeat phase (0, 0)) plus the
-weight's. Host descriptors need no global scratch and no ``triton.set_allocator`` (a process-wide
-setting a library should not own), are passed to the kernel as ``__grid_constant__`` parameters
-(no tensormap built and fenced in every program), run in the interpreter of triton 3.8, and
-compile to ``cp.async.bulk.tensor`` for sm_90 with triton 3.6 and 3.8. The price is a fixed
-number of phase arguments: a stride above 2 takes the pointer-gather kernel.
+Descriptors are built on the host (triton.tools.tensor_descriptor.TensorDescriptor): x's
+phases as a tuple (STRIDE_H * STRIDE_W of them), plus the weight's. Host descriptors need no
+global scratch and no ``triton.set_allocator`` (a process-wide setting a library should not
+own), reach the kernel as ``__grid_constant__`` parameters (no tensormap written and fenced by
+every program), run in triton 3.8's interpreter, and compile to ``cp.async.bulk.tensor`` for
+sm_90 with triton 3.6 and 3.8. The price: each phase is a 128-byte parameter, so the launcher
+takes strides up to 4.
 
 Program order: one grid axis over (group, m tile, n tile), grouped by GROUP_M m tiles as in
-Triton's matmul tutorial, so that programs running together share A and B tiles in L2.
+Triton's matmul tutorial, so that programs running together share x and weight tiles in L2.
 """
 import triton
 import triton.language as tl
@@ -85,11 +94,11 @@ def _phase_taps(phase, R, pad, dil, STRIDE: tl.constexpr):
 @triton.jit
 def conv2d_fprop_tma_kernel(
     # tensor descriptors: x_descs, x per stride phase (ph, pw), [N, H', W', C] with unit
-    # channel stride, phases in row-major order; w_desc, the weight as [K, R, S, CG]
+    # channel stride, phases in row-major order; w_desc, the weight as [K, R * S * CGP]
     x_descs, w_desc,
     # pointers (res: residual added before the activation; pre: pre-activation, for backward)
     b_ptr, res_ptr, y_ptr, pre_ptr,
-    # sizes
+    # sizes (CGP: CG padded to whole BLOCK_K blocks, the weight's channels per tap)
     N, H, W, P, Q, R, S, CG, CGP, KG,
     # convolution parameters
     pad_h, pad_w, dil_h, dil_w,
@@ -118,7 +127,7 @@ def conv2d_fprop_tma_kernel(
     k0 = g * KG + pid_n * BLOCK_N
     c_base = g * CG
 
-    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)  # transposed: channels x pixels
     num_cb = tl.cdiv(CG, BLOCK_K)
 
     # -- reduction: the taps of each stride phase, then over channel blocks within a tap
@@ -139,9 +148,10 @@ def conv2d_fprop_tma_kernel(
                 # tap offset t = r * dil - pad lies in this phase: (t - ph) / STRIDE is exact
                 h = p0 + (r * dil_h - pad_h - ph) // STRIDE_H
                 w = q0 + (s * dil_w - pad_w - pw) // STRIDE_W
-                a = x_desc.load([n0, h, w, c_base + c0]).reshape(BLOCK_M, BLOCK_K)
-                b = w_desc.load([k0, (r * S + s) * CGP + c0])
-                acc = mma(b, a.T, acc, DOT_IN_FP32, False)
+                x_tile = x_desc.load([n0, h, w, c_base + c0]).reshape(BLOCK_M, BLOCK_K)
+                w_tile = w_desc.load([k0, (r * S + s) * CGP + c0])
+                # Y^T += W X^T: x's reshaped box as the B operand stays in shared memory
+                acc = mma(w_tile, x_tile.T, acc, DOT_IN_FP32, False)
 
     # -- epilogue: bias, residual, activation, pointer stores in y's own layout
     offs_m = tl.arange(0, BLOCK_M)

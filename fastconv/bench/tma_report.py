@@ -154,6 +154,10 @@ def compile_one(kernel, dtype, config, layer, arch=90):
             tma_w=len(re.findall(r"cp\.async\.bulk\.tensor\.2d", ptx)),
             wgmma=sorted(set(re.findall(r"wgmma\.mma_async\.sync\.aligned\.(m\d+n\d+k\d+)",
                                         ptx))),
+            # "shared": every wgmma reads A by descriptor from shared memory (SS), as B always
+            # is; "registers": some read it from registers (RS), loaded there from shared first
+            wgmma_a=("registers" if re.search(r"wgmma\.mma_async[^{]*\{[^}]*\},\s*\{", ptx)
+                     else "shared"),
             ld_global=len(re.findall(r"\bld\.global", ptx)))
     except Exception as exc:  # noqa: BLE001 -- every failure belongs in the report
         row["error"] = " ".join(f"{type(exc).__name__}: {exc}".split())[:600]
