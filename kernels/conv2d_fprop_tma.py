@@ -1,6 +1,7 @@
 """Forward conv2d as an implicit GEMM whose operands arrive by TMA (Hopper tensor descriptors).
 
-GEMM view per group g, as in conv2d_fprop_igemm: Y[m, k] = sum_{(r, s, c)} X[m ; r, s, c] * W[k, c, r, s]
+GEMM view per group g, as in conv2d_fprop_igemm:
+    Y[m, k] = sum_{(r, s, c)} X[m ; r, s, c] * W[k, c, r, s]
 with m = (n, p, q) an output pixel, k an output channel of the group, c fastest in the reduction.
 
 Tiles. A program owns a box of output pixels [BN_IMG images, BH rows, BW columns] (BLOCK_M =

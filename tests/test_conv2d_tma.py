@@ -231,7 +231,8 @@ def test_sm90_signature(tmp_path):
         what = f"{r['layer']} {r['dtype']} {r['tile']}"
         assert not r["error"], f"{what}: {r['error']}"
         assert r["spill_bytes"] == 0, f"{what}: {r['spill_bytes']} bytes of spills"
-        assert r["tma_x"] > 0 and r["tma_w"] > 0, f"{what}: TMA copies x {r['tma_x']} w {r['tma_w']}"
+        assert r["tma_x"] > 0 and r["tma_w"] > 0, \
+            f"{what}: TMA copies of x {r['tma_x']}, of the weight {r['tma_w']}"
         assert r["wgmma"] and all(int(s.split("n")[1].split("k")[0]) >= 128 for s in r["wgmma"]), \
             f"{what}: {r['wgmma']}"
         assert r["wgmma_a"] == "shared", what

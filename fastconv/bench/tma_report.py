@@ -85,9 +85,10 @@ def launch_signature(kernel, dtype, config, layer):
     P = (H + 2 * pad - R) // stride + 1
     Q = (W + 2 * pad - S) // stride + 1
     bn_img, bh, bw = _box_shape(bm, N, P, Q)
-    ints = dict(N=N, H=H, W=W, P=P, Q=Q, R=R, S=S, CG=C, CGP=triton.cdiv(C, bk) * bk, KG=K, pad_h=pad, pad_w=pad,
-                dil_h=1, dil_w=1, stride_yn=P * Q * K, stride_yk=1, stride_yp=Q * K,
-                stride_yq=K, stride_rn=P * Q * K, stride_rk=1, stride_rp=Q * K, stride_rq=K,
+    ints = dict(N=N, H=H, W=W, P=P, Q=Q, R=R, S=S, CG=C, CGP=triton.cdiv(C, bk) * bk, KG=K,
+                pad_h=pad, pad_w=pad, dil_h=1, dil_w=1,
+                stride_yn=P * Q * K, stride_yk=1, stride_yp=Q * K, stride_yq=K,
+                stride_rn=P * Q * K, stride_rk=1, stride_rp=Q * K, stride_rq=K,
                 activation=3, has_residual=1, store_preact=1)
     meta = dict(HAS_BIAS=True, DOT_IN_FP32=False, STRIDE_H=stride, STRIDE_W=stride,
                 BN_IMG=bn_img, BH=bh, BW=bw, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
