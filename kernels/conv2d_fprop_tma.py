@@ -34,13 +34,14 @@ p + floor(t / STRIDE_H): again a box, with its own zero fill at the phase's edge
 visits the phases one after the other (a loop each; stride 1 has one), and within a phase runs
 one flat loop over (its taps, channel block) that Triton software-pipelines (num_stages).
 
-Descriptors are built on the host (triton.tools.tensor_descriptor.TensorDescriptor): x's
-phases as a tuple (STRIDE_H * STRIDE_W of them), plus the weight's. Host descriptors need no
-global scratch and no ``triton.set_allocator`` (a process-wide setting a library should not
-own), reach the kernel as ``__grid_constant__`` parameters (no tensormap written and fenced by
-every program), run in triton 3.8's interpreter, and compile to ``cp.async.bulk.tensor`` for
-sm_90 with triton 3.6 and 3.8. The price: each phase is a 128-byte parameter, so the launcher
-takes strides up to 4.
+Descriptors are built on the host (triton.tools.tensor_descriptor.TensorDescriptor), one per
+phase plus the weight's. Host descriptors need no global scratch and no
+``triton.set_allocator`` (a process-wide setting a library should not own), reach the kernel as
+``__grid_constant__`` parameters (no tensormap written and fenced by every program), run in
+triton 3.8's interpreter, and compile to ``cp.async.bulk.tensor`` for sm_90 with triton 3.6 and
+3.8. The phases are four separate parameters, not a tuple: triton 3.8 launches descriptors
+inside a tuple, but triton 3.6's launcher only unpacks top-level ones. So strides are 1 or 2
+here (the unused phase parameters repeat phase 00); larger strides take the pointer kernel.
 
 Program order: one grid axis over (group, m tile, n tile), grouped by GROUP_M m tiles as in
 Triton's matmul tutorial, so that programs running together share x and weight tiles in L2.
@@ -94,9 +95,10 @@ def _phase_taps(phase, R, pad, dil, STRIDE: tl.constexpr):
 
 @triton.jit
 def conv2d_fprop_tma_kernel(
-    # tensor descriptors: x_descs, x per stride phase (ph, pw), [N, H', W', C] with unit
-    # channel stride, phases in row-major order; w_desc, the weight as [K, R * S * CGP]
-    x_descs, w_desc,
+    # tensor descriptors: x_desc<ph><pw>, x's stride phase (ph, pw) as [N, H', W', C] with unit
+    # channel stride (a phase the stride lacks repeats phase 00, never read); w_desc, the
+    # weight as [K, R * S * CGP]
+    x_desc00, x_desc01, x_desc10, x_desc11, w_desc,
     # pointers (res: residual added before the activation; pre: pre-activation, for backward)
     b_ptr, res_ptr, y_ptr, pre_ptr,
     # sizes (CGP: CG padded to whole BLOCK_K blocks, the weight's channels per tap)
@@ -140,7 +142,14 @@ def conv2d_fprop_tma_kernel(
             s0, s_step, taps_s = _phase_taps(pw, S, pad_w, dil_w, STRIDE_W)
             if pw > 0:
                 taps_s = tl.where(W > pw, taps_s, 0)
-            x_desc = x_descs[ph * STRIDE_W + pw]
+            if ph == 0 and pw == 0:  # constexpr conditions: one descriptor per loop
+                x_desc = x_desc00
+            elif ph == 0:
+                x_desc = x_desc01
+            elif pw == 0:
+                x_desc = x_desc10
+            else:
+                x_desc = x_desc11
             for it in tl.range(0, taps_r * taps_s * num_cb):
                 tap = it // num_cb
                 c0 = (it % num_cb) * BLOCK_K

@@ -97,8 +97,8 @@ def launch_signature(kernel, dtype, config, layer):
     for i, name in enumerate(kernel.arg_names):
         if name in meta:
             signature[name] = "constexpr"
-        elif name == "x_descs":
-            signature[name] = tuple([x_desc] * (stride * stride))
+        elif name.startswith("x_desc"):
+            signature[name] = x_desc
         elif name == "w_desc":
             signature[name] = f"tensordesc<{dtype}[{bn}, {bk}]>"
         elif name.endswith("_ptr"):

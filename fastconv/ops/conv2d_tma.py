@@ -16,9 +16,8 @@ from fastconv.kernels.configs import TileConfig
 from fastconv.ops._runtime import INTERPRETING, needs_int64
 
 TMA_DTYPES = (torch.float16, torch.bfloat16)
-# Each stride phase is one descriptor argument (128 bytes of kernel parameters on a GPU) and one
-# reduction loop in the compiled kernel: up to 4 x 4 phases.
-MAX_STRIDE = 4
+# The kernel takes the stride phases as four descriptor parameters (see its docstring)
+MAX_STRIDE = 2
 GROUP_M = 8  # m tiles walked per n-tile column (L2 reuse; Triton's matmul tutorial uses 8)
 _TMA_ALIGN = 16  # bytes: TMA's alignment of the base address and of every non-unit stride
 
@@ -121,10 +120,9 @@ def tma_fprop_launch(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tens
     # no pixel (H <= ph) has no taps either (the kernel skips it): any descriptor will do there.
     x_nhwc = x.permute(0, 2, 3, 1)
     box_x = (bn_img, bh, bw, config.block_k)
-    x_descs = tuple(
-        _descriptor(x_nhwc[:, ph::stride[0], pw::stride[1]]
-                    if ph < H and pw < W else x_nhwc, box_x)
-        for ph in range(stride[0]) for pw in range(stride[1]))
+    phases = {(ph, pw): _descriptor(x_nhwc[:, ph::stride[0], pw::stride[1]]
+                                    if ph < H and pw < W else x_nhwc, box_x)
+              for ph in range(stride[0]) for pw in range(stride[1])}
     # the weight as [K, R * S * CGP]: a channels_last weight's memory order, channels padded with
     # zeros to CGP, a whole number of channel blocks (copied unless it already is that)
     cgp = triton.cdiv(CG, config.block_k) * config.block_k
@@ -140,7 +138,9 @@ def tma_fprop_launch(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tens
     num_pid_m = triton.cdiv(N, bn_img) * triton.cdiv(P, bh) * triton.cdiv(Q, bw)
     grid = (groups * num_pid_m * triton.cdiv(KG, config.block_n),)
     kwargs = dict(
-        x_descs=x_descs, w_desc=w_desc,
+        **{f"x_desc{ph}{pw}": phases.get((ph, pw), phases[0, 0]) for ph in (0, 1)
+           for pw in (0, 1)},
+        w_desc=w_desc,
         b_ptr=bias.contiguous() if bias is not None else y, res_ptr=res, y_ptr=y, pre_ptr=pre,
         N=N, H=H, W=W, P=P, Q=Q, R=R, S=S, CG=CG, CGP=cgp, KG=KG,
         pad_h=padding[0], pad_w=padding[1], dil_h=dilation[0], dil_w=dilation[1],
