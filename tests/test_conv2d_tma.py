@@ -217,6 +217,18 @@ def test_configs_are_hopper_gemm_tiles():
         assert cfg.block_n in (128, 256) and cfg.num_stages >= 3
 
 
+def test_gpu_check_script_runs_here():
+    """fastconv.bench.tma_gpu_check, the GPU run's script, on small cases in the interpreter
+    (without its timing): the script itself works when a GPU session gets to run it."""
+    from fastconv.bench import tma_gpu_check
+    assert tma_gpu_check.halo_is_zero("cpu", config=SMALL)
+    tiny = (("tiny g2 s2", 2, 16, 6, 7, 16, 3, 3, 2, 1, 2),)
+    rows = tma_gpu_check.check("cpu", layers=tiny, configs=[SMALL], time=False)
+    assert len(rows) == 2
+    for r in rows:
+        assert float(r["rel_err"]) < TOL[getattr(torch, r["dtype"])], r
+
+
 @pytest.mark.xdist_group("gpu_compile")
 def test_sm90_signature(tmp_path):
     """Every TMA_CONFIGS tile, bf16 and fp16, on ResNet-50 layer shapes, compiled for sm_90:
