@@ -3,8 +3,8 @@
     python -m fastconv.bench.tma_gpu_check [--csv FILE] [--no-time]
 
 For each layer (tma_report's ResNet-50 layers, a ResNeXt-50 grouped 3x3), 16-bit dtype and
-entry of ``TMA_CONFIGS``: the relative error against ``torch.nn.functional.conv2d`` in float32
-(bias, residual and relu fused; the reference in float64), then GPU time (a CUDA graph of the call replayed,
+entry of ``TMA_CONFIGS``: the relative error against ``torch.nn.functional.conv2d`` in float64
+(bias, residual and relu fused), then GPU time (a CUDA graph of the call replayed,
 ``triton.testing.do_bench_cudagraph``) of fastconv's TMA kernel and of cuDNN
 (``cudnn.benchmark``), both channels_last. Before any of that, the one check the interpreter
 cannot settle: the halo of a padded 3x3, read at negative coordinates, must be TMA's zero fill.
