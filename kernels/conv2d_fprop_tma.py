@@ -17,7 +17,8 @@ The weight is a 2-D descriptor [K, R * S * CGP], a channels_last weight's memory
 tap's channels padded with zeros to CGP, a whole number of BLOCK_K blocks (the launcher's copy);
 its tile is the box [BLOCK_N, BLOCK_K] at (g * KG + k0, (r * S + s) * CGP + c0). The zeros past CG
 make a partial channel block contribute nothing: the x box then runs into the next group's
-channels (or past C, where TMA fills zeros), and those columns meet zero weights. Why not a 4-D
+channels (or past C, where TMA fills zeros), and those columns meet zero weights (an inf or NaN
+there would still turn 0 * x into NaN, as a dense GEMM over padding would). Why not a 4-D
 [K, R, S, CG] weight box [BLOCK_N, 1, 1, BLOCK_K], whose own fill would do the same without a
 padded copy: a box of rank > 2 reaches tl.dot through a reshape, and Triton (3.6 and 3.8) feeds
 wgmma straight from shared memory only the operand it reshapes as a B (memdesc_reshape, then

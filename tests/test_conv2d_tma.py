@@ -122,6 +122,22 @@ def test_fused_epilogue(epilogue, dtype):
         assert_rel_close(preact, z, dtype, "pre-activation")
 
 
+@pytest.mark.parametrize("dtype", DTYPES_16, ids=str)
+def test_wide_tile_epilogue_in_halves(dtype):
+    """BLOCK_N 256 (the 128x256 config's width) runs its epilogue one half of the channels at a
+    time: both halves land on the right channels, the second n tile's past K masked."""
+    N, C, H, W, K = 1, 16, 5, 6, 300
+    x, w, b = _inputs(N, C, H, W, K, 3, 3, 1, dtype, bias=True)
+    z = _reference(x, w, b, (1, 1), (1, 1), (1, 1), 1)
+    residual = torch.randn(z.shape, dtype=dtype).to(memory_format=torch.channels_last)
+    z = z + residual.double()
+    preact = _output(z, dtype)
+    y = _run(x, w, b, (1, 1), (1, 1), (1, 1), 1, config=TileConfig(32, 256, 16, 4, 2),
+             residual=residual, activation=3, preact=preact, ref_shape=z.shape)
+    assert_rel_close(y, F.silu(z), dtype, "128x256-like tile")
+    assert_rel_close(preact, z, dtype, "pre-activation")
+
+
 @pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
 def test_padding_is_tma_zero_fill(stride):
     """The halo of a padded 3x3 is read at negative (and past-the-end) coordinates, which only
