@@ -117,3 +117,13 @@ ROI_CONFIGS = {
     "tile": [_C(64, 32, 0, 8, 1), _C(16, 32, 0, 4, 1, max_registers=168)],
     "ordered": [_C(1, 128, 0, 4, 1, max_registers=128)],
 }
+
+# The TMA forward implicit GEMM (fastconv.kernels.conv2d_fprop_tma), 16-bit only: the shape of a
+# Hopper GEMM known to run near cuDNN (DESIGN.md, Performance method): 128x128 and 128x256 tiles,
+# 64 channels a step (a 128-byte row, TMA's widest swizzle), 8 warps (two warpgroups, each
+# issuing wgmma on 64 rows). Stages as many as shared memory holds: 4 x 32 KB for 128x128,
+# 3 x 48 KB for 128x256, under sm_90's 227 KB per block with the epilogue's scratch.
+# block_m counts output pixels, a box of BN_IMG x BH x BW (conv2d_tma.box_shape).
+TMA_CONFIGS = {
+    "16": [_C(128, 256, 64, 8, 3), _C(128, 128, 64, 8, 4)],
+}

@@ -1,0 +1,121 @@
+"""The TMA forward on a GPU: first correct, then timed against cuDNN. Needs sm_90 or newer.
+
+    python -m fastconv.bench.tma_gpu_check [--csv FILE] [--no-time]
+
+For each layer (tma_report's ResNet-50 layers, a ResNeXt-50 grouped 3x3), 16-bit dtype and
+entry of ``TMA_CONFIGS``: the relative error against ``torch.nn.functional.conv2d`` in float64
+(bias, residual and relu fused), then GPU time (a CUDA graph of the call replayed,
+``triton.testing.do_bench_cudagraph``) of fastconv's TMA kernel and of cuDNN
+(``cudnn.benchmark``), both channels_last. Before any of that, the one check the interpreter
+cannot settle: the halo of a padded 3x3, read at negative coordinates, must be TMA's zero fill.
+Prints one CSV row per case as it finishes.
+"""
+import argparse
+import csv
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from fastconv.bench.tma_report import LAYERS
+from fastconv.kernels.configs import TMA_CONFIGS
+from fastconv.ops.conv2d_tma import conv2d_fprop_tma, tma_fprop_eligible
+
+# (name, N, C, H, W, K, R, S, stride, pad, groups)
+CHECK_LAYERS = tuple(layer + (1,) for layer in LAYERS) + (
+    ("resnext 256->256 3x3 g32 28x28", 32, 256, 28, 28, 256, 3, 3, 1, 1, 32),
+)
+FIELDS = ("layer", "dtype", "tile", "rel_err", "tma_ms", "cudnn_ms", "speedup", "tma_tflops")
+# relative error against float64 (DESIGN.md, Numerics)
+TOL = {torch.float16: 2e-3, torch.bfloat16: 1e-2}
+
+
+def _rel_err(out, ref):
+    out, ref = out.double(), ref.double()
+    if torch.isnan(out).any():
+        return float("inf")
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+def halo_is_zero(device, dtype=torch.float16, config=None) -> bool:
+    """A weight whose only tap is (0, 0) over x all large: the first output row and column
+    read only the halo (negative coordinates) and must be exactly 0."""
+    config = config or TMA_CONFIGS["16"][-1]
+    x = (500 + 100 * torch.rand(2, 64, 9, 10, device=device)).to(dtype)
+    x = x.to(memory_format=torch.channels_last)
+    w = torch.zeros(64, 64, 3, 3, device=device, dtype=dtype)
+    w[:, :, 0, 0] = 1.0 / 64
+    y = torch.full((2, 64, 9, 10), float("nan"), device=device, dtype=dtype)
+    y = y.to(memory_format=torch.channels_last)
+    conv2d_fprop_tma(x, w, None, y, (1, 1), (1, 1), (1, 1), 1, config=config)
+    return bool((y[:, :, 0, :] == 0).all() and (y[:, :, :, 0] == 0).all()
+                and (y[:, :, 1:, 1:] > 400).all())
+
+
+def check(device="cuda", layers=CHECK_LAYERS, configs=None, dtypes=(torch.bfloat16,
+          torch.float16), time=True, out=None):
+    """Rows (dicts of FIELDS) of every case; ``out``, a csv.DictWriter, gets each at once."""
+    import triton.testing
+
+    rows = []
+    for name, N, C, H, W, K, R, S, stride, pad, groups in layers:
+        for dtype in dtypes:
+            x = torch.randn(N, C, H, W, device=device, dtype=dtype)
+            x = x.to(memory_format=torch.channels_last)
+            w = (torch.randn(K, C // groups, R, S, device=device) / (C // groups * R * S) ** 0.5)
+            w = w.to(dtype).to(memory_format=torch.channels_last)
+            b = torch.randn(K, device=device, dtype=dtype)
+            args = ((stride, stride), (pad, pad), (1, 1), groups)
+            ref = F.conv2d(x.double(), w.double(), b.double(), *args)
+            res = torch.randn_like(ref).to(dtype).to(memory_format=torch.channels_last)
+            ref = torch.relu(ref + res.double())
+            y = torch.empty_like(res)
+            assert tma_fprop_eligible(x, w, y, groups, res, stride=(stride, stride)), name
+            flops = 2 * N * K * y.shape[2] * y.shape[3] * C // groups * R * S
+            cudnn_ms = None
+            if time:
+                cudnn_ms = triton.testing.do_bench_cudagraph(
+                    lambda: F.conv2d(x, w, b, *args))
+            for cfg in configs or TMA_CONFIGS["16"]:
+                def run():
+                    conv2d_fprop_tma(x, w, b, y, *args, residual=res, activation=1,
+                                     config=cfg)
+                y.fill_(float("nan"))
+                run()
+                row = dict(layer=name, dtype=str(dtype).replace("torch.", ""),
+                           tile=f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k}",
+                           rel_err=f"{_rel_err(y, ref):.2e}")
+                if time:
+                    ms = triton.testing.do_bench_cudagraph(run)
+                    row.update(tma_ms=f"{ms:.4f}", cudnn_ms=f"{cudnn_ms:.4f}",
+                               speedup=f"{cudnn_ms / ms:.2f}",
+                               tma_tflops=f"{flops / ms / 1e9:.1f}")
+                rows.append(row)
+                if out is not None:
+                    out.writerow(row)
+                    sys.stdout.flush()
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m fastconv.bench.tma_gpu_check")
+    parser.add_argument("--csv", help="also write the rows to this file")
+    parser.add_argument("--no-time", action="store_true", help="correctness only")
+    args = parser.parse_args(argv)
+    torch.backends.cudnn.benchmark = True  # the baseline of DESIGN.md's performance method
+    halo = halo_is_zero("cuda")
+    print(f"halo zero fill (negative TMA coordinates): {halo}", flush=True)
+    writer = csv.DictWriter(sys.stdout, fieldnames=FIELDS)
+    writer.writeheader()
+    rows = check(time=not args.no_time, out=writer)
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            file_writer = csv.DictWriter(f, fieldnames=FIELDS)
+            file_writer.writeheader()
+            file_writer.writerows(rows)
+    bad = [r for r in rows if float(r["rel_err"]) >= TOL[getattr(torch, r["dtype"])]]
+    return 1 if bad or not halo else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

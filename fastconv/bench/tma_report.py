@@ -1,0 +1,194 @@
+"""Static sm_90 signature of the TMA forward kernel (``conv2d_fprop_tma_kernel``), no GPU needed.
+
+Compiles the kernel for each 16-bit dtype, each entry of ``TMA_CONFIGS`` and a few ResNet-50
+layer shapes, specialised as a launch of ``fastconv.ops.conv2d_tma`` specialises it (integers
+equal to 1 become constants; pointers and integers divisible by 16 are marked so), and reads
+what decides whether it can run like a Hopper GEMM: TMA copies (``cp.async.bulk.tensor``) and
+which descriptors they read, the wgmma instruction shapes, the pipeline depth, registers, spill
+stack and shared memory (``cuobjdump -res-usage``).
+
+    python -m fastconv.bench.tma_report [--json FILE]
+
+needs a process without TRITON_INTERPRET. Only triton, torch and the kernel are used beyond
+``box_shape`` (copied below so that the module also runs beside another triton version, where
+``--kernels DIR`` loads the kernel package from a source tree).
+"""
+import argparse
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import triton
+
+# (name, N, C, H, W, K, R, S, stride, pad): ResNet-50 layers at batch 32
+LAYERS = (
+    ("64->64 3x3 56x56", 32, 64, 56, 56, 64, 3, 3, 1, 1),
+    ("128->128 3x3 s2 56x56", 32, 128, 56, 56, 128, 3, 3, 2, 1),
+    ("256->64 1x1 56x56", 32, 256, 56, 56, 64, 1, 1, 1, 0),
+    ("512->512 3x3 7x7", 32, 512, 7, 7, 512, 3, 3, 1, 1),
+)
+DTYPES = ("bf16", "fp16")
+# (block_m, block_n, block_k, num_warps, num_stages) of kernels.configs.TMA_CONFIGS["16"]
+# (read from there when fastconv imports; these are its values for --kernels runs)
+_FALLBACK_CONFIGS = ((128, 256, 64, 8, 3), (128, 128, 64, 8, 4))
+
+
+def _box_shape(block_m, N, P, Q):
+    # the same choice as fastconv.ops.conv2d_tma.box_shape (kept in step by a test)
+    best = None
+    for bw in (16, 8):
+        bh = 1
+        while bw * bh <= block_m:
+            bn = block_m // (bw * bh)
+            padded = (triton.cdiv(N, bn) * bn) * (triton.cdiv(P, bh) * bh) \
+                * (triton.cdiv(Q, bw) * bw)
+            key = (padded, -bw, bn)
+            if best is None or key < best[0]:
+                best = (key, (bn, bh, bw))
+            bh *= 2
+    return best[1]
+
+
+def _load_kernel(kernels_dir=None):
+    if kernels_dir is None:
+        from fastconv.kernels import conv2d_fprop_tma_kernel
+        return conv2d_fprop_tma_kernel
+    spec = importlib.util.spec_from_file_location(
+        "tma_kernels", os.path.join(kernels_dir, "__init__.py"),
+        submodule_search_locations=[kernels_dir])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tma_kernels"] = module
+    spec.loader.exec_module(module)
+    return module.conv2d_fprop_tma_kernel
+
+
+def _configs():
+    try:
+        from fastconv.kernels.configs import TMA_CONFIGS
+        return [(c.block_m, c.block_n, c.block_k, c.num_warps, c.num_stages)
+                for c in TMA_CONFIGS["16"]]
+    except ImportError:
+        return list(_FALLBACK_CONFIGS)
+
+
+def launch_signature(kernel, dtype, config, layer):
+    """(signature, constexprs, attrs) of the launch of ``layer`` with ``config``: x, y and
+    the residual channels_last, every epilogue feature on, as ``tma_fprop_launch`` passes
+    them and Triton's JIT specialises them."""
+    _, N, C, H, W, K, R, S, stride, pad = layer
+    bm, bn, bk, _, _ = config
+    P = (H + 2 * pad - R) // stride + 1
+    Q = (W + 2 * pad - S) // stride + 1
+    bn_img, bh, bw = _box_shape(bm, N, P, Q)
+    ints = dict(N=N, H=H, W=W, P=P, Q=Q, R=R, S=S, CG=C, CGP=triton.cdiv(C, bk) * bk, KG=K,
+                pad_h=pad, pad_w=pad, dil_h=1, dil_w=1,
+                stride_yn=P * Q * K, stride_yk=1, stride_yp=Q * K, stride_yq=K,
+                stride_rn=P * Q * K, stride_rk=1, stride_rp=Q * K, stride_rq=K,
+                activation=3, has_residual=1, store_preact=1)
+    meta = dict(HAS_BIAS=True, DOT_IN_FP32=False, STRIDE_H=stride, STRIDE_W=stride,
+                BN_IMG=bn_img, BH=bh, BW=bw, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
+    x_desc = f"tensordesc<{dtype}[{bn_img}, {bh}, {bw}, {bk}]>"
+    signature, constexprs, attrs = {}, dict(meta), {}
+    for i, name in enumerate(kernel.arg_names):
+        if name in meta:
+            signature[name] = "constexpr"
+        elif name.startswith("x_desc"):
+            signature[name] = x_desc
+        elif name == "w_desc":
+            signature[name] = f"tensordesc<{dtype}[{bn}, {bk}]>"
+        elif name.endswith("_ptr"):
+            signature[name] = f"*{dtype}"
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        elif ints[name] == 1:  # Triton's JIT turns an integer equal to 1 into a constant
+            signature[name] = "constexpr"
+            constexprs[name] = 1
+        else:
+            signature[name] = "i32"
+            if ints[name] % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    return signature, constexprs, attrs
+
+
+def _tool(name):
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+
+
+def _resource_usage(cubin):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "k.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        out = subprocess.run([_tool("cuobjdump"), "-res-usage", path], capture_output=True,
+                             text=True, check=True).stdout
+    return {k: int(re.search(rf"\b{k}:(\d+)", out).group(1)) for k in ("REG", "STACK", "SHARED")}
+
+
+def compile_one(kernel, dtype, config, layer, arch=90):
+    """One report row: the layer, dtype and config, and the compiled kernel's figures."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    signature, constexprs, attrs = launch_signature(kernel, dtype, config, layer)
+    row = dict(layer=layer[0], dtype=dtype, tile=f"{config[0]}x{config[1]}x{config[2]}",
+               warps=config[3], stages=config[4],
+               box="x".join(str(constexprs[k]) for k in ("BN_IMG", "BH", "BW", "BLOCK_K")),
+               triton=triton.__version__, error="")
+    start = time.perf_counter()
+    try:
+        compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs),
+                                  target=GPUTarget("cuda", arch, 32),
+                                  options={"num_warps": config[3], "num_stages": config[4]})
+        ptx = compiled.asm["ptx"]
+        usage = _resource_usage(compiled.asm["cubin"])
+        row.update(
+            registers=usage["REG"], spill_bytes=usage["STACK"],
+            shared=usage["SHARED"] + int(compiled.metadata.shared),
+            num_stages=compiled.metadata.num_stages,
+            tma_copies=len(re.findall(r"cp\.async\.bulk\.tensor", ptx)),
+            # x's boxes are 4-D, the weight's 2-D: each operand's copies by their rank
+            tma_x=len(re.findall(r"cp\.async\.bulk\.tensor\.4d", ptx)),
+            tma_w=len(re.findall(r"cp\.async\.bulk\.tensor\.2d", ptx)),
+            wgmma=sorted(set(re.findall(r"wgmma\.mma_async\.sync\.aligned\.(m\d+n\d+k\d+)",
+                                        ptx))),
+            # "shared": every wgmma reads A by descriptor from shared memory (SS), as B always
+            # is; "registers": some read it from registers (RS), loaded there from shared first
+            wgmma_a=("registers" if re.search(r"wgmma\.mma_async[^{]*\{[^}]*\},\s*\{", ptx)
+                     else "shared"),
+            ld_global=len(re.findall(r"\bld\.global", ptx)))
+    except Exception as exc:  # noqa: BLE001 -- every failure belongs in the report
+        row["error"] = " ".join(f"{type(exc).__name__}: {exc}".split())[:600]
+    row["compile_s"] = round(time.perf_counter() - start, 1)
+    return row
+
+
+def report(kernel, configs=None, layers=LAYERS, dtypes=DTYPES, arch=90):
+    return [compile_one(kernel, dtype, config, layer, arch)
+            for config in (configs or _configs()) for layer in layers for dtype in dtypes]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m fastconv.bench.tma_report")
+    parser.add_argument("--json", help="write the rows to this file")
+    parser.add_argument("--kernels", help="load the kernel package from this directory")
+    parser.add_argument("--quick", action="store_true", help="one dtype (bf16)")
+    args = parser.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET"):
+        raise SystemExit("tma_report: unset TRITON_INTERPRET (nothing compiles under it)")
+    kernel = _load_kernel(args.kernels)
+    rows = report(kernel, dtypes=("bf16",) if args.quick else DTYPES)
+    for r in rows:
+        print(json.dumps(r))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    bad = [r for r in rows if r["error"] or r.get("spill_bytes")]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Launcher of the TMA forward implicit GEMM (``fastconv.kernels.conv2d_fprop_tma_kernel``).
+
+``tma_fprop_eligible`` says whether a forward conv2d can take the kernel; ``tma_fprop_launch``
+builds its tensor descriptors and returns ``(kernel, grid, kwargs)``, every kernel argument and
+launch option by keyword; ``conv2d_fprop_tma`` starts it. The caller has validated the arguments
+and allocated ``y`` (and ``preact``), as for ``conv2d_launch.conv2d_fprop``.
+"""
+from typing import Optional, Sequence, Tuple
+
+import torch
+import triton
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+from fastconv.kernels import conv2d_fprop_tma_kernel
+from fastconv.kernels.configs import TileConfig
+from fastconv.ops._runtime import INTERPRETING, needs_int64
+
+TMA_DTYPES = (torch.float16, torch.bfloat16)
+# The kernel takes the stride phases as four descriptor parameters (see its docstring)
+MAX_STRIDE = 2
+GROUP_M = 8  # m tiles walked per n-tile column (L2 reuse; Triton's matmul tutorial uses 8)
+_TMA_ALIGN = 16  # bytes: TMA's alignment of the base address and of every non-unit stride
+
+
+def _tma_capable(t: torch.Tensor) -> bool:
+    if t.device.type == "cuda":
+        return torch.cuda.get_device_capability(t.device)[0] >= 9
+    return INTERPRETING and t.device.type == "cpu"
+
+
+def tma_fprop_eligible(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor, groups: int,
+                       residual: Optional[torch.Tensor] = None,
+                       stride: Optional[Sequence[int]] = None) -> bool:
+    """Whether ``conv2d(x, w, groups=groups)`` into ``y`` can run on the TMA kernel.
+
+    Requires: float16 or bfloat16 x, w and y; x and y with unit channel stride (channels_last);
+    a GPU with TMA (sm_90 or newer), or the interpreter for CPU tensors; CG = C / groups a
+    multiple of 8 and x's pixel strides and address 16-byte aligned (TMA's rule, which also keeps
+    every stride-phase view aligned); 32-bit offsets everywhere (``needs_int64``: TMA coordinates
+    are 32-bit, and so is the epilogue's arithmetic); ``residual``, if any, shaped like y.
+    ``stride``, when given, must be at most ``MAX_STRIDE`` on both axes; without it that rule is
+    left to ``tma_fprop_launch``, which raises ValueError.
+    """
+    if x.dtype not in TMA_DTYPES or w.dtype != x.dtype or y.dtype != x.dtype:
+        return False
+    if x.dim() != 4 or w.dim() != 4 or y.dim() != 4 or not _tma_capable(x):
+        return False
+    N, C, H, W = x.shape
+    K, CG = w.shape[:2]
+    if groups < 1 or C != CG * groups or K % groups or x.numel() == 0 or y.numel() == 0:
+        return False
+    if CG % 8 or x.stride(1) != 1 or y.stride(1) != 1:
+        return False
+    step = _TMA_ALIGN // x.element_size()
+    if any(x.stride(d) % step for d in (0, 2, 3) if x.shape[d] > 1) \
+            or x.data_ptr() % _TMA_ALIGN:
+        return False
+    if residual is not None and tuple(residual.shape) != tuple(y.shape):
+        return False
+    if stride is not None and not all(1 <= s <= MAX_STRIDE for s in stride):
+        return False
+    return not needs_int64(x, w, y, residual)
+
+
+def box_shape(block_m: int, N: int, P: int, Q: int) -> Tuple[int, int, int]:
+    """(BN_IMG, BH, BW) of a BLOCK_M-pixel output box: BW 8 or 16 columns, BH rows, BN_IMG
+    images, all powers of two; the one that computes the fewest pixels outside the N x P x Q
+    output (ties: wider, then fewer images). A 7x7 map gets 2 x 8 x 8 at BLOCK_M 128."""
+    best = None
+    for bw in (16, 8):
+        bh = 1
+        while bw * bh <= block_m:
+            bn = block_m // (bw * bh)
+            padded = (triton.cdiv(N, bn) * bn) * (triton.cdiv(P, bh) * bh) \
+                * (triton.cdiv(Q, bw) * bw)
+            key = (padded, -bw, bn)
+            if best is None or key < best[0]:
+                best = (key, (bn, bh, bw))
+            bh *= 2
+    return best[1]
+
+
+def _descriptor(t: torch.Tensor, block_shape) -> TensorDescriptor:
+    """A descriptor over the strided view ``t`` (last stride 1). A dimension of size 1 may carry
+    any stride in torch; TMA wants every stride aligned, and one never stepped may be anything
+    aligned."""
+    step = _TMA_ALIGN // t.element_size()
+    strides = [st if size > 1 else step for size, st in zip(t.shape[:-1], t.stride()[:-1])]
+    return TensorDescriptor(t, list(t.shape), strides + [1], list(block_shape))
+
+
+def tma_fprop_launch(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor],
+                     y: torch.Tensor, stride: Sequence[int], padding: Sequence[int],
+                     dilation: Sequence[int], groups: int,
+                     residual: Optional[torch.Tensor] = None, activation: int = 0,
+                     preact: Optional[torch.Tensor] = None, *,
+                     config: TileConfig) -> tuple:
+    """(kernel, grid, kwargs) of y = act(conv2d(x, w) + bias + residual): start it with
+    ``kernel[grid](**kwargs)``. ``kwargs`` holds every kernel argument and the launch options.
+
+    Args:
+        x (Tensor[N, C, H, W]), w (Tensor[K, C / groups, R, S]), bias (Tensor[K] or None),
+        y (Tensor[N, K, P, Q]): as ``tma_fprop_eligible`` accepts them.
+        stride, padding, dilation: pairs.
+        residual (Tensor[N, K, P, Q] or None): added before the activation.
+        activation: a code of ``fastconv.kernels._common`` (0: none).
+        preact (Tensor like y, or None): receives the value before the activation.
+        config: the tile (block_m = BN_IMG * BH * BW output pixels, block_n output channels,
+            block_k channels per step), warps and stages; e.g. an entry of ``TMA_CONFIGS``.
+    """
+    if not all(1 <= s <= MAX_STRIDE for s in stride):
+        raise ValueError(f"tma_fprop_launch: stride {tuple(stride)} above {MAX_STRIDE}")
+    N, C, H, W = x.shape
+    K, CG, R, S = w.shape
+    P, Q = y.shape[2:]
+    KG = K // groups
+    bn_img, bh, bw = box_shape(config.block_m, N, P, Q)
+
+    # x as [N, H, W, C]; phase (ph, pw) = pixels (stride * i + ph, stride * j + pw). A phase with
+    # no pixel (H <= ph) has no taps either (the kernel skips it): any descriptor will do there.
+    x_nhwc = x.permute(0, 2, 3, 1)
+    box_x = (bn_img, bh, bw, config.block_k)
+    phases = {(ph, pw): _descriptor(x_nhwc[:, ph::stride[0], pw::stride[1]]
+                                    if ph < H and pw < W else x_nhwc, box_x)
+              for ph in range(stride[0]) for pw in range(stride[1])}
+    # the weight as [K, R * S * CGP]: a channels_last weight's memory order, channels padded with
+    # zeros to CGP, a whole number of channel blocks (copied unless it already is that)
+    cgp = triton.cdiv(CG, config.block_k) * config.block_k
+    w_krsc = w.permute(0, 2, 3, 1)
+    if cgp != CG:
+        w_krsc = torch.nn.functional.pad(w_krsc, (0, cgp - CG))
+    elif not w_krsc.is_contiguous() or w_krsc.data_ptr() % _TMA_ALIGN:
+        w_krsc = w_krsc.contiguous()
+    w_desc = _descriptor(w_krsc.reshape(K, R * S * cgp), (config.block_n, config.block_k))
+
+    res = residual if residual is not None else y  # never read when has_residual is 0
+    pre = preact if preact is not None else y      # never written when store_preact is 0
+    num_pid_m = triton.cdiv(N, bn_img) * triton.cdiv(P, bh) * triton.cdiv(Q, bw)
+    grid = (groups * num_pid_m * triton.cdiv(KG, config.block_n),)
+    kwargs = dict(
+        **{f"x_desc{ph}{pw}": phases.get((ph, pw), phases[0, 0]) for ph in (0, 1)
+           for pw in (0, 1)},
+        w_desc=w_desc,
+        b_ptr=bias.contiguous() if bias is not None else y, res_ptr=res, y_ptr=y, pre_ptr=pre,
+        N=N, H=H, W=W, P=P, Q=Q, R=R, S=S, CG=CG, CGP=cgp, KG=KG,
+        pad_h=padding[0], pad_w=padding[1], dil_h=dilation[0], dil_w=dilation[1],
+        stride_yn=y.stride(0), stride_yk=y.stride(1), stride_yp=y.stride(2),
+        stride_yq=y.stride(3),
+        stride_rn=res.stride(0), stride_rk=res.stride(1), stride_rp=res.stride(2),
+        stride_rq=res.stride(3),
+        activation=activation, has_residual=int(residual is not None),
+        store_preact=int(preact is not None),
+        HAS_BIAS=bias is not None,
+        # the interpreter's tl.dot is wrong on bfloat16 operands (see kernels._common.mma)
+        DOT_IN_FP32=INTERPRETING and x.dtype == torch.bfloat16,
+        STRIDE_H=stride[0], STRIDE_W=stride[1], BN_IMG=bn_img, BH=bh, BW=bw,
+        BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=GROUP_M,
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    if config.max_registers:
+        kwargs["maxnreg"] = config.max_registers
+    return conv2d_fprop_tma_kernel, grid, kwargs
+
+
+def conv2d_fprop_tma(x, w, bias, y, stride, padding, dilation, groups, residual=None,
+                     activation=0, preact=None, *, config: TileConfig):
+    """Launch ``tma_fprop_launch(...)`` (same arguments); returns the kernel's launch handle."""
+    kernel, grid, kwargs = tma_fprop_launch(x, w, bias, y, stride, padding, dilation, groups,
+                                            residual, activation, preact, config=config)
+    return kernel[grid](**kwargs)

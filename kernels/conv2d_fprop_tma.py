@@ -1,0 +1,202 @@
+"""Forward conv2d as an implicit GEMM whose operands arrive by TMA (Hopper tensor descriptors).
+
+GEMM view per group g, as in conv2d_fprop_igemm:
+    Y[m, k] = sum_{(r, s, c)} X[m ; r, s, c] * W[k, c, r, s]
+with m = (n, p, q) an output pixel, k an output channel of the group, c fastest in the reduction.
+
+Tiles. A program owns a box of output pixels [BN_IMG images, BH rows, BW columns] (BLOCK_M =
+BN_IMG * BH * BW rows of the GEMM; several images per box for 7x7 maps) and BLOCK_N output
+channels. For tap (r, s) and channel block c0 its x tile is one TMA box [BN_IMG, BH, BW, BLOCK_K]
+of x seen as a 4-D [N, H, W, C] tensor (channels_last), at
+    (n0, p0 * stride - pad_h + r * dil_h, q0 * stride - pad_w + s * dil_w, g * CG + c0),
+reshaped to [BLOCK_M, BLOCK_K]: the box's rows are in (n, p, q) order, as the GEMM's are. TMA
+fills every out-of-bounds element of a box with zeros, negative coordinates included: that fill
+is the convolution's zero padding, with no mask in the loop.
+
+The weight is a 2-D descriptor [K, R * S * CGP], a channels_last weight's memory order with each
+tap's channels padded with zeros to CGP, a whole number of BLOCK_K blocks (the launcher's copy);
+its tile is the box [BLOCK_N, BLOCK_K] at (g * KG + k0, (r * S + s) * CGP + c0). The zeros past CG
+make a partial channel block contribute nothing: the x box then runs into the next group's
+channels (or past C, where TMA fills zeros), and those columns meet zero weights (an inf or NaN
+there would still turn 0 * x into NaN, as a dense GEMM over padding would). Why not a 4-D
+[K, R, S, CG] weight box [BLOCK_N, 1, 1, BLOCK_K], whose own fill would do the same without a
+padded copy: a box of rank > 2 reaches tl.dot through a reshape, and Triton (3.6 and 3.8) feeds
+wgmma straight from shared memory only the operand it reshapes as a B (memdesc_reshape, then
+memdesc_trans); an A operand behind a reshape is loaded into registers first (local_load, a
+layout conversion, then wgmma from registers, split in K). x's box cannot avoid the reshape, so
+it is the B operand: the kernel computes Y^T = W @ X^T (acc [BLOCK_N, BLOCK_M]), A = the 2-D
+weight tile, both wgmma operands in shared memory, and transposes once, in the epilogue.
+
+Stride. A box steps one pixel at a time, so for stride > 1 x is read through stride-phase
+views: phase (ph, pw) holds the pixels h = STRIDE_H * i + ph, w = STRIDE_W * j + pw (base
+offset ph * stride_xh + pw * stride_xw, strides multiplied by the stride). Tap row
+h = STRIDE_H * p + t, t = r * dil_h - pad_h, lies in phase t mod STRIDE_H at phase row
+p + floor(t / STRIDE_H): again a box, with its own zero fill at the phase's edges. The reduction
+visits the phases one after the other (a loop each; stride 1 has one), and within a phase runs
+one flat loop over (its taps, channel block) that Triton software-pipelines (num_stages).
+
+Descriptors are built on the host (triton.tools.tensor_descriptor.TensorDescriptor), one per
+phase plus the weight's. Host descriptors need no global scratch and no
+``triton.set_allocator`` (a process-wide setting a library should not own), reach the kernel as
+``__grid_constant__`` parameters (no tensormap written and fenced by every program), run in
+triton 3.8's interpreter, and compile to ``cp.async.bulk.tensor`` for sm_90 with triton 3.6 and
+3.8. The phases are four separate parameters, not a tuple: triton 3.8 launches descriptors
+inside a tuple, but triton 3.6's launcher only unpacks top-level ones. So strides are 1 or 2
+here (the unused phase parameters repeat phase 00); larger strides take the pointer kernel.
+
+Program order: one grid axis over (group, m tile, n tile), grouped by GROUP_M m tiles as in
+Triton's matmul tutorial, so that programs running together share x and weight tiles in L2.
+"""
+import triton
+import triton.language as tl
+
+from ._common import conv_epilogue, mma
+
+
+@triton.jit
+def _grouped_tile_ids(num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
+    """Flat program id -> (conv group, m tile, n tile). Within a conv group, programs walk
+    GROUP_M m tiles down one n-tile column before the next column (tutorial 03): the B tiles
+    of a column and the A tiles of the GROUP_M rows stay in L2 while they are reused."""
+    pid = tl.program_id(0)
+    tiles = num_pid_m * num_pid_n
+    g = pid // tiles
+    pid = pid % tiles
+    in_group = GROUP_M * num_pid_n
+    first_m = (pid // in_group) * GROUP_M
+    group_size = tl.minimum(num_pid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % in_group) % group_size
+    pid_n = (pid % in_group) // group_size
+    return g, pid_m, pid_n
+
+
+@triton.jit
+def _phase_taps(phase, R, pad, dil, STRIDE: tl.constexpr):
+    """(first tap, tap step, taps) of the taps r along one axis whose offset t = r * dil - pad
+    lies in stride phase ``phase`` (t mod STRIDE == phase).
+
+    t mod STRIDE repeats with period STRIDE / gcd(dil, STRIDE), so the first such tap is below
+    STRIDE and the others follow at that period. Every operand of ``%`` is kept non-negative
+    (t + STRIDE * pad has t's residue) so that it means the same in the interpreter (floor)
+    and on a GPU (truncation)."""
+    if STRIDE == 1:
+        r0 = 0
+        r_step = 1
+        taps = R
+    else:
+        r0 = R  # none
+        r_step = STRIDE
+        for j in tl.static_range(STRIDE - 1, -1, -1):  # downwards: the smallest j wins
+            r0 = tl.where((j * dil + (STRIDE - 1) * pad) % STRIDE == phase, j, r0)
+            if j > 0:
+                r_step = tl.where((j * dil) % STRIDE == 0, j, r_step)
+        taps = tl.maximum(R - r0 + r_step - 1, 0) // r_step
+    return r0, r_step, taps
+
+
+@triton.jit
+def conv2d_fprop_tma_kernel(
+    # tensor descriptors: x_desc<ph><pw>, x's stride phase (ph, pw) as [N, H', W', C] with unit
+    # channel stride (a phase the stride lacks repeats phase 00, never read); w_desc, the
+    # weight as [K, R * S * CGP]
+    x_desc00, x_desc01, x_desc10, x_desc11, w_desc,
+    # pointers (res: residual added before the activation; pre: pre-activation, for backward)
+    b_ptr, res_ptr, y_ptr, pre_ptr,
+    # sizes (CGP: CG padded to whole BLOCK_K blocks, the weight's channels per tap)
+    N, H, W, P, Q, R, S, CG, CGP, KG,
+    # convolution parameters
+    pad_h, pad_w, dil_h, dil_w,
+    # strides (in elements) of y and the residual
+    stride_yn, stride_yk, stride_yp, stride_yq,
+    stride_rn, stride_rk, stride_rp, stride_rq,
+    # epilogue switches (runtime: see conv_epilogue)
+    activation, has_residual, store_preact,
+    # meta-parameters
+    HAS_BIAS: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+    STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
+    BN_IMG: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    BLOCK_M: tl.constexpr = BN_IMG * BH * BW
+
+    # -- which output box and channel block: m tiles are (image, row, column) boxes
+    tiles_q = tl.cdiv(Q, BW)
+    tiles_p = tl.cdiv(P, BH)
+    num_pid_m = tl.cdiv(N, BN_IMG) * tiles_p * tiles_q
+    num_pid_n = tl.cdiv(KG, BLOCK_N)
+    g, pid_m, pid_n = _grouped_tile_ids(num_pid_m, num_pid_n, GROUP_M)
+    n0 = pid_m // (tiles_p * tiles_q) * BN_IMG
+    p0 = (pid_m // tiles_q) % tiles_p * BH
+    q0 = pid_m % tiles_q * BW
+    k0 = g * KG + pid_n * BLOCK_N
+    c_base = g * CG
+
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)  # transposed: channels x pixels
+    num_cb = tl.cdiv(CG, BLOCK_K)
+
+    # -- reduction: the taps of each stride phase, then over channel blocks within a tap
+    for ph in tl.static_range(STRIDE_H):
+        r0, r_step, taps_r = _phase_taps(ph, R, pad_h, dil_h, STRIDE_H)
+        if ph > 0:  # a phase without pixels (H <= ph) reads only zeros: skip its taps
+            taps_r = tl.where(H > ph, taps_r, 0)
+        for pw in tl.static_range(STRIDE_W):
+            s0, s_step, taps_s = _phase_taps(pw, S, pad_w, dil_w, STRIDE_W)
+            if pw > 0:
+                taps_s = tl.where(W > pw, taps_s, 0)
+            if ph == 0 and pw == 0:  # constexpr conditions: one descriptor per loop
+                x_desc = x_desc00
+            elif ph == 0:
+                x_desc = x_desc01
+            elif pw == 0:
+                x_desc = x_desc10
+            else:
+                x_desc = x_desc11
+            for it in tl.range(0, taps_r * taps_s * num_cb):
+                tap = it // num_cb
+                c0 = (it % num_cb) * BLOCK_K
+                r = r0 + (tap // taps_s) * r_step
+                s = s0 + (tap % taps_s) * s_step
+                # tap offset t = r * dil - pad lies in this phase: (t - ph) / STRIDE is exact
+                h = p0 + (r * dil_h - pad_h - ph) // STRIDE_H
+                w = q0 + (s * dil_w - pad_w - pw) // STRIDE_W
+                x_tile = x_desc.load([n0, h, w, c_base + c0]).reshape(BLOCK_M, BLOCK_K)
+                w_tile = w_desc.load([k0, (r * S + s) * CGP + c0])
+                # Y^T += W X^T: x's reshaped box as the B operand stays in shared memory
+                acc = mma(w_tile, x_tile.T, acc, DOT_IN_FP32, False)
+
+    # -- epilogue: bias, residual, activation, pointer stores in y's own layout
+    offs_m = tl.arange(0, BLOCK_M)
+    n = n0 + offs_m // (BH * BW)
+    p = p0 + (offs_m // BW) % BH
+    q = q0 + offs_m % BW
+    mask_m = (n < N) & (p < P) & (q < Q)  # a box may hang over the map's edges
+    y_row = n * stride_yn + p * stride_yp + q * stride_yq
+    r_row = n * stride_rn + p * stride_rp + q * stride_rq
+    if BLOCK_N > 128:
+        # two halves of output channels one after the other: a whole 128x256 tile transposed
+        # at once, with its residual and store offsets, does not fit in registers
+        HALF: tl.constexpr = BLOCK_N // 2
+        acc_lo, acc_hi = acc.reshape(2, HALF, BLOCK_M).permute(1, 2, 0).split()
+        _epilogue(acc_lo, pid_n * BLOCK_N, g, KG, y_row, r_row, mask_m, b_ptr, res_ptr, pre_ptr,
+                  y_ptr, stride_yk, stride_rk, activation, has_residual, store_preact, HAS_BIAS,
+                  HALF)
+        _epilogue(acc_hi, pid_n * BLOCK_N + HALF, g, KG, y_row, r_row, mask_m, b_ptr, res_ptr,
+                  pre_ptr, y_ptr, stride_yk, stride_rk, activation, has_residual, store_preact,
+                  HAS_BIAS, HALF)
+    else:
+        _epilogue(acc, pid_n * BLOCK_N, g, KG, y_row, r_row, mask_m, b_ptr, res_ptr, pre_ptr,
+                  y_ptr, stride_yk, stride_rk, activation, has_residual, store_preact, HAS_BIAS,
+                  BLOCK_N)
+
+
+@triton.jit
+def _epilogue(acc_t, k_first, g, KG, y_row, r_row, mask_m, b_ptr, res_ptr, pre_ptr, y_ptr,
+              stride_yk, stride_rk, activation, has_residual, store_preact,
+              HAS_BIAS: tl.constexpr, COLS: tl.constexpr):
+    """conv_epilogue of the transposed accumulator ``acc_t`` [COLS channels, pixels], whose
+    channels start at ``k_first`` within group g."""
+    offs_k = k_first + tl.arange(0, COLS)
+    mask_k = offs_k < KG  # the weight box may run into the next group's filters
+    conv_epilogue(acc_t.T, g * KG + offs_k, mask_k, y_row, r_row, mask_m,
+                  b_ptr, res_ptr, pre_ptr, y_ptr, stride_yk, stride_rk,
+                  activation, has_residual, store_preact, HAS_BIAS)

@@ -1,0 +1,270 @@
+"""The TMA forward implicit GEMM (kernels/conv2d_fprop_tma.py, fastconv/ops/conv2d_tma.py).
+
+Runs through Triton's interpreter with small tiles (each interpreted program step costs
+milliseconds); the GPU tiles of TMA_CONFIGS are compiled for sm_90 in a subprocess instead
+(test_sm90_signature). Every launch goes through ``conv2d_fprop_tma`` directly, under
+``aten_forbidden``: the TMA kernel computed what is compared.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastconv.bench import tma_report
+from fastconv.kernels.configs import TMA_CONFIGS, TileConfig
+from fastconv.ops.conv2d_tma import (MAX_STRIDE, box_shape, conv2d_fprop_tma,
+                                     tma_fprop_eligible, tma_fprop_launch)
+from helpers import TOL, aten_forbidden, assert_rel_close
+
+# interpreter tiles: 32 pixels (e.g. a 1 x 4 x 8 box) x 32 channels x 16 channels a step, and
+# one of 64 x 64 x 32 for a box of several images
+SMALL = TileConfig(32, 32, 16, 4, 2)
+MEDIUM = TileConfig(64, 64, 32, 4, 2)
+DTYPES_16 = [torch.float16, torch.bfloat16]
+
+
+def _inputs(N, C, H, W, K, R, S, groups, dtype, bias=False, residual=False):
+    x = torch.randn(N, C, H, W, dtype=dtype).to(memory_format=torch.channels_last)
+    w = (torch.randn(K, C // groups, R, S) / (C // groups * R * S) ** 0.5).to(dtype)
+    b = torch.randn(K, dtype=dtype) if bias else None
+    return x, w, b
+
+
+def _output(ref, dtype):
+    """y of ref's shape, channels_last, poisoned with NaN so that a missed element shows."""
+    return torch.full(ref.shape, float("nan"), dtype=dtype).to(memory_format=torch.channels_last)
+
+
+def _run(x, w, b, stride, padding, dilation, groups, config=SMALL, residual=None,
+         activation=0, preact=None, y=None, ref_shape=None):
+    if y is None:
+        y = _output(torch.empty(ref_shape), x.dtype)
+    assert tma_fprop_eligible(x, w, y, groups, residual, stride=stride)
+    with aten_forbidden():
+        conv2d_fprop_tma(x, w, b, y, stride, padding, dilation, groups, residual, activation,
+                         preact, config=config)
+    return y
+
+
+def _reference(x, w, b, stride, padding, dilation, groups):
+    return F.conv2d(x.double(), w.double(), None if b is None else b.double(), stride, padding,
+                    dilation, groups)
+
+
+# (N, C, H, W, K, R, S, stride, padding, dilation, groups); maps are not multiples of the box
+CASES = {
+    "1x1": (3, 16, 5, 7, 24, 1, 1, (1, 1), (0, 0), (1, 1), 1),
+    "3x3-pad1": (1, 16, 9, 11, 16, 3, 3, (1, 1), (1, 1), (1, 1), 1),
+    "3x3-s2-cg24": (3, 24, 9, 7, 16, 3, 3, (2, 2), (1, 1), (1, 1), 1),
+    "7x7-s2-pad3": (1, 8, 13, 11, 16, 7, 7, (2, 2), (3, 3), (1, 1), 1),
+    "3x3-dil2": (1, 16, 10, 9, 16, 3, 3, (1, 1), (2, 2), (2, 2), 1),
+    "3x3-s2-dil2": (1, 16, 11, 11, 16, 3, 3, (2, 2), (2, 2), (2, 2), 1),
+    "1x1-s2-downsample": (2, 32, 9, 9, 16, 1, 1, (2, 2), (0, 0), (1, 1), 1),
+    "resnext-g2-cg24-s2": (3, 48, 8, 8, 32, 3, 3, (2, 2), (1, 1), (1, 1), 2),
+    "g2-cg8-kg24": (1, 16, 6, 9, 48, 3, 3, (1, 1), (1, 1), (1, 1), 2),
+    "s2-h1": (1, 16, 1, 5, 16, 3, 3, (2, 2), (1, 1), (1, 1), 1),
+    "s(1,2)-pad(0,1)-5x3": (2, 8, 7, 10, 8, 5, 3, (1, 2), (0, 1), (1, 1), 1),
+    "s2-w3-dil3": (1, 8, 6, 3, 8, 3, 3, (2, 2), (2, 2), (3, 3), 1),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES_16, ids=str)
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_matches_torch(case, dtype):
+    N, C, H, W, K, R, S, stride, padding, dilation, groups = case
+    x, w, _ = _inputs(N, C, H, W, K, R, S, groups, dtype)
+    ref = _reference(x, w, None, stride, padding, dilation, groups)
+    y = _run(x, w, None, stride, padding, dilation, groups, ref_shape=ref.shape)
+    assert_rel_close(y, ref, dtype, f"{case}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES_16, ids=str)
+def test_several_images_per_box(dtype):
+    """3x3 maps at BLOCK_M 64: one image per 8 x 8 box would leave 55 of 64 rows idle; the
+    launcher picks a box of several images (2 x 4 x 8), over a batch that is not a multiple of
+    it (the last box's second image is past N: TMA's fill, masked stores)."""
+    N, C, H, W, K = 5, 64, 3, 3, 40
+    x, w, b = _inputs(N, C, H, W, K, 3, 3, 1, dtype, bias=True)
+    ref = _reference(x, w, b, (1, 1), (1, 1), (1, 1), 1)
+    assert box_shape(MEDIUM.block_m, N, 3, 3) == (2, 4, 8)
+    y = _run(x, w, b, (1, 1), (1, 1), (1, 1), 1, config=MEDIUM, ref_shape=ref.shape)
+    assert_rel_close(y, ref, dtype, "7x7 maps, 64x64x32")
+
+
+@pytest.mark.parametrize("dtype", DTYPES_16, ids=str)
+@pytest.mark.parametrize("epilogue", ["bias", "bias-residual-relu", "silu-preact",
+                                      "residual-silu-preact-nchw-residual"])
+def test_fused_epilogue(epilogue, dtype):
+    N, C, H, W, K, stride = 3, 16, 9, 7, 24, (2, 2)
+    groups = 2 if "residual-silu" in epilogue else 1
+    x, w, b = _inputs(N, C, H, W, K, 3, 3, groups, dtype, bias="bias" in epilogue)
+    z = _reference(x, w, b, stride, (1, 1), (1, 1), groups)
+    residual = None
+    if "residual" in epilogue:
+        residual = torch.randn(z.shape, dtype=dtype)
+        if "nchw" not in epilogue:
+            residual = residual.to(memory_format=torch.channels_last)
+        z = z + residual.double()
+    activation, ref = 0, z
+    if "relu" in epilogue:
+        activation, ref = 1, torch.relu(z)
+    if "silu" in epilogue:
+        activation, ref = 3, F.silu(z)
+    preact = _output(z, dtype) if "preact" in epilogue else None
+    y = _run(x, w, b, stride, (1, 1), (1, 1), groups, residual=residual, activation=activation,
+             preact=preact, ref_shape=z.shape)
+    assert_rel_close(y, ref, dtype, epilogue)
+    if preact is not None:
+        assert_rel_close(preact, z, dtype, "pre-activation")
+
+
+@pytest.mark.parametrize("dtype", DTYPES_16, ids=str)
+def test_wide_tile_epilogue_in_halves(dtype):
+    """BLOCK_N 256 (the 128x256 config's width) runs its epilogue one half of the channels at a
+    time: both halves land on the right channels, the second n tile's past K masked."""
+    N, C, H, W, K = 1, 16, 5, 6, 300
+    x, w, b = _inputs(N, C, H, W, K, 3, 3, 1, dtype, bias=True)
+    z = _reference(x, w, b, (1, 1), (1, 1), (1, 1), 1)
+    residual = torch.randn(z.shape, dtype=dtype).to(memory_format=torch.channels_last)
+    z = z + residual.double()
+    preact = _output(z, dtype)
+    y = _run(x, w, b, (1, 1), (1, 1), (1, 1), 1, config=TileConfig(32, 256, 16, 4, 2),
+             residual=residual, activation=3, preact=preact, ref_shape=z.shape)
+    assert_rel_close(y, F.silu(z), dtype, "128x256-like tile")
+    assert_rel_close(preact, z, dtype, "pre-activation")
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
+def test_padding_is_tma_zero_fill(stride):
+    """The halo of a padded 3x3 is read at negative (and past-the-end) coordinates, which only
+    TMA's zero fill turns into padding. With x all large and positive and a weight whose only
+    non-zero tap is (0, 0), every output pixel of the first row and column reads nothing but
+    halo: exactly 0 if the fill is zero, hundreds otherwise."""
+    N, C, H, W, K = 2, 16, 8, 9, 16
+    x = (500 + 100 * torch.rand(N, C, H, W)).half().to(memory_format=torch.channels_last)
+    w = torch.zeros(K, C, 3, 3, dtype=torch.float16)
+    w[:, :, 0, 0] = 1.0 / C
+    ref = _reference(x, w, None, stride, (1, 1), (1, 1), 1)
+    y = _run(x, w, None, stride, (1, 1), (1, 1), 1, ref_shape=ref.shape)
+    assert torch.equal(y[:, :, 0, :], torch.zeros_like(y[:, :, 0, :]))
+    assert torch.equal(y[:, :, :, 0], torch.zeros_like(y[:, :, :, 0]))
+    assert (y[:, :, 1:, 1:] > 400).all()  # the interior read real pixels
+    # and the other side: taps (2, 2) past the last row and column
+    w2 = torch.zeros_like(w)
+    w2[:, :, 2, 2] = 1.0 / C
+    ref2 = _reference(x, w2, None, stride, (1, 1), (1, 1), 1)
+    y2 = _run(x, w2, None, stride, (1, 1), (1, 1), 1, ref_shape=ref2.shape)
+    assert_rel_close(y2, ref2, torch.float16, "bottom/right halo")
+    assert (ref2 == 0).any() and torch.equal(y2[ref2 == 0], torch.zeros_like(y2[ref2 == 0]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES_16, ids=str)
+def test_partial_channel_block_reads_nothing_of_the_next_group(dtype):
+    """CG = 24 with BLOCK_K 16: group 0's second channel block is an x box over channels 16..31,
+    8 of them group 1's. Group 1's channels hold values 300 times larger than group 0's: if
+    the weight's zero padding past CG failed, group 0's output would be swamped by them."""
+    N, groups, CG, H, W, K = 2, 2, 24, 6, 7, 32
+    x = torch.randn(N, groups * CG, H, W, dtype=dtype)
+    x[:, CG:] = 300 + torch.rand(N, CG, H, W, dtype=dtype)
+    x = x.to(memory_format=torch.channels_last)
+    w = (torch.randn(K, CG, 3, 3) / (CG * 9) ** 0.5).to(dtype)
+    ref = _reference(x, w, None, (1, 1), (1, 1), (1, 1), groups)
+    y = _run(x, w, None, (1, 1), (1, 1), (1, 1), groups, ref_shape=ref.shape)
+    KG = K // groups
+    assert_rel_close(y[:, :KG], ref[:, :KG], dtype, "group 0 (its boxes reach group 1)")
+    assert_rel_close(y[:, KG:], ref[:, KG:], dtype, "group 1 (its boxes reach past C)")
+
+
+def test_launch_by_keyword():
+    """(kernel, grid, kwargs): every kernel argument by name, descriptors of the phases."""
+    x, w, _ = _inputs(2, 16, 9, 9, 16, 3, 3, 1, torch.float16)
+    y = _output(torch.empty(2, 16, 5, 5), torch.float16)
+    kernel, grid, kwargs = tma_fprop_launch(x, w, None, y, (2, 2), (1, 1), (1, 1), 1,
+                                            config=SMALL)
+    params = set(kernel.arg_names)
+    assert params <= set(kwargs) and set(kwargs) - params <= {"num_warps", "num_stages"}
+    assert kwargs["x_desc11"].strides[1:3] == [2 * x.stride(2), 2 * x.stride(3)]
+    assert kwargs["x_desc11"].base.data_ptr() == x[:, :, 1, 1].data_ptr()
+    assert kwargs["STRIDE_H"] == 2
+    assert kwargs["BN_IMG"] * kwargs["BH"] * kwargs["BW"] == SMALL.block_m
+    assert len(grid) == 1 and grid[0] > 0
+
+
+def test_eligibility():
+    x, w, _ = _inputs(2, 16, 8, 8, 16, 3, 3, 1, torch.float16)
+    y = _output(torch.empty(2, 16, 8, 8), torch.float16)
+    assert tma_fprop_eligible(x, w, y, 1)
+    assert tma_fprop_eligible(x, w, y, 1, stride=(MAX_STRIDE, 1))
+    assert not tma_fprop_eligible(x, w, y, 1, stride=(MAX_STRIDE + 1, 1))
+    assert not tma_fprop_eligible(x.contiguous(), w, y, 1)         # NCHW x: channels not unit
+    assert not tma_fprop_eligible(x, w, y.contiguous(), 1)         # NCHW y
+    assert not tma_fprop_eligible(x.float(), w.float(), y.float(), 1)
+    assert not tma_fprop_eligible(x, w.bfloat16(), y, 1)
+    assert not tma_fprop_eligible(x, w, y, 1, residual=y[:1])
+    # CG = 12: x's pixel stride is 24 bytes, not a multiple of 16
+    x12, w12, _ = _inputs(2, 12, 8, 8, 16, 3, 3, 1, torch.float16)
+    assert not tma_fprop_eligible(x12, w12, y, 1)
+    # groups 2 of 8 channels: eligible; of 4: not
+    assert tma_fprop_eligible(x, w[:, :8], y, 2)
+    assert not tma_fprop_eligible(x, w[:, :4], y, 4)
+    # a view whose address is 8 bytes off 16-byte alignment
+    flat = torch.randn(2 * 8 * 8 * 16 + 8, dtype=torch.float16)
+    shifted = flat[4:4 + 2 * 8 * 8 * 16].view(2, 8, 8, 16).permute(0, 3, 1, 2)
+    assert shifted.stride() == x.stride() and not tma_fprop_eligible(shifted, w, y, 1)
+
+
+def test_box_shapes():
+    assert box_shape(128, 32, 7, 7) in ((2, 8, 8), (16, 1, 8))   # several images per box
+    assert box_shape(128, 32, 56, 56)[2] in (8, 16)
+    # the report compiles the boxes the launcher would pick
+    for n in (1, 3, 32):
+        for pq in (1, 5, 7, 14, 28, 56, 112):
+            for bm in (32, 64, 128):
+                assert tma_report._box_shape(bm, n, pq, pq + 1) == box_shape(bm, n, pq, pq + 1)
+
+
+def test_configs_are_hopper_gemm_tiles():
+    for cfg in TMA_CONFIGS["16"]:
+        assert (cfg.block_m, cfg.block_k, cfg.num_warps) == (128, 64, 8)
+        assert cfg.block_n in (128, 256) and cfg.num_stages >= 3
+
+
+def test_gpu_check_script_runs_here():
+    """fastconv.bench.tma_gpu_check, the GPU run's script, on small cases in the interpreter
+    (without its timing): the script itself works when a GPU session gets to run it."""
+    from fastconv.bench import tma_gpu_check
+    assert tma_gpu_check.halo_is_zero("cpu", config=SMALL)
+    tiny = (("tiny g2 s2", 2, 16, 6, 7, 16, 3, 3, 2, 1, 2),)
+    rows = tma_gpu_check.check("cpu", layers=tiny, configs=[SMALL], time=False)
+    assert len(rows) == 2
+    for r in rows:
+        assert float(r["rel_err"]) < TOL[getattr(torch, r["dtype"])], r
+
+
+@pytest.mark.xdist_group("gpu_compile")
+def test_sm90_signature(tmp_path):
+    """Every TMA_CONFIGS tile, bf16 and fp16, on ResNet-50 layer shapes, compiled for sm_90:
+    TMA copies for both operands, wgmma with N >= 128 and both operands in shared memory, the
+    configured stages, no spills. Runs in a subprocess without TRITON_INTERPRET."""
+    out = tmp_path / "tma.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "fastconv.bench.tma_report", "--json", str(out)],
+                          env=env, capture_output=True, text=True, timeout=1800)
+    assert out.exists(), proc.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert len(rows) == len(TMA_CONFIGS["16"]) * len(tma_report.LAYERS) * 2
+    for r in rows:
+        what = f"{r['layer']} {r['dtype']} {r['tile']}"
+        assert not r["error"], f"{what}: {r['error']}"
+        assert r["spill_bytes"] == 0, f"{what}: {r['spill_bytes']} bytes of spills"
+        assert r["tma_x"] > 0 and r["tma_w"] > 0, \
+            f"{what}: TMA copies of x {r['tma_x']}, of the weight {r['tma_w']}"
+        assert r["wgmma"] and all(int(s.split("n")[1].split("k")[0]) >= 128 for s in r["wgmma"]), \
+            f"{what}: {r['wgmma']}"
+        assert r["wgmma_a"] == "shared", what
+        assert r["num_stages"] >= 3 and r["num_stages"] == r["stages"], what
+    assert proc.returncode == 0, proc.stdout[-3000:]
