@@ -189,39 +189,46 @@ def test_what_the_plan_reads_is_in_the_key(monkeypatch):
 
 
 def test_caches_are_bounded_over_10000_calls_of_new_shapes():
-    """10,000 calls, each of a shape the caches have not kept (launches are no-ops: what is
-    measured is what the call path keeps): every cache stays at its capacity and the Python
-    heap does not grow between the first and the second 5,000."""
+    """10,000 calls over 1,500 shapes, more than the caches keep, so that they keep forgetting
+    and recording (launches are no-ops: what is measured is what the call path keeps): every
+    cache stays within its capacity, and the Python heap is as large after the last 4,000
+    calls as after the 4,000 before (tracemalloc sees only what is allocated once it runs,
+    so the first 2,000 fill the caches untraced)."""
     w = torch.randn(4, 4, 1, 1)
-    shapes = [(1, 4, 1 + i % 50, 1 + i // 50) for i in range(2000)]
+    shapes = [(1, 4, 1 + i % 50, 1 + i // 50) for i in range(1500)]
+
+    def calls(n, start):
+        for i in range(start, start + n):
+            FC.conv2d(torch.empty(shapes[i % len(shapes)]), w)
     with launches_as_no_ops(), planning_for("sm_90"):
-        def calls(n, start):
-            for i in range(start, start + n):
-                FC.conv2d(torch.empty(shapes[i % len(shapes)]), w)
-        calls(5000, 0)
-        gc.collect()
+        calls(2000, 0)
         tracemalloc.start()
-        before = tracemalloc.get_traced_memory()[0]
-        calls(5000, 5000)
-        gc.collect()
-        grown = tracemalloc.get_traced_memory()[0] - before
-        tracemalloc.stop()
+        try:
+            calls(4000, 2000)
+            gc.collect()
+            middle = tracemalloc.get_traced_memory()[0]
+            calls(4000, 6000)
+            gc.collect()
+            end = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
     assert all(len(c) <= c.capacity for c in launch_cache.CACHES)
-    assert max(len(c) for c in launch_cache.CACHES) == launch_cache.CACHES[0].capacity or \
-        any(len(c) == c.capacity for c in launch_cache.CACHES)
-    assert grown < 2 * 2**20, f"the heap grew {grown} bytes over 5,000 calls"
+    assert any(len(c) == c.capacity for c in launch_cache.CACHES)
+    assert abs(end - middle) < 256 * 2**10, f"the heap grew {end - middle} bytes"
 
 
 def _per_call_us(fn, calls=300, repeats=5):
+    """CPU time of this thread per call (the fastest of ``repeats`` runs): unlike wall time,
+    it does not count the time the thread waits for a core other tests hold."""
     import time
     for _ in range(50):
         fn()
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.thread_time()
         for _ in range(calls):
             fn()
-        best = min(best, (time.perf_counter() - start) / calls)
+        best = min(best, (time.thread_time() - start) / calls)
     return best * 1e6
 
 
@@ -236,7 +243,8 @@ def test_host_cost_per_call_within_a_generous_margin_of_the_targets():
         forward = _per_call_us(lambda: FC.conv2d(x, w, padding=1))
         both = _per_call_us(lambda: FC.conv2d(xg, wg, padding=1).backward(g), calls=100)
         # the replay went through the compiled-kernel path (the launcher stand-in)
-        steps = [s for c in launch_cache.CACHES for e in c.entries.values() for s in e.steps]
+        steps = [s for c in launch_cache.CACHES if isinstance(c, launch_cache.CallCache)
+                 for e in c.entries.values() for s in e.steps]
     assert steps and all(s.compiled is not None and s.compiled[0] is _NoLaunch.run
                          for s in steps)
     assert forward < 3 * 20, f"{forward:.1f} us per forward"

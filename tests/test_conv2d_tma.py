@@ -14,11 +14,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import fastconv
+
 from fastconv.bench import tma_report
 from fastconv.kernels.configs import TMA_CONFIGS, TileConfig
 from fastconv.ops.conv2d_tma import (MAX_STRIDE, box_shape, conv2d_fprop_tma,
                                      tma_fprop_eligible, tma_fprop_launch)
-from helpers import TOL, aten_forbidden, assert_rel_close
+from helpers import TOL, aten_forbidden, assert_rel_close, rel_err
 
 # interpreter tiles: 32 pixels (e.g. a 1 x 4 x 8 box) x 32 channels x 16 channels a step, and
 # one of 64 x 64 x 32 for a box of several images
@@ -268,3 +270,33 @@ def test_sm90_signature(tmp_path):
         assert r["wgmma_a"] == "shared", what
         assert r["num_stages"] >= 3 and r["num_stages"] == r["stages"], what
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+# ---------------------------------------------------------------------------- through the op
+def test_the_op_runs_the_tma_kernel_on_sm90_and_replays_it(kernel_launches):
+    """Planned for an sm_90 (here with one SM, so that a tiny grid is enough), an eligible
+    forward runs the TMA kernel through ``fastconv.functional.conv2d``: the weight repacked
+    first, the call recorded, and a second call of the signature replayed with its own
+    tensors (descriptors rebuilt on them)."""
+    import fastconv.functional as FC
+    from fastconv.ops.launch_cache import CACHES
+    from fastconv.ops.plan import Target, planning_for
+    one_sm = Target("sm_90", False, sms=1, tma=True)
+
+    def tensors():
+        x = torch.randn(2, 24, 6, 5).to(torch.bfloat16).contiguous(
+            memory_format=torch.channels_last)
+        w = torch.randn(40, 24, 3, 3).to(torch.bfloat16)
+        return x, w, torch.randn(40).to(torch.bfloat16)
+    outs = []
+    with planning_for(one_sm), aten_forbidden():
+        x, w, b = tensors()
+        assert fastconv.explain(x, w, padding=1).fprop.family == "implicit_gemm_tma"
+        for _ in range(2):
+            x, w, b = tensors()
+            outs.append((FC.conv2d(x, w, b, padding=1, stride=(2, 1)), x, w, b))
+    assert [name for name, _, _ in kernel_launches] == ["conv2d_fprop_tma_kernel"] * 2
+    assert sum(c.hits for c in CACHES) >= 1
+    for y, x, w, b in outs:
+        ref = F.conv2d(x.double(), w.double(), b.double(), padding=1, stride=(2, 1))
+        assert rel_err(y, ref) < TOL[torch.bfloat16]

@@ -256,6 +256,8 @@ JUSTIFIED = {
     ("ops/plan.py", "int(x)"): "a size: Python ints",
     ("ops/conv2d_launch.py", "int(residual is not None)"): "a bool",
     ("ops/conv2d_launch.py", "int(preact is not None)"): "a bool",
+    ("ops/conv2d_tma.py", "int(residual is not None)"): "a bool",
+    ("ops/conv2d_tma.py", "int(preact is not None)"): "a bool",
     ("nn/roi.py", "int(shape[0])"): "image_shapes: the images' sizes, Python ints",
     ("nn/roi.py", "float(feature.shape[-2])"): "a shape",
     ("nn/roi.py", "float(max_height)"): "a Python int",

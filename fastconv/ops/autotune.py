@@ -23,7 +23,7 @@ import triton
 
 from fastconv.ops._runtime import INTERPRETING
 from fastconv.ops.launch_cache import not_recorded
-from fastconv.ops.plan import (_KERNELS, ConvProblem, Plan, config_table, dtype_class, gemm_dims,
+from fastconv.ops.plan import (ConvProblem, kernel_of, Plan, config_table, dtype_class, gemm_dims,
                                split_for)
 
 ENABLED = os.environ.get("FASTCONV_AUTOTUNE", "1") != "0"
@@ -107,7 +107,7 @@ def load(path: str, device=None) -> int:
         cfg = next((c for c in table if dataclasses.asdict(c) == e["config"]), None)
         if cfg is None:
             continue
-        _BEST[key] = Plan(direction, family, _KERNELS[(direction, family)], cfg, 1,
+        _BEST[key] = Plan(direction, family, kernel_of(direction, family), cfg, 1,
                           "autotuned (tune cache)", index_64)
         count += 1
     return count

@@ -43,8 +43,8 @@ def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
 
 
 conv2d = registry.define(
-    "conv2d(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, "
-    "int[] dilation, int groups) -> Tensor", _conv2d, _conv2d_fake)
+    "conv2d(Tensor input, Tensor weight, Tensor? bias, SymInt[] stride, SymInt[] padding, "
+    "SymInt[] dilation, SymInt groups) -> Tensor", _conv2d, _conv2d_fake)
 
 
 # ---------------------------------------------------------------------------- fused epilogue
@@ -89,7 +89,7 @@ def _conv2d_activation_fake(input, weight, bias, residual, stride, padding, dila
 
 conv2d_activation = registry.define(
     "conv2d_activation(Tensor input, Tensor weight, Tensor? bias, Tensor? residual, "
-    "int[] stride, int[] padding, int[] dilation, int groups, str activation, "
+    "SymInt[] stride, SymInt[] padding, SymInt[] dilation, SymInt groups, str activation, "
     "bool keep_preactivation) -> (Tensor, Tensor)", _conv2d_activation, _conv2d_activation_fake)
 
 
@@ -134,8 +134,8 @@ def _conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilatio
 
 
 conv2d_input_grad = registry.define(
-    "conv2d_input_grad(Tensor grad_output, Tensor weight, int[] input_size, int[] stride, "
-    "int[] padding, int[] dilation, int groups) -> Tensor", _conv2d_input_grad,
+    "conv2d_input_grad(Tensor grad_output, Tensor weight, SymInt[] input_size, SymInt[] stride, "
+    "SymInt[] padding, SymInt[] dilation, SymInt groups) -> Tensor", _conv2d_input_grad,
     lambda grad_output, weight, input_size, stride, padding, dilation, groups:
         fake_output(input_size, grad_output, memory_format_of(grad_output)))
 
@@ -154,8 +154,8 @@ def _conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilati
 
 
 conv2d_weight_grad = registry.define(
-    "conv2d_weight_grad(Tensor grad_output, Tensor input, int[] weight_size, int[] stride, "
-    "int[] padding, int[] dilation, int groups) -> Tensor", _conv2d_weight_grad,
+    "conv2d_weight_grad(Tensor grad_output, Tensor input, SymInt[] weight_size, SymInt[] stride, "
+    "SymInt[] padding, SymInt[] dilation, SymInt groups) -> Tensor", _conv2d_weight_grad,
     lambda grad_output, input, weight_size, stride, padding, dilation, groups:
         input.new_empty(weight_size))
 

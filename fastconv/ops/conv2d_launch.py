@@ -19,9 +19,11 @@ import triton
 
 from fastconv.ops import autotune
 from fastconv.ops._runtime import INTERPRETING, needs_int64, new_output
-from fastconv.ops.launch_cache import Finish, KernelLaunch
-from fastconv.ops.plan import (ConvProblem, Plan, gemm_dims, pixel_tiles, plan_conv2d,
-                               reduction_steps, spatially_flat, split_reduce_config, wgrad_tiles)
+from fastconv.ops.conv2d_tma import box_shape, tma_fprop_eligible, tma_fprop_launches
+from fastconv.ops.launch_cache import Finish, KernelLaunch, run_launches
+from fastconv.ops.plan import (TMA_FAMILY, ConvProblem, Plan, gemm_dims, pixel_tiles, plan_conv2d,
+                               reduction_steps, spatially_flat, split_reduce_config, tma_plan,
+                               wgrad_tiles)
 
 
 def conv_problem(x_shape, w_shape, y_shape, groups: int, dtype: torch.dtype, stride=(1, 1),
@@ -144,6 +146,10 @@ def _direct_vector(tensors, channels: int) -> int:
 
 def plan_fprop(x, w, y, groups, stride, padding, dilation, residual=None) -> Plan:
     pb = conv_problem(x.shape, w.shape, y.shape, groups, x.dtype, stride, padding, dilation)
+    if tma_fprop_eligible(x, w, y, groups, residual, stride):
+        plan = tma_plan(pb, x.device, box_shape)
+        if plan is not None:
+            return plan
     flat = all(spatially_flat(t) for t in (x, y, residual) if t is not None)
     return plan_conv2d("fprop", pb, x.device, needs_int64(x, w, y, residual), flat)
 
@@ -177,11 +183,14 @@ def conv2d_fprop(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor],
         return plan, []
     pb = conv_problem(x.shape, w.shape, y.shape, groups, x.dtype, stride, padding, dilation)
 
-    def launch(plan):
+    def launches(plan):
+        if plan.family == TMA_FAMILY:
+            return tma_fprop_launches(x, w, bias, y, stride, padding, dilation, groups,
+                                      residual, activation, preact, config=plan.config)
         return fprop_launch(plan, pb, x, w, bias, y, stride, padding, dilation, groups,
-                            residual, activation, preact)
-    plan = autotune.tuned(plan, pb, x.device, lambda p: launch(p)())
-    return plan, launch(plan).chain()
+                            residual, activation, preact).chain()
+    plan = autotune.tuned(plan, pb, x.device, lambda p: run_launches(launches(p)))
+    return plan, launches(plan)
 
 
 def fprop_launch(plan, pb, x, w, bias, y, stride, padding, dilation, groups, residual=None,

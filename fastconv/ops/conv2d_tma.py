@@ -13,7 +13,8 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from fastconv.kernels import conv2d_fprop_tma_kernel
 from fastconv.kernels.configs import TileConfig
-from fastconv.ops._runtime import INTERPRETING, needs_int64
+from fastconv.ops._runtime import INTERPRETING, needs_int64, new_output
+from fastconv.ops.launch_cache import KernelLaunch, TorchOp
 
 TMA_DTYPES = (torch.float16, torch.bfloat16)
 # The kernel takes the stride phases as four descriptor parameters (see its docstring)
@@ -89,6 +90,32 @@ def _descriptor(t: torch.Tensor, block_shape) -> TensorDescriptor:
     return TensorDescriptor(t, list(t.shape), strides + [1], list(block_shape))
 
 
+def _copy_channels(buf: torch.Tensor, w: torch.Tensor) -> None:
+    buf[..., :w.shape[1]].copy_(w.permute(0, 2, 3, 1))
+
+
+def _krsc_weight(w: torch.Tensor, cgp: int):
+    """(the weight as [K, R, S, CGP], the TorchOp that fills it or None): a channels_last
+    weight's memory order, channels padded with zeros to CGP, a whole number of channel
+    blocks; ``w`` itself (a view) when it already is that."""
+    K, CG, R, S = w.shape
+    w_krsc = w.permute(0, 2, 3, 1)
+    if cgp == CG and w_krsc.is_contiguous() and w_krsc.data_ptr() % _TMA_ALIGN == 0:
+        return w_krsc, None
+    buf = new_output((K, R, S, cgp), w, fill=0 if cgp != CG else None)
+    return buf, TorchOp(_copy_channels, (buf, w))
+
+
+def tma_fprop_launches(x, w, bias, y, stride, padding, dilation, groups, residual=None,
+                       activation=0, preact=None, *, config: TileConfig) -> list:
+    """What a call runs (``tma_fprop_launch``'s arguments): the weight's repacking, if it
+    needs one (a ``TorchOp``), then the kernel's ``KernelLaunch``."""
+    kernel, grid, kwargs, prep = _launch(x, w, bias, y, stride, padding, dilation, groups,
+                                         residual, activation, preact, config)
+    return ([prep] if prep is not None else []) + [KernelLaunch.from_kwargs(kernel, grid,
+                                                                            kwargs)]
+
+
 def tma_fprop_launch(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor],
                      y: torch.Tensor, stride: Sequence[int], padding: Sequence[int],
                      dilation: Sequence[int], groups: int,
@@ -107,7 +134,18 @@ def tma_fprop_launch(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tens
         preact (Tensor like y, or None): receives the value before the activation.
         config: the tile (block_m = BN_IMG * BH * BW output pixels, block_n output channels,
             block_k channels per step), warps and stages; e.g. an entry of ``TMA_CONFIGS``.
+
+    The weight is repacked first where it needs to be (see ``_krsc_weight``).
     """
+    kernel, grid, kwargs, prep = _launch(x, w, bias, y, stride, padding, dilation, groups,
+                                         residual, activation, preact, config)
+    if prep is not None:
+        prep()
+    return kernel, grid, kwargs
+
+
+def _launch(x, w, bias, y, stride, padding, dilation, groups, residual, activation, preact,
+            config):
     if not all(1 <= s <= MAX_STRIDE for s in stride):
         raise ValueError(f"tma_fprop_launch: stride {tuple(stride)} above {MAX_STRIDE}")
     N, C, H, W = x.shape
@@ -123,14 +161,9 @@ def tma_fprop_launch(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tens
     phases = {(ph, pw): _descriptor(x_nhwc[:, ph::stride[0], pw::stride[1]]
                                     if ph < H and pw < W else x_nhwc, box_x)
               for ph in range(stride[0]) for pw in range(stride[1])}
-    # the weight as [K, R * S * CGP]: a channels_last weight's memory order, channels padded with
-    # zeros to CGP, a whole number of channel blocks (copied unless it already is that)
+    # the weight as [K, R * S * CGP] (see _krsc_weight)
     cgp = triton.cdiv(CG, config.block_k) * config.block_k
-    w_krsc = w.permute(0, 2, 3, 1)
-    if cgp != CG:
-        w_krsc = torch.nn.functional.pad(w_krsc, (0, cgp - CG))
-    elif not w_krsc.is_contiguous() or w_krsc.data_ptr() % _TMA_ALIGN:
-        w_krsc = w_krsc.contiguous()
+    w_krsc, prep = _krsc_weight(w, cgp)
     w_desc = _descriptor(w_krsc.reshape(K, R * S * cgp), (config.block_n, config.block_k))
 
     res = residual if residual is not None else y  # never read when has_residual is 0
@@ -159,7 +192,7 @@ def tma_fprop_launch(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tens
     )
     if config.max_registers:
         kwargs["maxnreg"] = config.max_registers
-    return conv2d_fprop_tma_kernel, grid, kwargs
+    return conv2d_fprop_tma_kernel, grid, kwargs, prep
 
 
 def conv2d_fprop_tma(x, w, bias, y, stride, padding, dilation, groups, residual=None,

@@ -82,8 +82,9 @@ def _conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding,
 
 
 conv_transpose2d = registry.define(
-    "conv_transpose2d(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, "
-    "int[] output_padding, int groups, int[] dilation) -> Tensor", _conv_transpose2d,
+    "conv_transpose2d(Tensor input, Tensor weight, Tensor? bias, SymInt[] stride, "
+    "SymInt[] padding, "
+    "SymInt[] output_padding, SymInt groups, SymInt[] dilation) -> Tensor", _conv_transpose2d,
     _conv_transpose2d_fake)
 
 
@@ -103,8 +104,8 @@ def _input_grad(grad_output, weight, input_size, stride, padding, dilation, grou
 
 
 conv_transpose2d_input_grad = registry.define(
-    "conv_transpose2d_input_grad(Tensor grad_output, Tensor weight, int[] input_size, "
-    "int[] stride, int[] padding, int[] dilation, int groups) -> Tensor", _input_grad,
+    "conv_transpose2d_input_grad(Tensor grad_output, Tensor weight, SymInt[] input_size, "
+    "SymInt[] stride, SymInt[] padding, SymInt[] dilation, SymInt groups) -> Tensor", _input_grad,
     lambda grad_output, weight, input_size, stride, padding, dilation, groups:
         fake_output(input_size, grad_output, conv_memory_format(grad_output, weight)))
 

@@ -60,6 +60,17 @@ class KernelLaunch:
         out.update((k, v) for k, v in self.meta.items() if k not in _LAUNCH_OPTIONS)
         return out
 
+    @classmethod
+    def from_kwargs(cls, kernel, grid, kwargs: dict) -> "KernelLaunch":
+        """A launch described by keyword (``kernel[grid](**kwargs)``): the kernel's leading
+        non-constexpr parameters become ``args``, the rest ``meta``."""
+        args, meta = [], dict(kwargs)
+        for p in inspect.signature(kernel.fn).parameters.values():
+            if p.name not in meta or "constexpr" in str(p.annotation):
+                break
+            args.append(meta.pop(p.name))
+        return cls(kernel, tuple(grid), tuple(args), meta)
+
     def chain(self) -> list:
         """This launch and those that follow it, in order."""
         out, launch = [], self
@@ -112,6 +123,26 @@ class Allocation:
         return t
 
 
+@dataclass(frozen=True)
+class TorchOp:
+    """A torch computation a call runs before or between its launches (a weight repacked for
+    TMA): ``fn(*tensors)``, on the call's own tensors."""
+    fn: Callable
+    tensors: tuple
+
+    def __call__(self):
+        self.fn(*self.tensors)
+
+
+class _OpStep:
+    def __init__(self, op: TorchOp, slots):
+        self.fn = op.fn
+        self.slots = [slots.of(t) for t in op.tensors]
+
+    def __call__(self, env, device):
+        self.fn(*[_resolve(s, env) for s in self.slots])
+
+
 class Uncachable(Exception):
     """A launch argument the cache cannot derive from the call's tensors."""
 
@@ -126,6 +157,15 @@ class Finish:
     def __init__(self, fn, *tensors):
         object.__setattr__(self, "fn", fn)
         object.__setattr__(self, "tensors", tensors)
+
+
+def run_launches(launches) -> None:
+    """Start a call's launches (and torch ops) in order, as described: no recording."""
+    for launch in launches:
+        if isinstance(launch, TorchOp):
+            launch()
+        else:
+            launch.kernel[launch.grid](*launch.args, **launch.meta)
 
 
 # ---------------------------------------------------------------------------- replay
@@ -256,25 +296,25 @@ class CachedCall:
     """A call of one signature, ready to replay: allocate, launch, finish."""
     allocations: list
     steps: list
-    result: object  # a slot, a tuple of slots, or (fn, slots) for a Finish
+    result: object  # a slot, or a tuple of slots (``many``)
+    many: bool
+    finish: Optional[Callable] = None  # a Finish's function of the result's tensors
     device: torch.device = field(default=None)
 
     def __call__(self, inputs: tuple):
         env = list(inputs)
+        device = self.device
         for alloc in self.allocations:
-            env.append(alloc(self.device))
+            env.append(alloc(device))
         for step in self.steps:
-            step(env, self.device)
+            step(env, device)
         return self._result(env)
 
     def _result(self, env):
-        result = self.result
-        if isinstance(result, tuple) and len(result) == 2 and callable(result[0]):
-            fn, slots = result
-            return fn(*[_resolve(s, env) for s in slots])
-        if isinstance(result, tuple):
-            return tuple(_resolve(s, env) for s in result)
-        return _resolve(result, env)
+        if not self.many:
+            return _resolve(self.result, env)
+        tensors = tuple(_resolve(s, env) for s in self.result)
+        return self.finish(*tensors) if self.finish is not None else tensors
 
 
 def record(inputs: tuple, build: Callable, args: tuple, device) -> tuple:
@@ -289,21 +329,19 @@ def record(inputs: tuple, build: Callable, args: tuple, device) -> tuple:
     allocated = [t for t, _ in recorded]
     try:
         slots = _Slots(inputs, allocated)
-        steps = [_Step(launch, slots) for launch in launches]
-        if isinstance(result, Finish):
-            res_slots = (result.fn, tuple(slots.of(t) for t in result.tensors))
-        elif isinstance(result, tuple):
-            res_slots = tuple(slots.of(t) for t in result)
-        else:
-            res_slots = slots.of(result)
+        steps = [_OpStep(launch, slots) if isinstance(launch, TorchOp) else _Step(launch, slots)
+                 for launch in launches]
+        finish, tensors = (result.fn, result.tensors) if isinstance(result, Finish) \
+            else (None, result)
+        many = isinstance(tensors, tuple)
+        res_slots = tuple(slots.of(t) for t in tensors) if many else slots.of(tensors)
         specs = [Allocation(tuple(t.shape), t.stride(), t.dtype, fill) for t, fill in recorded]
-        call = CachedCall(specs, steps, res_slots, torch.device(device))
+        call = CachedCall(specs, steps, res_slots, many, finish, torch.device(device))
     except Uncachable:
         call = None
     env = list(inputs) + allocated
     if call is None:
-        for launch in launches:
-            launch.kernel[launch.grid](*launch.args, **launch.meta)
+        run_launches(launches)
         if isinstance(result, Finish):
             return result.fn(*result.tensors), None
         return result, None
@@ -374,17 +412,17 @@ def new_cache(capacity: int = 1024) -> CallCache:
 
 
 def clear_caches() -> None:
-    """Forget every recorded call and normalised signature (after a change to what the plan reads, such as a config
-    table; the switches it reads on every call are part of the key already)."""
+    """Forget every recorded call and normalised signature (after a change to what the plan
+    reads, such as a config table; the switches it reads on every call are in the key)."""
     for cache in CACHES:
         cache.clear()
 
 
 # ---------------------------------------------------------------------------- signatures
 def tensor_key(t: Optional[torch.Tensor]):
-    """What a launch may depend on of a tensor: shape, strides, dtype, device (-1: the CPU, else
-    the CUDA index) and the alignment of its data pointer (Triton specialises on 16-byte alignment; the channel
-    vector width on alignment up to 16 bytes)."""
+    """What a launch may depend on of a tensor: shape, strides, dtype, device (-1: the CPU,
+    else the CUDA index) and the alignment of its data pointer (Triton specialises on 16-byte
+    alignment; the channel vector width on alignment up to 16 bytes)."""
     if t is None:
         return None
     return (t.shape, t.stride(), t.dtype, t.get_device(), t.data_ptr() % 16)
@@ -394,8 +432,6 @@ def signature(op: str, tensors: tuple, args: tuple) -> tuple:
     """The cache key of a call: the op, each tensor's ``tensor_key``, the non-tensor
     arguments, and the process-wide switches a plan reads (TF32 for convolutions,
     deterministic algorithms, the plan's own target and interpreter settings)."""
-    return (op, tuple([None if t is None else (t.shape, t.stride(), t.dtype, t.get_device(),
-                                               t.data_ptr() % 16)
-                       for t in tensors]), args,
+    return (op, tuple([tensor_key(t) for t in tensors]), args,
             torch.backends.cudnn.allow_tf32, torch.are_deterministic_algorithms_enabled(),
-            _plan.settings_version())
+            _plan.settings())

@@ -45,7 +45,7 @@ import triton
 from fastconv import kernels
 from fastconv.kernels.configs import (DIRECT_CONFIGS, GEMM_1X1_CONFIGS, GEMM_1X1_CONFIGS_INT64,
                                       GEMM_CONFIGS, GEMM_CONFIGS_INT64, SMALL_TILE,
-                                      SPLIT_REDUCE_CONFIG, TileConfig)
+                                      SPLIT_REDUCE_CONFIG, TMA_CONFIGS, TileConfig)
 from fastconv.ops._runtime import INTERPRETING
 
 THIN = 16  # smallest reduction tl.dot accepts
@@ -59,6 +59,10 @@ MAX_SPLIT_K = 16
 LAST_RESORT_SPLIT_STEPS = 2
 
 FAMILIES = ("implicit_gemm", "gemm_1x1", "direct")
+# The forward on Hopper's tensor memory accelerator: both operands by TMA, 128x128 and 128x256
+# tiles (kernels/conv2d_fprop_tma.py). Chosen by ``tma_plan`` where a call can take it; not in
+# CONFIG_TABLES, whose entries the compile report builds for sm_90 and sm_80 alike.
+TMA_FAMILY = "implicit_gemm_tma"
 
 # family -> [(config table, the INDEX_64 values its configs are launched with)]. The plan reads
 # its configs from here and the compile check compiles exactly these, so they cannot drift.
@@ -138,7 +142,16 @@ def dtype_class(dtype: torch.dtype) -> str:
 
 def config_table(family: str, index_64: bool) -> dict:
     """The config table a GPU launch of ``family`` reads (see CONFIG_TABLES)."""
+    if family == TMA_FAMILY:
+        return {"fprop": TMA_CONFIGS}
     return next(table for table, values in CONFIG_TABLES[family] if index_64 in values)
+
+
+def kernel_of(direction: str, family: str):
+    """The kernel a plan of ``family`` launches in ``direction``."""
+    if family == TMA_FAMILY:
+        return kernels.conv2d_fprop_tma_kernel
+    return _KERNELS[(direction, family)]
 
 
 def spatially_flat(t: torch.Tensor) -> bool:
@@ -254,13 +267,11 @@ def interpreter_split_k(split: int):
     if isinstance(split, bool) or not isinstance(split, int) or split < 1:
         raise ValueError(f"interpreter_split_k: split must be an int >= 1, got {split!r}")
     saved, _INTERPRETER_SPLIT_K = _INTERPRETER_SPLIT_K, split
-    _bump()
     try:
         yield
     finally:
         _INTERPRETER_SPLIT_K = saved
-        _bump()
-
+    
 
 @contextlib.contextmanager
 def interpreter_block_scale(scale: int):
@@ -270,13 +281,11 @@ def interpreter_block_scale(scale: int):
     if scale < 1 or scale & (scale - 1):
         raise ValueError(f"interpreter_block_scale: scale must be a power of two >= 1, got {scale}")
     saved, _INTERPRETER_BLOCK_SCALE = _INTERPRETER_BLOCK_SCALE, scale
-    _bump()
     try:
         yield
     finally:
         _INTERPRETER_BLOCK_SCALE = saved
-        _bump()
-
+    
 
 def _interpreter_config(direction: str, family: str, pb: ConvProblem) -> TileConfig:
     rows, cols, red = gemm_dims(direction, pb)
@@ -314,9 +323,10 @@ class Target:
     name: str
     interpreter: bool
     sms: int = 0  # 0: ask the device
+    tma: bool = False  # tensor descriptors (TMA): sm_90 and newer
 
 
-TARGETS = {"sm_90": Target("sm_90", False, 132), "sm_80": Target("sm_80", False, 108),
+TARGETS = {"sm_90": Target("sm_90", False, 132, tma=True), "sm_80": Target("sm_80", False, 108),
            "interpreter": Target("interpreter", True)}
 _TARGET = None  # planning_for's target, else the machine's own
 
@@ -330,7 +340,7 @@ def target_of(device) -> Target:
         return TARGETS["interpreter"]
     if device is not None and torch.device(device).type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
-        return Target(f"sm_{major}{minor}", False, sm_count(device))
+        return Target(f"sm_{major}{minor}", False, sm_count(device), tma=major >= 9)
     return TARGETS["sm_90"]
 
 
@@ -338,18 +348,11 @@ def _interpreting(device=None) -> bool:
     return target_of(device).interpreter
 
 
-_SETTINGS_VERSION = 0
-
-
-def settings_version() -> int:
-    """Changes whenever a setting the plan reads changes (``planning_for``,
-    ``interpreter_block_scale``, ``interpreter_split_k``): part of every cached call's key."""
-    return _SETTINGS_VERSION
-
-
-def _bump():
-    global _SETTINGS_VERSION
-    _SETTINGS_VERSION += 1
+def settings() -> tuple:
+    """What a plan reads besides its problem and device: the target (``planning_for``), the
+    interpreter settings (``interpreter_block_scale``, ``interpreter_split_k``) and whether
+    this process interprets. Part of every cached call's key."""
+    return (_TARGET, _INTERPRETER_BLOCK_SCALE, _INTERPRETER_SPLIT_K, INTERPRETING)
 
 
 @contextlib.contextmanager
@@ -364,13 +367,11 @@ def planning_for(target):
                              f"got target={target!r}")
         target = TARGETS[target]
     saved, _TARGET = _TARGET, target
-    _bump()
     try:
         yield target
     finally:
         _TARGET = saved
-        _bump()
-
+    
 
 def pixel_tiles(direction: str, family: str, pb: ConvProblem, cfg: TileConfig) -> int:
     """Programs of a fprop or dgrad launch (one grid axis): pixel tiles by channel tiles, per
@@ -415,7 +416,7 @@ def gemm_split(direction: str, family: str, pb: ConvProblem, cfg: TileConfig, de
     2**31 elements. Under the interpreter the split is 1 unless ``interpreter_split_k`` forces
     one.
     """
-    if family == "direct" or direction == "wgrad":
+    if family in ("direct", TMA_FAMILY) or direction == "wgrad":
         return 1
     if _interpreting(device):
         return _INTERPRETER_SPLIT_K
@@ -455,7 +456,8 @@ def split_for(direction: str, family: str, pb: ConvProblem, cfg: TileConfig, dev
             return wgrad_split(family, pb, cfg, device, min_steps, once)
         return gemm_split(direction, family, pb, cfg, device, min_steps)
     split = split_of(MIN_SPLIT_STEPS)
-    if _interpreting(device) or family == "direct" or cfg.block_m * cfg.block_n >= SMALL_TILE \
+    if _interpreting(device) or family in ("direct", TMA_FAMILY) \
+            or cfg.block_m * cfg.block_n >= SMALL_TILE \
             or launch_tiles(direction, family, pb, cfg) * split >= sm_count(device):
         return split
     return max(split, split_of(LAST_RESORT_SPLIT_STEPS, once=True))
@@ -532,3 +534,30 @@ def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = F
         reason += (f"; split-K {split} ({why}): the {steps} reduction steps run in {split} "
                    "ranges, whose partial sums a second kernel adds in a fixed order")
     return Plan(direction, family, _KERNELS[(direction, family)], cfg, split, reason, index_64)
+
+
+def tma_plan(pb: ConvProblem, device, box_shape) -> "Plan | None":
+    """The TMA forward's plan for ``pb``, or None where the pointer kernels stay: a target
+    without TMA; a plan for no device in particular (the static reports, which plan from meta
+    tensors, are not yet able to compile TMA launches); or a grid that would leave SMs idle
+    with either TMA tile (batch-1 and late 7x7 layers, which the pointer kernels split).
+
+    ``box_shape(block_m, N, P, Q)`` gives the tile's output box (``conv2d_tma.box_shape``).
+    The caller has checked that the call's tensors can take the kernel."""
+    target = target_of(device)
+    on_gpu = device is not None and torch.device(device).type == "cuda"
+    if pb.dtype not in (torch.float16, torch.bfloat16) or not target.tma or \
+            (_TARGET is None and not on_gpu):
+        return None
+    sms = sm_count(device)
+    for cfg in TMA_CONFIGS["16"]:
+        if cfg.block_n > triton.next_power_of_2(pb.KG) and cfg is not TMA_CONFIGS["16"][-1]:
+            continue
+        bn, bh, bw = box_shape(cfg.block_m, pb.N, pb.P, pb.Q)
+        programs = pb.groups * triton.cdiv(pb.N, bn) * triton.cdiv(pb.P, bh) * \
+            triton.cdiv(pb.Q, bw) * triton.cdiv(pb.KG, cfg.block_n)
+        if programs >= sms:
+            reason = (f"{pb.CG} input channels per group, channels_last 16-bit on {target.name}: "
+                      f"both operands by TMA, {bn}x{bh}x{bw} output boxes, {programs} programs")
+            return Plan("fprop", TMA_FAMILY, kernels.conv2d_fprop_tma_kernel, cfg, 1, reason)
+    return None

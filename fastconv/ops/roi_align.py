@@ -43,8 +43,8 @@ def _roi_align(input, rois, spatial_scale, pooled_height, pooled_width, sampling
 
 
 roi_align = registry.define(
-    "roi_align(Tensor input, Tensor rois, float spatial_scale, int pooled_height, "
-    "int pooled_width, int sampling_ratio, bool aligned) -> Tensor", _roi_align,
+    "roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
+    "SymInt pooled_width, SymInt sampling_ratio, bool aligned) -> Tensor", _roi_align,
     lambda input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned:
         fake_output([rois.shape[0], input.shape[1], pooled_height, pooled_width], input,
                     torch.contiguous_format))
@@ -79,8 +79,8 @@ def _backward_fake(grad, rois, input_shape, spatial_scale, pooled_height, pooled
 
 
 roi_align_backward = registry.define(
-    "roi_align_backward(Tensor grad, Tensor rois, int[] input_shape, float spatial_scale, "
-    "int pooled_height, int pooled_width, int sampling_ratio, bool aligned, "
+    "roi_align_backward(Tensor grad, Tensor rois, SymInt[] input_shape, float spatial_scale, "
+    "SymInt pooled_height, SymInt pooled_width, SymInt sampling_ratio, bool aligned, "
     "bool channels_last, bool deterministic) -> Tensor", _roi_align_backward, _backward_fake)
 
 

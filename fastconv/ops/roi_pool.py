@@ -49,8 +49,8 @@ def _roi_pool_fake(input, rois, spatial_scale, pooled_height, pooled_width):
 
 
 roi_pool = registry.define(
-    "roi_pool(Tensor input, Tensor rois, float spatial_scale, int pooled_height, "
-    "int pooled_width) -> (Tensor, Tensor)", _roi_pool, _roi_pool_fake)
+    "roi_pool(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
+    "SymInt pooled_width) -> (Tensor, Tensor)", _roi_pool, _roi_pool_fake)
 
 
 # ---------------------------------------------------------------------------- backward
@@ -78,7 +78,7 @@ def _backward_fake(grad, rois, argmax, input_shape, channels_last, deterministic
 
 
 roi_pool_backward = registry.define(
-    "roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, int[] input_shape, "
+    "roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, SymInt[] input_shape, "
     "bool channels_last, bool deterministic) -> Tensor", _roi_pool_backward, _backward_fake)
 
 
