@@ -7,6 +7,8 @@ torch.library ops.
     model = fastconv.convert(torchvision.models.resnet18())
     print(fastconv.explain(x, w, stride=2, padding=1))
 """
+from fastconv.conv import op as _conv_op, transpose_op as _transpose_op  # noqa: F401
+from fastconv.roi import align_op as _align_op, pool_op as _pool_op  # noqa: F401  (the ops)
 from fastconv import functional, ops
 from fastconv.functional import explain
 from fastconv.nn import (Conv1d, Conv2d, ConvTranspose2d, MultiScaleRoIAlign, RoIAlign, RoIPool,

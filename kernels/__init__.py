@@ -6,7 +6,7 @@ dispatch plan and the config lists are in :mod:`fastconv.ops`.
 from .conv2d_fprop_igemm import conv2d_fprop_igemm_kernel
 # Importable, but not yet in __all__: __all__ lists the kernels the dispatcher launches, which
 # the compile report and the 64-bit-offset tests must each cover; the plan does not launch the
-# TMA forward yet (fastconv.ops.conv2d_tma; checked by tests/test_conv2d_tma.py).
+# TMA forward yet (fastconv.conv.tma_launch; checked by tests/test_conv2d_tma.py).
 from .conv2d_fprop_tma import conv2d_fprop_tma_kernel  # noqa: F401
 from .conv2d_dgrad_igemm import conv2d_dgrad_igemm_kernel
 from .conv2d_wgrad_igemm import conv2d_wgrad_igemm_kernel

@@ -2,7 +2,7 @@
 
 Every entry here is compiled for sm_90 and sm_80 by the compile check (``fastconv
 compile-report``, tests/test_compile_gpu.py), which fails on a compile error or a register
-spill; the plan in ``fastconv.ops.plan`` never picks anything else on a GPU. Under the
+spill; the plan in ``fastconv.conv.plan`` never picks anything else on a GPU. Under the
 interpreter the plan sizes blocks to the problem instead (fewer, larger programs).
 
 The lists are what that check measured as spill-free (registers at most 255, stack 0) on both
@@ -32,7 +32,7 @@ _C = TileConfig
 
 # dtype classes: "16" (float16, bfloat16), "32" (float32), "64" (float64)
 # Ordered from the largest tile to the smallest; the plan takes the first that the problem fills
-# and whose grid gives every SM a program (fastconv.ops.plan._gpu_config).
+# and whose grid gives every SM a program (fastconv.conv.plan._gpu_config).
 # max_registers=255 (the hardware limit) where a launch spilled: compiled as launches specialise
 # them (unit strides as constants, sizes divisible by 16; `python -m fastconv.bench.case_report
 # --specialise launch`), some configs spilled 8 to 88 bytes that their generic variants did not,

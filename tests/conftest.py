@@ -40,7 +40,7 @@ def _fresh_call_caches():
 def no_launch(monkeypatch):
     """Replace the three launchers by functions that fail the test if they are reached: bad
     input must be refused by validation, before any kernel launch."""
-    from fastconv.ops import conv2d_launch
+    from fastconv.conv import launch as conv2d_launch
     for name in ("conv2d_fprop", "conv2d_dgrad", "conv2d_wgrad"):
         def launched(*args, _name=name, **kwargs):
             pytest.fail(f"conv2d_launch.{_name} was called: validation must come first")

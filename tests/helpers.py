@@ -102,7 +102,7 @@ def slightly_wrong_forward(monkeypatch, factor: float) -> None:
     kernels ran: the last launch of each call is wrapped, so a replayed call is wrong too."""
     import dataclasses
 
-    from fastconv.ops import conv2d_launch
+    from fastconv.conv import launch as conv2d_launch
     from fastconv.ops.launch_cache import clear_caches
     real = conv2d_launch.conv2d_fprop
 

@@ -4,10 +4,10 @@ Timing needs a GPU; here the selection logic runs with an injected timer.
 """
 import torch
 
-from fastconv.ops import autotune
-from fastconv.ops import plan as plan_module
-from fastconv.ops.conv2d_launch import conv_problem
-from fastconv.ops.plan import Plan, config_table, gemm_split, plan_conv2d
+from fastconv.conv import autotune
+from fastconv.conv import plan as plan_module
+from fastconv.conv.launch import conv_problem
+from fastconv.conv.plan import Plan, config_table, gemm_split, plan_conv2d
 
 
 def _problem(n, dtype=torch.float16, c=64, k=128, hw=28):

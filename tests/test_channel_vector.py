@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import fastconv.functional as FC
-from fastconv.ops import conv2d_launch
-from fastconv.ops.conv2d_launch import channel_vector
+from fastconv.conv import launch as conv2d_launch
+from fastconv.conv.launch import channel_vector
 
 from helpers import LaunchView, assert_rel_close, aten_forbidden
 

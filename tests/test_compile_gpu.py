@@ -24,7 +24,7 @@ import fastconv.kernels
 from fastconv.bench import cases
 from fastconv.bench.compile_report import DTYPES, kernel_variants
 from fastconv.kernels.configs import SMALL_TILE, TileConfig
-from fastconv.ops.plan import _KERNELS, CONFIG_TABLES, _gpu_config, dtype_class
+from fastconv.conv.plan import _KERNELS, CONFIG_TABLES, _gpu_config, dtype_class
 
 ARCHS = ("sm_90", "sm_80")
 # The full report (every variant the dispatcher may choose) runs here for sm_90; for sm_80 the
@@ -360,7 +360,7 @@ def test_channels_last_loads_are_as_wide_as_the_channels_allow(launch_report):
 
 
 def test_plan_prefers_the_tile_that_gives_every_sm_a_program():
-    """The GPU plan's rule (fastconv.ops.plan._gpu_config), on a batch-1 shape: 7x7 pixels
+    """The GPU plan's rule (fastconv.conv.plan._gpu_config), on a batch-1 shape: 7x7 pixels
     by 512 channels fills a 64x64 tile, but only 8 of them; the smallest tile gives 32."""
     table = [TileConfig(128, 64, 32, 8, 2), TileConfig(64, 64, 32, 4, 3),
              TileConfig(32, 32, 32, 4, 2)]

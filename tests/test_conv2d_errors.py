@@ -343,7 +343,7 @@ def test_cpu_tensors_without_interpreter_are_refused():
         import torch
         import fastconv.ops
         from fastconv.functional import conv2d
-        from fastconv.ops import conv2d_launch
+        from fastconv.conv import launch as conv2d_launch
 
         assert not fastconv.ops.INTERPRETING
 

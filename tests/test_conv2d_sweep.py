@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import fastconv
 from fastconv.functional.explain import explain
-from fastconv.ops.plan import FAMILIES
+from fastconv.conv.plan import FAMILIES
 from conv_cases import sweep
 from helpers import assert_rel_close, aten_forbidden
 

@@ -1,4 +1,4 @@
-"""The TMA forward implicit GEMM (kernels/conv2d_fprop_tma.py, fastconv/ops/conv2d_tma.py).
+"""The TMA forward implicit GEMM (kernels/conv2d_fprop_tma.py, fastconv/conv/tma_launch.py).
 
 Runs through Triton's interpreter with small tiles (each interpreted program step costs
 milliseconds); the GPU tiles of TMA_CONFIGS are compiled for sm_90 in a subprocess instead
@@ -18,7 +18,7 @@ import fastconv
 
 from fastconv.bench import tma_report
 from fastconv.kernels.configs import TMA_CONFIGS, TileConfig
-from fastconv.ops.conv2d_tma import (MAX_STRIDE, box_shape, conv2d_fprop_tma,
+from fastconv.conv.tma_launch import (MAX_STRIDE, box_shape, conv2d_fprop_tma,
                                      tma_fprop_eligible, tma_fprop_launch)
 from helpers import TOL, aten_forbidden, assert_rel_close, rel_err
 
@@ -280,7 +280,7 @@ def test_the_op_runs_the_tma_kernel_on_sm90_and_replays_it(kernel_launches):
     tensors (descriptors rebuilt on them)."""
     import fastconv.functional as FC
     from fastconv.ops.launch_cache import CACHES
-    from fastconv.ops.plan import Target, planning_for
+    from fastconv.conv.plan import Target, planning_for
     one_sm = Target("sm_90", False, sms=1, tma=True)
 
     def tensors():

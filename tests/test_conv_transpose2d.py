@@ -20,8 +20,8 @@ import torch.nn.functional as F
 import fastconv
 import fastconv.ops._runtime as runtime
 from fastconv.functional import conv_transpose2d
-from fastconv.ops import conv2d_launch
-from fastconv.ops.plan import THIN
+from fastconv.conv import launch as conv2d_launch
+from fastconv.conv.plan import THIN
 from conv_cases import sweep
 from helpers import ATenRan, DTYPES, assert_rel_close, aten_forbidden, bad, ints, t
 

@@ -24,8 +24,8 @@ import triton
 import triton.language as tl
 
 import fastconv.functional as FC
-import fastconv.ops.plan as plan
-import fastconv.ops.roi_launch as roi_launch
+import fastconv.conv.plan as plan
+import fastconv.roi.launch as roi_launch
 from fastconv.ops.interpreter_speed import whole_model
 from helpers import assert_rel_close, aten_forbidden
 

@@ -90,7 +90,7 @@ def test_unbatched_residual():
         "residual-unbatched-rank", "residual-broadcast", "residual-dtype", "residual-device",
         "residual-not-tensor"])
 def test_bad_epilogue_arguments(kwargs, exc, names, monkeypatch):
-    from fastconv.ops import conv2d_launch
+    from fastconv.conv import launch as conv2d_launch
     monkeypatch.setattr(conv2d_launch, "conv2d_fprop",
                         lambda *a, **k: pytest.fail("a kernel was launched for bad input"))
     x, w = torch.randn(2, 16, 5, 5), torch.randn(8, 16, 3, 3)

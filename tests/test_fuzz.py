@@ -14,7 +14,7 @@ the same call runs there first, on copies.
   float64 on the same values (NaN and Inf at the same places), forward and, when a tensor
   requires grad, every gradient.
 * torch rejects -> fastconv raises ValueError/TypeError/RuntimeError naming the argument, and no
-  launcher of ``fastconv.ops.conv2d_launch`` / ``roi_launch`` was called.
+  launcher of ``fastconv.conv.launch`` / ``roi_launch`` was called.
 * Either way no tensor passed in (nor its ``.grad``) is modified: values, strides, version.
 
 Where fastconv differs from torch on purpose (README, "Where fastconv differs from torch on
@@ -37,7 +37,9 @@ from hypothesis import strategies as st
 
 import fastconv
 import fastconv.functional as FC
-from fastconv.ops import conv2d_launch, interpreter_speed, roi_launch
+from fastconv.conv import launch as conv2d_launch
+from fastconv.ops import interpreter_speed
+from fastconv.roi import launch as roi_launch
 from helpers import TOL, aten_forbidden, rel_err
 
 # NaN/Inf data makes numpy (under the interpreter) warn about invalid values: expected here

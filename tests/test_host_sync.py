@@ -105,7 +105,7 @@ def test_the_mode_catches_host_syncs(no_host_sync):
         torch._assert_async(t.isfinite().all())  # the sanctioned check
         t.sum() + 1
     # a fastconv op is followed into its implementation
-    from fastconv.ops import roi_launch
+    from fastconv.roi import launch as roi_launch
     real = roi_launch.roi_align_forward_launch
 
     def reads_a_value(x, rois, *args):
@@ -238,7 +238,7 @@ def test_multiscale_roi_align_several_levels_without_host_sync(no_host_sync):
 
 
 # ---------------------------------------------------------------------------- the source
-OP_PATH = ("functional", "ops", "nn")
+OP_PATH = ("functional", "ops", "conv", "roi", "nn")
 # calls that read a tensor on the host (or move it there) by their very name
 SYNC_METHODS = {"item", "tolist", "cpu", "numpy", "nonzero", "argwhere", "unique",
                 "masked_select", "_local_scalar_dense"}
@@ -252,12 +252,12 @@ JUSTIFIED = {
     ("functional/roi.py", "bool(aligned)"): "a Python or numpy bool or int, checked above it",
     ("ops/_runtime.py", 'float("nan")'): "a constant",
     ("ops/launch_cache.py", 'float("nan")'): "a constant",
-    ("ops/autotune.py", "int(n)"): "a shape: Python ints",
-    ("ops/plan.py", "int(x)"): "a size: Python ints",
-    ("ops/conv2d_launch.py", "int(residual is not None)"): "a bool",
-    ("ops/conv2d_launch.py", "int(preact is not None)"): "a bool",
-    ("ops/conv2d_tma.py", "int(residual is not None)"): "a bool",
-    ("ops/conv2d_tma.py", "int(preact is not None)"): "a bool",
+    ("conv/autotune.py", "int(n)"): "a shape: Python ints",
+    ("conv/plan.py", "int(x)"): "a size: Python ints",
+    ("conv/launch.py", "int(residual is not None)"): "a bool",
+    ("conv/launch.py", "int(preact is not None)"): "a bool",
+    ("conv/tma_launch.py", "int(residual is not None)"): "a bool",
+    ("conv/tma_launch.py", "int(preact is not None)"): "a bool",
     ("nn/roi.py", "int(shape[0])"): "image_shapes: the images' sizes, Python ints",
     ("nn/roi.py", "float(feature.shape[-2])"): "a shape",
     ("nn/roi.py", "float(max_height)"): "a Python int",

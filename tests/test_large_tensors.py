@@ -26,11 +26,11 @@ from typing import Callable, Dict, NamedTuple, Optional, Tuple
 import pytest
 import torch
 
-from fastconv.ops import conv2d_launch as L
-from fastconv.ops import roi_launch as R
+from fastconv.conv import launch as L
+from fastconv.roi import launch as R
 from fastconv.ops._runtime import new_output
-from fastconv.ops.conv_shapes import conv2d_output_shape, conv_memory_format, memory_format_of
-from fastconv.ops.conv_transpose2d import conv_transpose2d_output_shape
+from fastconv.conv.shapes import conv2d_output_shape, conv_memory_format, memory_format_of
+from fastconv.conv.transpose_op import conv_transpose2d_output_shape
 
 BIG = 2**31
 # [1, 16, H_AT, W_AT] has exactly 2**31 elements; one column fewer is just below
@@ -134,7 +134,7 @@ def conv1d_case(direction, x_shape, w_shape, padding=0):
 
 
 def conv_transpose2d_case(direction, x_shape, w_shape, stride=1):
-    """conv_transpose2d's three passes on conv2d's kernels (fastconv.ops.conv_transpose2d)."""
+    """conv_transpose2d's three passes on conv2d's kernels (fastconv.conv.transpose_op)."""
     def build(dtype=CONV_DTYPE):
         x, w = _meta(x_shape, dtype), _meta(w_shape, dtype)
         s = _pair(stride)
@@ -150,7 +150,7 @@ def conv_transpose2d_case(direction, x_shape, w_shape, stride=1):
 
 def roi_case(op, direction, x_shape, boxes, pooled=(7, 7), reach: Optional[int] = None):
     """RoIAlign / RoIPool forward, backward or ordered (deterministic) backward, as
-    fastconv.ops.roi_align / roi_pool launch them; ``reach``: the feature map is a small view
+    fastconv.roi.align_op / roi_pool launch them; ``reach``: the feature map is a small view
     with a huge batch stride instead."""
     def build(dtype=ROI_DTYPE):
         x = _meta(x_shape, dtype) if reach is None else _huge_stride(x_shape, reach, dtype)
@@ -178,7 +178,7 @@ def split_k(build, split=2):
     """``build`` with the fprop / dgrad GEMMs split ``split`` ways under the interpreter (a
     GPU's plan splits where the output has fewer tiles than the GPU has SMs)."""
     def build_split(*args):
-        from fastconv.ops.plan import interpreter_split_k
+        from fastconv.conv.plan import interpreter_split_k
         with interpreter_split_k(split):
             return build(*args)
     return build_split
@@ -519,7 +519,7 @@ INTERPRETER_RUNS = ["conv2d-igemm", "conv2d-1x1", "conv2d-direct", "conv2d-split
 
 @pytest.mark.parametrize("name", INTERPRETER_RUNS)
 def test_int64_variants_run_in_the_interpreter(int64_launches, name):
-    from fastconv.ops.plan import interpreter_split_k
+    from fastconv.conv.plan import interpreter_split_k
     from helpers import assert_rel_close
     kernels, run = _interpreter_runs()[name]
     before = torch.are_deterministic_algorithms_enabled()

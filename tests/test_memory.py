@@ -20,7 +20,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastconv.functional as FC
-import fastconv.ops.plan as plan
+import fastconv.conv.plan as plan
 from fastconv.ops.interpreter_speed import whole_model
 from helpers import aten_forbidden
 

@@ -21,7 +21,7 @@ ACCEPTED_ERRORS = (ValueError, TypeError, RuntimeError)
 
 
 def _patch_launchers(monkeypatch):
-    from fastconv.ops import roi_launch
+    from fastconv.roi import launch as roi_launch
     for name in LAUNCHERS:
         def launched(*args, _name=name, **kwargs):
             pytest.fail(f"roi_launch.{_name} was called: validation must come first")

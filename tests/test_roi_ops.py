@@ -11,7 +11,7 @@ import torch
 import torchvision.ops as tvops
 
 import fastconv.functional as FC
-import fastconv.ops.roi_launch as roi_launch
+import fastconv.roi.launch as roi_launch
 from helpers import assert_rel_close, aten_forbidden
 
 TV_OPS = ("roi_align", "_roi_align_backward", "roi_pool", "_roi_pool_backward")
@@ -305,7 +305,7 @@ def test_deterministic_gradient_matches_the_default_one(name):
 def test_deterministic_flag_reaches_the_backward_op(deterministic, monkeypatch):
     """Under deterministic algorithms the autograd formula asks the op for the ordered
     backward (and not otherwise)."""
-    from fastconv.ops import roi_launch
+    from fastconv.roi import launch as roi_launch
     seen = []
     for name in ("roi_align_backward", "roi_pool_backward"):
         real = getattr(roi_launch, name + "_launch")

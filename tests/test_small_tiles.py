@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 import fastconv.functional as FC
 from fastconv.kernels.configs import SMALL_TILE
-from fastconv.ops import conv2d_launch
-from fastconv.ops import plan as P
+from fastconv.conv import launch as conv2d_launch
+from fastconv.conv import plan as P
 
 from helpers import assert_rel_close, aten_forbidden
 

@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 import fastconv.functional as FC
 from fastconv.functional.explain import explain
 from fastconv.kernels.configs import SMALL_TILE, SPLIT_REDUCE_CONFIG
-from fastconv.ops import autotune, conv2d_launch
-from fastconv.ops import plan as P
-from fastconv.ops.plan import ConvProblem, plan_conv2d
+from fastconv.conv import autotune
+from fastconv.conv import launch as conv2d_launch
+from fastconv.conv import plan as P
+from fastconv.conv.plan import ConvProblem, plan_conv2d
 
 from helpers import LaunchView, assert_rel_close, aten_forbidden
 

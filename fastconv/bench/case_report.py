@@ -2,7 +2,7 @@
 
 For every benchmark case (:mod:`fastconv.bench.cases`) x dtype x layout x pass, this asks the
 dispatcher itself which kernel, tile config and grid it would launch: the ops' launchers describe
-their launch (``fastconv.ops.conv2d_launch.*_launch``, ``fastconv.ops.roi_launch.*_launch``)
+their launch (``fastconv.conv.launch.*_launch``, ``fastconv.roi.launch.*_launch``)
 from meta-device tensors of the case's shapes and strides, without running anything. A row per
 launch gives the kernel, tile, registers, spills, shared memory, occupancy and tensor-core
 instructions, the programs the grid starts and the waves they make on the GPU's SMs, and the
@@ -33,7 +33,7 @@ config the autotuner tries); on a GPU the autotuner may pick another entry of th
 each of which the full compile report (:mod:`fastconv.bench.compile_report`) builds.
 How the passes map onto kernels: a convolution's fprop / dgrad / wgrad are its forward, input
 gradient and weight gradient; for conv_transpose2d those run the dgrad, fprop and wgrad kernels
-(see ``fastconv.ops.conv_transpose2d``); conv1d runs the conv2d kernels on a height-1 view of
+(see ``fastconv.conv.transpose_op``); conv1d runs the conv2d kernels on a height-1 view of
 its contiguous input, so its two layouts launch alike. RoI ops have a forward, the default
 (atomic) backward and the deterministic one (``bwd_det``). The split-K and the waves assume the
 GPU's SM count; without a device the plan sizes the split for 132 SMs (H100).
@@ -100,11 +100,11 @@ def _empty(shape, dtype, layout: str) -> torch.Tensor:
 
 def _conv_launch(case: C.ConvCase, pass_: str, dtype: torch.dtype, layout: str):
     """(plan, KernelLaunch) of one pass of a convolution case, as the ops in
-    ``fastconv.ops.conv2d`` / ``conv_transpose2d`` would launch it for these tensors."""
-    from fastconv.ops import conv2d_launch as L
+    ``fastconv.conv.op`` / ``conv_transpose2d`` would launch it for these tensors."""
+    from fastconv.conv import launch as L
     from fastconv.ops._runtime import new_output
-    from fastconv.ops.conv_shapes import conv2d_output_shape, conv_memory_format, memory_format_of
-    from fastconv.ops.conv_transpose2d import conv_transpose2d_output_shape
+    from fastconv.conv.shapes import conv2d_output_shape, conv_memory_format, memory_format_of
+    from fastconv.conv.transpose_op import conv_transpose2d_output_shape
 
     stride, padding, dilation, g = case.stride, case.padding, case.dilation, case.groups
     # conv1d runs on a height-1 view of its input made contiguous (fastconv.functional.conv1d),
@@ -154,8 +154,8 @@ def _conv_launch(case: C.ConvCase, pass_: str, dtype: torch.dtype, layout: str):
 
 def _roi_launch(case: C.RoICase, pass_: str, dtype: torch.dtype, layout: str):
     """(direction, family, config, KernelLaunch) of one pass of a RoI case, as
-    ``fastconv.ops.roi_align`` / ``roi_pool`` would launch it."""
-    from fastconv.ops import roi_launch as L
+    ``fastconv.roi.align_op`` / ``roi_pool`` would launch it."""
+    from fastconv.roi import launch as L
 
     x = _empty(case.input_shape, dtype, layout)
     rois = torch.empty((case.boxes, 5), dtype=dtype, device="meta")

@@ -4,7 +4,7 @@ The tests run the kernels through Triton's interpreter, which never generates GP
 config that spills registers, overflows shared memory or misses the tensor cores would only show
 on a GPU. Triton ships ptxas and cuobjdump, so the real PTX and cubin can be built and inspected on
 any machine: this module compiles every (kernel, dtype, tile config, flag) combination that
-``fastconv.ops.plan.plan_conv2d`` may choose on a GPU (the split-K variants and their reduction
+``fastconv.conv.plan.plan_conv2d`` may choose on a GPU (the split-K variants and their reduction
 included) and reports registers, spills (stack bytes), shared memory, tensor-core instructions,
 the width of the global loads and the theoretical occupancy.
 
@@ -42,9 +42,9 @@ import triton
 
 from fastconv import kernels
 from fastconv.kernels.configs import TileConfig
-from fastconv.ops import conv2d_launch
+from fastconv.conv import launch as conv2d_launch
 from fastconv.ops._runtime import INTERPRETING
-from fastconv.ops.plan import _KERNELS, CONFIG_TABLES, Plan, dtype_class
+from fastconv.conv.plan import _KERNELS, CONFIG_TABLES, Plan, dtype_class
 
 # Every dtype the dispatcher accepts; the plan keys its config tables by dtype_class().
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -156,7 +156,7 @@ def _constexpr_names(kernel) -> list:
 
 
 def _signature(kernel, dtype: torch.dtype, index_64: bool, part_is_output: bool = False) -> dict:
-    """Triton argument types, as the launch in ``fastconv.ops.conv2d_launch`` passes them.
+    """Triton argument types, as the launch in ``fastconv.conv.launch`` passes them.
 
     Tensors are of the problem's dtype, except the split-K workspace ``part_ptr``, which the
     launcher allocates in the accumulator dtype (an unsplit fprop or dgrad, ``part_is_output``,
@@ -284,7 +284,7 @@ def split_reduce_variants() -> Iterator[KernelVariant]:
                                     {k: constexprs[k] for k in declared})
 
 
-# (kernel, direction, ROI_CONFIGS entry): what ``fastconv.ops.roi_launch`` launches
+# (kernel, direction, ROI_CONFIGS entry): what ``fastconv.roi.launch`` launches
 _ROI_KERNELS = (
     (kernels.roi_align_fwd_kernel, "forward", "tile"),
     (kernels.roi_align_bwd_kernel, "backward", "tile"),
@@ -312,7 +312,7 @@ def roi_variants() -> Iterator[KernelVariant]:
     """Every RoIAlign / RoIPool variant a GPU launch can use: each kernel with each tile of
     ``ROI_CONFIGS`` it may get, every dtype, 32- and 64-bit offsets, aligned or not."""
     from fastconv.kernels.configs import ROI_CONFIGS
-    from fastconv.ops import roi_launch
+    from fastconv.roi import launch as roi_launch
 
     for kernel, direction, table in _ROI_KERNELS:
         name = kernel.fn.__name__
@@ -358,7 +358,7 @@ def variant_of_launch(launch, direction: str, family: str, dtype: torch.dtype,
                       config: TileConfig, arch=90) -> KernelVariant:
     """The variant a real launch compiles: specialised on its arguments as Triton's JIT does.
 
-    ``launch`` is a ``fastconv.ops.conv2d_launch.KernelLaunch`` (kernel, grid, arguments, meta)
+    ``launch`` is a ``fastconv.conv.launch.KernelLaunch`` (kernel, grid, arguments, meta)
     built from tensors on any device; the meta device will do, its data pointers are 0, as
     aligned as a fresh CUDA allocation. Triton's own argument binder for the target decides the
     specialisation (integers equal to 1 become constants, integers divisible by 16 and

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from fastconv.bench.tma_report import LAYERS
 from fastconv.kernels.configs import TMA_CONFIGS
-from fastconv.ops.conv2d_tma import conv2d_fprop_tma, tma_fprop_eligible
+from fastconv.conv.tma_launch import conv2d_fprop_tma, tma_fprop_eligible
 
 # (name, N, C, H, W, K, R, S, stride, pad, groups)
 CHECK_LAYERS = tuple(layer + (1,) for layer in LAYERS) + (

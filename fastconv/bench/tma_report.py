@@ -1,7 +1,7 @@
 """Static sm_90 signature of the TMA forward kernel (``conv2d_fprop_tma_kernel``), no GPU needed.
 
 Compiles the kernel for each 16-bit dtype, each entry of ``TMA_CONFIGS`` and a few ResNet-50
-layer shapes, specialised as a launch of ``fastconv.ops.conv2d_tma`` specialises it (integers
+layer shapes, specialised as a launch of ``fastconv.conv.tma_launch`` specialises it (integers
 equal to 1 become constants; pointers and integers divisible by 16 are marked so), and reads
 what decides whether it can run like a Hopper GEMM: TMA copies (``cp.async.bulk.tensor``) and
 which descriptors they read, the wgmma instruction shapes, the pipeline depth, registers, spill
@@ -39,7 +39,7 @@ _FALLBACK_CONFIGS = ((128, 256, 64, 8, 3), (128, 128, 64, 8, 4))
 
 
 def _box_shape(block_m, N, P, Q):
-    # the same choice as fastconv.ops.conv2d_tma.box_shape (kept in step by a test)
+    # the same choice as fastconv.conv.tma_launch.box_shape (kept in step by a test)
     best = None
     for bw in (16, 8):
         bh = 1

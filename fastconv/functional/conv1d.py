@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-import fastconv.ops  # noqa: F401  (registers torch.ops.fastconv.*)
 from fastconv.functional._args import (check_bias, check_groups, check_same, check_tensor,
                                        check_weight_channels, check_window_fits, int_tuple,
                                        non_negative, positive)

@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-import fastconv.ops  # noqa: F401  (registers torch.ops.fastconv.*)
-from fastconv.ops.conv2d import ACTIVATIONS
+from fastconv.conv.op import ACTIVATIONS
 from fastconv.ops.launch_cache import LRU
 from fastconv.functional._args import (check_bias, check_groups, check_same, check_tensor,
                                        check_weight_channels, check_window_fits, int_tuple,

@@ -5,10 +5,9 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-import fastconv.ops  # noqa: F401  (registers torch.ops.fastconv.*)
 from fastconv.functional._args import (check_bias, check_groups, check_same, check_tensor,
                                        int_tuple, non_negative, positive)
-from fastconv.ops.conv_transpose2d import conv_transpose_output_size
+from fastconv.conv.transpose_op import conv_transpose_output_size
 
 _FN = "conv_transpose2d"
 IntOrPair = Union[int, Sequence[int]]

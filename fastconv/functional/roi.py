@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-import fastconv.ops  # noqa: F401  (registers torch.ops.fastconv.*)
 from fastconv.functional._args import check_same, check_tensor, int_tuple, is_int, positive
 
 Boxes = Union[Tensor, Sequence[Tensor]]

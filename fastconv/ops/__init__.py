@@ -1,9 +1,11 @@
-"""fastconv's ``torch.library`` ops (``torch.ops.fastconv.*``), their plans and launchers."""
-from fastconv.ops import conv2d as _conv2d_ops  # noqa: F401  (registers fastconv::conv2d*)
-from fastconv.ops import conv_transpose2d as _conv_transpose2d_ops  # noqa: F401
-from fastconv.ops import roi_align as _roi_align_ops  # noqa: F401  (fastconv::roi_align*)
-from fastconv.ops import roi_pool as _roi_pool_ops  # noqa: F401  (fastconv::roi_pool*)
+"""What every op family shares: registration (``registry``), the per-signature call cache
+(``launch_cache``), autocast rules (``autocast``), devices and allocation (``_runtime``).
+
+The ops themselves live with their kernel family: :mod:`fastconv.conv` (conv2d, its gradients,
+conv_transpose2d) and :mod:`fastconv.roi` (roi_align, roi_pool); importing ``fastconv``
+registers them all as ``torch.ops.fastconv.*``.
+"""
 from fastconv.ops._runtime import INTERPRETING
-from fastconv.ops.plan import ConvProblem, Plan, plan_conv2d
+from fastconv.conv.plan import ConvProblem, Plan, plan_conv2d
 
 __all__ = ["INTERPRETING", "ConvProblem", "Plan", "plan_conv2d"]

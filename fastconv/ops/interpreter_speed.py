@@ -9,7 +9,7 @@ network's forward and backward pass, and each has a switch here:
   (Triton 3.8 patches the language for the launch, then again, never restored, for each device
   function call, which is most of a small program's time): :func:`cached_device_calls` patches
   once per launch and module set instead, which is what the repeated patching amounts to;
-* program steps: :func:`fastconv.ops.plan.interpreter_block_scale` lets blocks grow.
+* program steps: :func:`fastconv.conv.plan.interpreter_block_scale` lets blocks grow.
 
 :func:`whole_model` combines them; ``fastconv verify`` and the model tests run under it. The
 kernel tests keep the sanitizer on and the default blocks, since that is where an int32 offset
@@ -21,7 +21,7 @@ import dataclasses
 import inspect
 import threading
 
-from fastconv.ops.plan import interpreter_block_scale
+from fastconv.conv.plan import interpreter_block_scale
 
 _state = threading.local()
 

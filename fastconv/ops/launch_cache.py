@@ -27,7 +27,7 @@ from typing import Callable, Optional
 import torch
 
 from fastconv.ops import _runtime
-from fastconv.ops import plan as _plan
+from fastconv.conv import plan as _plan
 
 
 _LAUNCH_OPTIONS = ("num_warps", "num_stages", "maxnreg", "num_ctas")

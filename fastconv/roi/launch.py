@@ -1,6 +1,6 @@
 """Launchers of the RoIAlign and RoIPool kernels: tile choice, grids and kernel arguments.
 
-The ops (``fastconv.ops.roi_align``, ``fastconv.ops.roi_pool``) allocate and own every tensor
+The ops (``fastconv.roi.align_op``, ``fastconv.roi.pool_op``) allocate and own every tensor
 handed over here; the launchers only pick a tile and start the kernels. On a GPU the tiles come
 from ``fastconv.kernels.configs.ROI_CONFIGS`` (compiled and spill-checked by the compile report);
 under the interpreter a program covers a whole RoI and all its channels where it can, because
@@ -16,7 +16,7 @@ from fastconv.kernels import roi_pool as roi_pool_kernels
 from fastconv.kernels.configs import ROI_CONFIGS, TileConfig
 from fastconv.ops._runtime import needs_int64, new_output
 from fastconv.ops.launch_cache import KernelLaunch
-from fastconv.ops.plan import sm_count, target_of
+from fastconv.conv.plan import sm_count, target_of
 
 
 def roi_tile(channels: int, bins: int, ordered: bool, device=None) -> TileConfig:

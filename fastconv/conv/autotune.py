@@ -23,7 +23,7 @@ import triton
 
 from fastconv.ops._runtime import INTERPRETING
 from fastconv.ops.launch_cache import not_recorded
-from fastconv.ops.plan import (ConvProblem, kernel_of, Plan, config_table, dtype_class, gemm_dims,
+from fastconv.conv.plan import (ConvProblem, kernel_of, Plan, config_table, dtype_class, gemm_dims,
                                split_for)
 
 ENABLED = os.environ.get("FASTCONV_AUTOTUNE", "1") != "0"

@@ -17,11 +17,11 @@ from typing import Optional, Sequence, Tuple
 import torch
 import triton
 
-from fastconv.ops import autotune
+from fastconv.conv import autotune
 from fastconv.ops._runtime import INTERPRETING, needs_int64, new_output
-from fastconv.ops.conv2d_tma import box_shape, tma_fprop_eligible, tma_fprop_launches
+from fastconv.conv.tma_launch import box_shape, tma_fprop_eligible, tma_fprop_launches
 from fastconv.ops.launch_cache import Finish, KernelLaunch, run_launches
-from fastconv.ops.plan import (TMA_FAMILY, ConvProblem, Plan, gemm_dims, pixel_tiles, plan_conv2d,
+from fastconv.conv.plan import (TMA_FAMILY, ConvProblem, Plan, gemm_dims, pixel_tiles, plan_conv2d,
                                reduction_steps, spatially_flat, split_reduce_config, tma_plan,
                                wgrad_tiles)
 

@@ -13,9 +13,10 @@ from torch import Tensor
 
 from fastconv.kernels._common import ACT_GELU, ACT_NONE, ACT_RELU, ACT_RELU6, ACT_SILU
 
-from fastconv.ops import autocast, conv2d_launch, registry
+from fastconv.conv import launch as conv2d_launch
+from fastconv.ops import autocast, registry
 from fastconv.ops._runtime import check_devices, fake_output, new_output
-from fastconv.ops.conv_shapes import conv2d_output_shape, conv_memory_format, memory_format_of
+from fastconv.conv.shapes import conv2d_output_shape, conv_memory_format, memory_format_of
 from fastconv.ops.launch_cache import new_cache, signature
 
 _CALLS = new_cache()

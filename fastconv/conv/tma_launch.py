@@ -24,9 +24,11 @@ _TMA_ALIGN = 16  # bytes: TMA's alignment of the base address and of every non-u
 
 
 def _tma_capable(t: torch.Tensor) -> bool:
+    """A device with TMA, the interpreter's CPU, or meta tensors (a plan for a named target,
+    ``plan.planning_for``, decides there)."""
     if t.device.type == "cuda":
         return torch.cuda.get_device_capability(t.device)[0] >= 9
-    return INTERPRETING and t.device.type == "cpu"
+    return t.device.type == "meta" or (INTERPRETING and t.device.type == "cpu")
 
 
 def tma_fprop_eligible(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor, groups: int,

@@ -8,11 +8,12 @@ is accumulated in float32 (float64) as for RoIAlign.
 """
 import torch
 
-from fastconv.ops import autocast, registry, roi_launch
+from fastconv.ops import autocast, registry
+from fastconv.roi import launch as roi_launch
 from fastconv.ops._runtime import check_devices, fake_output, new_output
-from fastconv.ops.conv_shapes import memory_format_of
+from fastconv.conv.shapes import memory_format_of
 from fastconv.ops.launch_cache import Finish, new_cache, signature
-from fastconv.ops.roi_launch import gradient_buffer, gradient_from_buffer
+from fastconv.roi.launch import gradient_buffer, gradient_from_buffer
 
 _CALLS = new_cache()
 

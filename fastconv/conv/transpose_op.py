@@ -23,10 +23,11 @@ from typing import Sequence
 
 import torch
 
-from fastconv.ops import autocast, conv2d_launch, registry
+from fastconv.conv import launch as conv2d_launch
+from fastconv.ops import autocast, registry
 from fastconv.ops._runtime import check_devices, fake_output, new_output
-from fastconv.ops.conv2d import conv2d_weight_grad
-from fastconv.ops.conv_shapes import conv_memory_format
+from fastconv.conv.op import conv2d_weight_grad
+from fastconv.conv.shapes import conv_memory_format
 from fastconv.ops.launch_cache import Finish, new_cache, signature
 
 _CALLS = new_cache()
