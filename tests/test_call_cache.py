@@ -261,6 +261,22 @@ def test_host_cost_per_call_within_a_generous_margin_of_the_targets():
     assert both < 4 * 80, f"{both:.1f} us per forward+backward"
 
 
+def test_the_overhead_benchmark_measures_every_op(capsys, monkeypatch):
+    """``fastconv bench --overhead`` on a machine without a GPU: every op, both sides, in
+    microseconds, with fastconv's launches no-ops."""
+    from fastconv import __main__ as cli
+    from fastconv.bench import overhead
+    rows = overhead.measure(calls=20, repeats=1)
+    assert [r.op for r in rows] == list(overhead.OPS)
+    assert all(r.fastconv_us > 0 and r.torch_us > 0 and r.ratio > 0 for r in rows)
+    assert overhead.run(calls=5, repeats=1) == 0
+    out = capsys.readouterr().out
+    assert "launch a no-op" in out and all(op in out for op in overhead.OPS)
+    ran = []
+    monkeypatch.setattr(overhead, "run", lambda: ran.append(True) or 0)
+    assert cli.main(["bench", "--overhead"]) == 0 and ran
+
+
 # ---------------------------------------------------------------------------- tune cache
 def _problem(n=8):
     return conv_problem((n, 64, 28, 28), (128, 64, 3, 3), (n, 128, 28, 28), 1, torch.float16,

@@ -47,8 +47,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:Runtim
 
 ERRORS = (ValueError, TypeError, RuntimeError)
 CONV_LAUNCHERS = ("conv2d_fprop", "conv2d_dgrad", "conv2d_wgrad")
-ROI_LAUNCHERS = ("roi_align_forward", "roi_align_backward", "roi_pool_forward",
-                 "roi_pool_backward")
+ROI_LAUNCHERS = ("roi_align_forward_launch", "roi_align_backward_launch",
+                 "roi_pool_forward_launch", "roi_pool_backward_launch")
 TV_OPS = ("roi_align", "_roi_align_backward", "roi_pool", "_roi_pool_backward")
 FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -84,7 +84,10 @@ def warnings_ignored():
 
 @contextlib.contextmanager
 def launches_recorded():
-    """Wrap every launcher so each call is recorded (valid calls need them to run)."""
+    """Wrap every launcher so each call is recorded (valid calls need them to run); the call
+    caches are emptied first, so that a signature an earlier example recorded is built anew."""
+    from fastconv.ops.launch_cache import clear_caches
+    clear_caches()
     calls, saved = [], []
     for module, names in ((conv2d_launch, CONV_LAUNCHERS), (roi_launch, ROI_LAUNCHERS)):
         for name in names:

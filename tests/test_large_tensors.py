@@ -31,6 +31,7 @@ from fastconv.roi import launch as R
 from fastconv.ops._runtime import new_output
 from fastconv.conv.shapes import conv2d_output_shape, conv_memory_format, memory_format_of
 from fastconv.conv.transpose_op import conv_transpose2d_output_shape
+from helpers import LaunchView
 
 BIG = 2**31
 # [1, 16, H_AT, W_AT] has exactly 2**31 elements; one column fewer is just below
@@ -416,19 +417,12 @@ def test_int64_launches_compile_for_sm90_without_spills(sm90_report):
 
 # ---------------------------------------------------------------------------- interpreter
 @pytest.fixture
-def int64_launches(monkeypatch):
+def int64_launches(monkeypatch, kernel_launches):
     """Every launch told that its tensors need 64-bit offsets; the launches recorded as
     (kernel name, INDEX_64)."""
     monkeypatch.setattr(L, "needs_int64", lambda *tensors: True)
     monkeypatch.setattr(R, "needs_int64", lambda *tensors: True)
-    launched = []
-    start = L.KernelLaunch.__call__
-
-    def record(self):
-        launched.append((_kernel_name(self), self.meta["INDEX_64"]))
-        return start(self)
-    monkeypatch.setattr(L.KernelLaunch, "__call__", record)
-    return launched
+    return LaunchView(kernel_launches, lambda launch: (launch[0], launch[2]["INDEX_64"]))
 
 
 def _conv_run(fn, ref_fn, *tensors):

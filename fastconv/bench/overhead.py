@@ -31,6 +31,8 @@ import torch.nn.functional as F
 
 # the tiny layer of the first GPU measurements: 1x16x8x8, 3x3, 16 output channels
 SHAPE = (1, 16, 8, 8)
+OPS = ("conv2d forward", "conv2d forward+backward", "conv_transpose2d forward",
+       "roi_align forward")
 
 
 @dataclass(frozen=True)
@@ -100,15 +102,14 @@ def cases(device: torch.device, dtype: torch.dtype) -> Dict[str, tuple]:
         def step():
             conv(xg, wg, padding=1).backward(g)
         return step
-    return {
-        "conv2d forward": (lambda: FC.conv2d(x, w, padding=1),
-                           lambda: F.conv2d(x, w, padding=1)),
-        "conv2d forward+backward": (fwd_bwd(FC.conv2d), fwd_bwd(F.conv2d)),
-        "conv_transpose2d forward": (lambda: FC.conv_transpose2d(x, w, padding=1),
-                                     lambda: F.conv_transpose2d(x, w, padding=1)),
-        "roi_align forward": (lambda: FC.roi_align(x, rois, 2, sampling_ratio=2),
-                              lambda: torchvision.ops.roi_align(x, rois, 2, sampling_ratio=2)),
-    }
+    return dict(zip(OPS, [
+        (lambda: FC.conv2d(x, w, padding=1), lambda: F.conv2d(x, w, padding=1)),
+        (fwd_bwd(FC.conv2d), fwd_bwd(F.conv2d)),
+        (lambda: FC.conv_transpose2d(x, w, padding=1),
+         lambda: F.conv_transpose2d(x, w, padding=1)),
+        (lambda: FC.roi_align(x, rois, 2, sampling_ratio=2),
+         lambda: torchvision.ops.roi_align(x, rois, 2, sampling_ratio=2)),
+    ]))
 
 
 def measure(calls: int = 1000, repeats: int = 5, device: Optional[str] = None,
