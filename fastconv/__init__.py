@@ -15,4 +15,20 @@ from fastconv.ops import INTERPRETING
 
 __version__ = "0.1.0"
 __all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "RoIAlign", "RoIPool", "MultiScaleRoIAlign",
-           "convert", "unconvert", "explain", "functional", "ops", "INTERPRETING", "__version__"]
+           "convert", "unconvert", "explain", "functional", "ops", "models", "INTERPRETING",
+           "__version__"]
+
+# Subpackages beside the op stack, imported on first use: ``fastconv.models.get_model(...)``
+# works after a plain ``import fastconv`` without every import paying for the model zoo.
+_LAZY_SUBMODULES = ("models", "verify", "analysis", "bench")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
