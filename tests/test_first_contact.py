@@ -29,3 +29,25 @@ def test_unknown_attribute_is_still_an_attribute_error():
         assert "no_such_thing" in str(e)
     else:
         raise AssertionError("fastconv.no_such_thing did not raise")
+
+
+def test_converted_model_prints_as_fastconv():
+    import torch.nn as nn
+    import torchvision
+    model = fastconv.convert(nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.Conv1d(2, 2, 1), nn.ConvTranspose2d(2, 2, 2),
+        torchvision.ops.RoIAlign(7, 0.5, 2), torchvision.ops.RoIPool(7, 1.0),
+        torchvision.ops.MultiScaleRoIAlign(["0"], 7, 2)))
+    lines = [line.split(": ", 1)[1] for line in str(model).splitlines()[1:-1]]
+    assert lines == [
+        "fastconv.Conv2d(3, 8, kernel_size=(3, 3), stride=(1, 1))",
+        "fastconv.Conv1d(2, 2, kernel_size=(1,), stride=(1,))",
+        "fastconv.ConvTranspose2d(2, 2, kernel_size=(2, 2), stride=(1, 1))",
+        "fastconv.RoIAlign(output_size=7, spatial_scale=0.5, sampling_ratio=2, aligned=False)",
+        "fastconv.RoIPool(output_size=7, spatial_scale=1.0)",
+        "fastconv.MultiScaleRoIAlign(featmap_names=['0'], output_size=(7, 7), sampling_ratio=2)"]
+    assert str(fastconv.unconvert(model)[0]).startswith("Conv2d(")
+
+    class MyConv(fastconv.Conv2d):
+        pass
+    assert repr(MyConv(1, 1, 1)).startswith("MyConv(")
