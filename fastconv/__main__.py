@@ -290,8 +290,31 @@ def cmd_bench(args) -> int:
     return run.run(args)
 
 
+class _Version(argparse.Action):
+    """``fastconv --version``: fastconv's version and those of what it runs on (imported only
+    when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help="print fastconv's version and those of torch, torchvision and triton"):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib import metadata
+
+        def version(name):
+            try:
+                return metadata.version(name)
+            except metadata.PackageNotFoundError:
+                return "not installed"
+        from fastconv import __version__
+        print(f"fastconv {__version__} (torch {version('torch')}, torchvision "
+              f"{version('torchvision')}, triton {version('triton')})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastconv", description=__doc__)
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("verify", help="compare fastconv with PyTorch on real models")

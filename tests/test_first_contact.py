@@ -51,3 +51,27 @@ def test_converted_model_prints_as_fastconv():
     class MyConv(fastconv.Conv2d):
         pass
     assert repr(MyConv(1, 1, 1)).startswith("MyConv(")
+
+
+def test_version_option(capsys):
+    from fastconv import __main__ as cli
+    try:
+        cli.main(["--version"])
+    except SystemExit as e:
+        assert e.code in (0, None)
+    else:
+        raise AssertionError("--version did not exit")
+    out = capsys.readouterr().out
+    assert out.startswith(f"fastconv {fastconv.__version__} (torch ") and "triton" in out
+
+
+def test_license_and_type_marker_ship():
+    import tomllib
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    assert "Copyright (c) 2026, the fastconv authors" in (root / "LICENSE").read_text()
+    assert (Path(fastconv.__file__).parent / "py.typed").is_file()
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert "py.typed" in project["tool"]["setuptools"]["package-data"]["fastconv"]
+    assert project["project"]["license"] == "BSD-3-Clause"
+    assert project["project"]["version"] == fastconv.__version__
