@@ -88,14 +88,17 @@ def _input_problem(name: str, shape) -> "str | None":
 
 
 def _estimate_left(done, left, elapsed: float, jobs: int) -> float:
-    """Seconds left: the time so far, scaled by the remaining models' share of the work (each
-    representative model's measured cost; the others count as the mean of those done)."""
+    """Seconds left: the time so far, scaled by the share of the work still to do (each
+    representative model's measured cost; the others count as the mean of those done). With
+    ``jobs`` > 1 the models running beside the one that just finished (the longest of those
+    left: the order they were started in) count as half done."""
     from fastconv.verify import REPRESENTATIVE
     done_cost = [REPRESENTATIVE.get(n) or 0 for n in done]
     mean = (sum(done_cost) / len(done_cost)) if any(done_cost) else 1.0
     weight = lambda n: REPRESENTATIVE.get(n) or mean  # noqa: E731
-    done_work = sum(weight(n) for n in done)
-    left_work = sum(weight(n) for n in left)
+    running = sorted(left, key=lambda n: -REPRESENTATIVE.get(n, 0))[:max(jobs - 1, 0)]
+    done_work = sum(weight(n) for n in done) + 0.5 * sum(weight(n) for n in running)
+    left_work = sum(weight(n) for n in left) - 0.5 * sum(weight(n) for n in running)
     return elapsed * left_work / done_work if done_work else float("nan")
 
 

@@ -138,6 +138,8 @@ def test_time_left_estimate():
     assert cli._estimate_left(["lenet5"], ["resnet18"], 10.0, 1) == 30.0
     # models without a measured cost count as the mean of those done
     assert cli._estimate_left(["a", "b"], ["c"], 10.0, 1) == 5.0
+    # two at a time: the longest model left (unet, 13) ran beside lenet5 and is half done
+    assert cli._estimate_left(["lenet5"], ["unet", "resnet18"], 7.5, 2) == 7.5 * 9.5 / 7.5
 
 
 # ------------------------------------------------------------------------------ bad input
