@@ -9,7 +9,7 @@ import os
 import re
 import urllib.error
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Union
 
 import torch
 import torch.nn as nn
