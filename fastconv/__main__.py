@@ -23,23 +23,101 @@ def _ensure_backend() -> None:
     os.execve(sys.executable, [sys.executable, "-m", "fastconv", *sys.argv[1:]], env)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are one line (the option and what it accepts) and
+    exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _usage_error(command: str, option: str, message: str) -> int:
+    """A bad value found after parsing, reported as argparse reports one; returns 2."""
+    sys.stdout.flush()
+    print(f"fastconv {command}: error: argument {option}: {message} "
+          f"(see fastconv {command} --help)", file=sys.stderr, flush=True)
+    return 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"takes a positive integer, got {text!r}")
+    return value
+
+
 def _dtype(name: str):
     import torch
     dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
               "float64": torch.float64}
     if name not in dtypes:
-        raise argparse.ArgumentTypeError(f"--dtype must be one of {', '.join(dtypes)}")
+        raise argparse.ArgumentTypeError(f"takes one of {', '.join(dtypes)}, got {name!r}")
     return dtypes[name]
 
 
+def _shape_text(shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def _input_problem(name: str, shape) -> "str | None":
+    """Why ``name`` cannot take one input of ``shape`` (C, H, W), or None when it can: the model
+    runs once on the meta device (shapes only, instants)."""
+    import torch
+
+    from fastconv import models
+    channels = models.default_input_size(name)[0]
+    smallest = models.small_input_size(name)
+    try:
+        with torch.device("meta"):
+            model = models.get_model(name).eval()
+        with torch.no_grad():
+            model(*models.example_inputs(name, 1, shape, device="meta"))
+    except Exception as e:  # any failure here is the input's: the model runs at its own sizes
+        if shape[0] != channels:
+            return (f"{name} takes {channels} input channel(s), e.g. "
+                    f"{_shape_text((channels, *shape[1:]))}; got {_shape_text(shape)}")
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if len(reason) > 100:
+            reason = reason[:99] + "…"
+        return (f"{name} cannot take {_shape_text(shape)} (at least {_shape_text(smallest)} "
+                f"works): {reason}")
+    return None
+
+
+def _estimate_left(done, left, elapsed: float, jobs: int) -> float:
+    """Seconds left: the time so far, scaled by the share of the work still to do (each
+    representative model's measured cost; the others count as the mean of those done). With
+    ``jobs`` > 1 the models running beside the one that just finished (the longest of those
+    left: the order they were started in) count as half done."""
+    from fastconv.verify import REPRESENTATIVE
+    done_cost = [REPRESENTATIVE.get(n) or 0 for n in done]
+    mean = (sum(done_cost) / len(done_cost)) if any(done_cost) else 1.0
+    weight = lambda n: REPRESENTATIVE.get(n) or mean  # noqa: E731
+    running = sorted(left, key=lambda n: -REPRESENTATIVE.get(n, 0))[:max(jobs - 1, 0)]
+    done_work = sum(weight(n) for n in done) + 0.5 * sum(weight(n) for n in running)
+    left_work = sum(weight(n) for n in left) - 0.5 * sum(weight(n) for n in running)
+    return elapsed * left_work / done_work if done_work else float("nan")
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
 def cmd_verify(args) -> int:
+    import time
+
     import torch
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from fastconv import verify as V
-    from fastconv.models import list_models
+    from fastconv.models import list_models, small_input_size, default_input_size
 
     console = Console(width=None if sys.stdout.isatty() else 140)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -49,27 +127,51 @@ def cmd_verify(args) -> int:
             "[yellow]No CUDA device: running fastconv's kernels on the CPU through Triton's "
             "interpreter (TRITON_INTERPRET=1). This is slow; sizes are small.")
     known = list_models()
-    models = args.models or known
+    if args.models and args.all:
+        return _usage_error("verify", "--all", "not allowed with --models")
+    models = args.models or (known if args.all else V.default_models(device))
     unknown = [m for m in models if m not in known]
     if unknown:
         console.print(f"[red]unknown model(s) {unknown}; known: {', '.join(known)}")
         return 2
-    steps = len(models) * 2
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=True, disable=args.json) as bar:
-        task = bar.add_task("verifying", total=steps)
+    if args.size is not None:
+        for name in models:
+            usual = default_input_size(name) if device.type == "cuda" else small_input_size(name)
+            problem = _input_problem(name, (usual[0], args.size, args.size))
+            if problem:
+                return _usage_error("verify", "--size", problem)
+    # float64 under the interpreter: an exact check of the kernels' logic (in float32 a
+    # pre-activation within rounding of zero can take the other side of a ReLU in one
+    # implementation and not the other, and move a small gradient by percents)
+    dtype = args.dtype or (torch.float32 if device.type == "cuda" else torch.float64)
+    batch = args.batch or (2 if device.type == "cuda" else 1)
+    jobs = args.jobs or (1 if device.type == "cuda" else min(os.cpu_count() or 1, 8))
+    jobs = 1 if device.type == "cuda" else min(jobs, len(models))
 
-        def step(what):
-            bar.update(task, description=what)
-            bar.advance(task)
-        # float64 under the interpreter: an exact check of the kernels' logic (in float32 a
-        # pre-activation within rounding of zero can take the other side of a ReLU in one
-        # implementation and not the other, and move a small gradient by percents)
-        dtype = args.dtype or (torch.float32 if device.type == "cuda" else torch.float64)
-        batch = args.batch or (2 if device.type == "cuda" else 1)
-        jobs = args.jobs or (1 if device.type == "cuda" else min(os.cpu_count() or 1, 8))
-        results = V.verify(models, batch, args.size, dtype, device, step=step,
-                           check_overflow=args.check_overflow, jobs=jobs)
+    # one line per model as it finishes, flushed, also into a pipe or a CI log; on stderr with
+    # --json so that stdout stays parseable
+    out = sys.stderr if args.json else sys.stdout
+    which = ("the models asked for" if args.models else "the whole zoo" if
+             (args.all or device.type == "cuda") else
+             f"a representative set; --all for the whole zoo of {len(known)}")
+    print(f"verifying {len(models)} model{'s' * (len(models) != 1)} ({which}), {jobs} at a time on "
+          f"{V.backend_name(device)}: {' '.join(models)}", file=out, flush=True)
+    start = time.perf_counter()
+    finished = []
+
+    def report(r):
+        finished.append(r.model)
+        elapsed = time.perf_counter() - start
+        left = [m for m in models if m not in finished]
+        eta = (f", about {_duration(_estimate_left(finished, left, elapsed, jobs))} left"
+               if left else "")
+        print(f"[{len(finished):>{len(str(len(models)))}}/{len(models)}] {r.model:<22} "
+              f"{'ok' if r.passed else 'MISMATCH':<8} output {r.output_err:.1e}  "
+              f"d input {r.input_grad_err:.1e}  d params {r.param_grad_err:.1e}  "
+              f"{r.seconds:4.0f}s  (elapsed {_duration(elapsed)}{eta})", file=out, flush=True)
+
+    results = V.verify(models, batch, args.size, dtype, device,
+                       check_overflow=args.check_overflow, jobs=jobs, on_result=report)
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
     else:
@@ -85,6 +187,8 @@ def cmd_verify(args) -> int:
                           f"{r.seconds:.0f}s", "[green]ok" if r.passed else "[red]MISMATCH")
         console.print(table)
     failed = [r.model for r in results if not r.passed]
+    print(f"{len(results) - len(failed)} of {len(results)} models agree with PyTorch "
+          f"({_duration(time.perf_counter() - start)})", file=out, flush=True)
     if failed:
         console.print(f"[red]mismatch: {', '.join(failed)}")
         return 1
@@ -96,9 +200,29 @@ def _input_size(text: str):
         dims = tuple(int(v) for v in text.lower().split("x"))
     except ValueError:
         dims = ()
-    if not dims or any(d <= 0 for d in dims):
-        raise argparse.ArgumentTypeError(f"--input must look like 3x224x224, got {text!r}")
+    if len(dims) != 3 or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(
+            f"takes one input without the batch axis as CxHxW, three positive integers such "
+            f"as 3x224x224; got {text!r}")
     return dims
+
+
+def _plot_problem(path: str) -> "str | None":
+    """Why a PNG cannot be written to ``path``, or None: checked before anything is printed."""
+    from pathlib import Path
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return "needs matplotlib (pip install 'fastconv[plot]')"
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.suffix.lower() != ".png":
+        return f"takes a file name ending in .png, got {path!r}"
+    if not parent.is_dir():
+        return f"takes a PNG file in an existing directory; {str(parent)!r} does not exist"
+    if not os.access(parent, os.W_OK) or target.is_dir():
+        return f"cannot write {path!r}"
+    return None
 
 
 def cmd_summary(args) -> int:
@@ -113,6 +237,14 @@ def cmd_summary(args) -> int:
                       f"{', '.join(models.list_models())}")
         return 2
     size = args.input or models.default_input_size(args.model)
+    if args.input:
+        problem = _input_problem(args.model, size)
+        if problem:
+            return _usage_error("summary", "--input", problem)
+    if args.plot:
+        problem = _plot_problem(args.plot)
+        if problem:
+            return _usage_error("summary", "--plot", problem)
     with torch.device("meta"):  # shapes only: no weights to initialise
         model = models.get_model(args.model)
     summary = analysis.summarize(model, size, batch=args.batch, name=args.model,
@@ -167,18 +299,46 @@ def cmd_bench(args) -> int:
     return run.run(args)
 
 
+class _Version(argparse.Action):
+    """``fastconv --version``: fastconv's version and those of what it runs on (imported only
+    when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help="print fastconv's version and those of torch, torchvision and triton"):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib import metadata
+
+        def version(name):
+            try:
+                return metadata.version(name)
+            except metadata.PackageNotFoundError:
+                return "not installed"
+        from fastconv import __version__
+        print(f"fastconv {__version__} (torch {version('torch')}, torchvision "
+              f"{version('torchvision')}, triton {version('triton')})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastconv", description=__doc__)
+    parser = _Parser(prog="fastconv", description=__doc__)
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("verify", help="compare fastconv with PyTorch on real models")
-    p.add_argument("--models", nargs="+", help="models to verify (default: all)")
-    p.add_argument("--batch", type=int, default=None,
+    p.add_argument("--models", nargs="+",
+                   help="models to verify (default: the whole zoo on a GPU; under the "
+                        "interpreter a representative set of small models, one per family)")
+    p.add_argument("--all", action="store_true",
+                   help="verify every model of the zoo (under the interpreter, about 18 "
+                        "minutes on two cores)")
+    p.add_argument("--batch", type=_positive_int, default=None,
                    help="batch size (default: 2 on a GPU, 1 on the CPU)")
-    p.add_argument("--jobs", type=int, default=None,
+    p.add_argument("--jobs", type=_positive_int, default=None,
                    help="on the CPU, models verified at a time in worker processes (default: "
                         "one per core, at most 8)")
-    p.add_argument("--size", type=int, default=None,
+    p.add_argument("--size", type=_positive_int, default=None,
                    help="input height and width (default: each model's usual size on a GPU, "
                         "its smallest on the CPU)")
     p.add_argument("--dtype", type=_dtype, default=None,
@@ -196,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=_input_size, default=None,
                    help="one input without the batch axis, e.g. 3x224x224 (default: the "
                         "model's usual size)")
-    p.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
+    p.add_argument("--batch", type=_positive_int, default=1, help="batch size (default: 1)")
     p.add_argument("--plot", help="also draw bar charts per layer into this PNG file")
     p.set_defaults(func=cmd_summary)
 

@@ -176,27 +176,89 @@ def print_summary(summary: ModelSummary, console=None) -> None:
     console.print(table)
 
 
-def plot_summary(summary: ModelSummary, path: str) -> None:
-    """Bar charts of parameters, MACs and activation values per layer, saved to ``path``."""
+def _stage(name: str) -> str:
+    """The stage a layer belongs to: its name's first component ("layer2" of
+    "layer2.0.conv1"), or for a flat sequence ("features.7") the whole sequence."""
+    return name.split(".")[0] if name else "?"
+
+
+def plot_summary(summary: ModelSummary, path: str) -> dict:
+    """Parameters, multiply-accumulates and activation values per layer, as three panels of
+    horizontal bars sharing the layer axis, saved to ``path`` (PNG).
+
+    Layers run top to bottom in call order; consecutive layers of one stage (the name's first
+    component: ``layer1``, ``features``, ``Mixed_5b``) share a colour and a shaded band
+    labelled with the stage's totals, and each panel's title gives the model's total. Layers
+    with nothing to count (in-place activations, flatten, dropout) are not drawn; the figure
+    says how many.
+
+    Returns:
+        dict: ``rows`` (the layer names drawn, in order), ``omitted`` (how many were not) and
+        ``stages`` (name, first row, last row) — what the figure shows.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     layers = [layer for layer in summary.layers
               if layer.params or layer.macs or layer.activations]
-    labels = [layer.name for layer in layers]
-    series = (("parameters", [layer.params for layer in layers]),
-              ("multiply-accumulates", [layer.macs for layer in layers]),
-              ("activation values", [layer.activations for layer in layers]))
-    fig, axes = plt.subplots(3, 1, figsize=(max(8, 0.25 * len(layers)), 10), sharex=True)
-    for ax, (title, values) in zip(axes, series):
-        ax.bar(range(len(values)), values, color="tab:blue")
-        ax.set_ylabel(title)
-        ax.set_yscale("symlog")
-    axes[-1].set_xticks(range(len(labels)))
-    axes[-1].set_xticklabels(labels, rotation=90, fontsize=6)
-    fig.suptitle(f"{summary.model}: per-layer complexity, input "
-                 f"{'x'.join(map(str, summary.input_shape))}")
-    fig.tight_layout()
+    omitted = len(summary.layers) - len(layers)
+    stages = []  # consecutive runs: (stage name, first index, last index)
+    for i, layer in enumerate(layers):
+        stage = _stage(layer.name)
+        if stages and stages[-1][0] == stage:
+            stages[-1] = (stage, stages[-1][1], i)
+        else:
+            stages.append((stage, i, i))
+
+    n = max(len(layers), 1)
+    label_size = 8 if n <= 60 else 6 if n <= 200 else 4.5
+    row_height = 0.2 if n <= 60 else 0.13 if n <= 200 else 0.085
+    fig, axes = plt.subplots(1, 3, sharey=True,
+                             figsize=(15, min(600.0, 2.2 + row_height * n)))
+    colours = plt.get_cmap("tab10")
+    colour_of = {}
+    for stage, _, _ in stages:
+        colour_of.setdefault(stage, colours(len(colour_of) % 10))
+    ys = list(range(len(layers)))
+    series = (("parameters", [layer.params for layer in layers], summary.total_params, ""),
+              ("multiply-accumulates", [layer.macs for layer in layers], summary.total_macs, ""),
+              ("activation values", [layer.activations for layer in layers],
+               summary.total_activations, " (input included)"))
+    for col, (ax, (title, values, total, note)) in enumerate(zip(axes, series)):
+        ax.barh(ys, values, color=[colour_of[_stage(layer.name)] for layer in layers],
+                height=0.8)
+        ax.set_xscale("symlog", linthresh=1)
+        top = max(max(values, default=1), 1)
+        decades = len(str(int(top)))  # 10^0 .. 10^(decades-1)
+        step = max(1, -(-decades // 5))
+        ticks = [0] + [10 ** k for k in range(0, decades + 1, step)]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([_human(t) for t in ticks], fontsize=8)
+        ax.set_xlim(0, 10 ** decades)
+        ax.set_title(f"{title}\ntotal {_human(total)}{note}", fontsize=10)
+        ax.grid(True, axis="x", linewidth=0.3, alpha=0.5)
+        for k, (stage, first, last) in enumerate(stages):
+            if k % 2:
+                ax.axhspan(first - 0.5, last + 0.5, color="0.93", zorder=0)
+            if col == 2 and (last - first >= 1 or len(stages) <= 40):
+                part = layers[first:last + 1]
+                ax.annotate(f"{stage}: {_human(sum(x.params for x in part))} params, "
+                            f"{_human(sum(x.macs for x in part))} MACs",
+                            xy=(1.01, (first + last) / 2), xycoords=("axes fraction", "data"),
+                            fontsize=max(label_size, 6), va="center", ha="left",
+                            color=colour_of[stage], annotation_clip=False)
+    axes[0].set_yticks(ys)
+    axes[0].set_yticklabels([f"{layer.name} ({layer.kind})" for layer in layers],
+                            fontsize=label_size)
+    axes[0].set_ylim(len(layers) - 0.5, -0.5)  # the first layer at the top
+    shape = "x".join(map(str, summary.input_shape))
+    caption = f"{summary.model}: per-layer complexity, input {shape}, {len(layers)} layers"
+    if omitted:
+        caption += (f" ({omitted} more with no parameters, MACs or new activation values, "
+                    f"e.g. in-place activations, are not drawn)")
+    fig.suptitle(caption, fontsize=11)
+    fig.tight_layout(rect=(0, 0, 0.84, 1 - 0.45 / fig.get_size_inches()[1]))
     fig.savefig(path, format="png", dpi=100)
     plt.close(fig)
+    return {"rows": [layer.name for layer in layers], "omitted": omitted, "stages": stages}

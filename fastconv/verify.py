@@ -27,6 +27,24 @@ from fastconv.ops.interpreter_speed import whole_model
 # rounding of tens of layers in sequence adds up; TF32 is switched off for float32.
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2, torch.float64: 1e-10}
 
+# What `fastconv verify` checks by default under the interpreter, where the whole zoo takes
+# about 18 minutes on two cores: one small model per family of layers and kernels, with the
+# seconds each took alone on one core of a 2-core machine (float64, batch 1, smallest size),
+# which give the first estimate of the time left.
+REPRESENTATIVE = {
+    "lenet5": 1,               # plain 5x5 convolutions, no torchvision twin (checked vs ATen)
+    "alexnet": 10,             # 11x11 stride-4 and 5x5 kernels, large padding
+    "resnet18": 3,             # strided 3x3 and 1x1 downsampling, batch norm
+    "resnext50_32x4d": 23,     # grouped 3x3 convolutions through the implicit GEMM, bottlenecks
+    "googlenet": 5,            # Inception branches: 1x1, 3x3 and 5x5 side by side
+    "densenet121": 8,          # concatenated features, many thin 1x1 layers
+    "mobilenet_v2": 3,         # depthwise (direct kernel) and 1x1 GEMMs
+    "shufflenet_v1_g3": 2,     # grouped 1x1 convolutions with few channels per group
+    "unet": 13,                # transposed convolutions, the U-Net skip connections
+    "fast_rcnn_box_head": 12,  # RoIPool forward and backward
+    "mask_rcnn_mask_head": 5,  # RoIAlign, 3x3 convolutions and a transposed convolution
+}
+
 
 def reference_model(name: str, model: nn.Module) -> nn.Module:
     """torchvision's ``name`` holding ``model``'s weights, or ``unconvert(model)``."""
@@ -170,15 +188,25 @@ def _verify_in_worker(args) -> VerifyResult:
                         check_overflow=check_overflow)
 
 
+def default_models(device: torch.device) -> List[str]:
+    """The models ``fastconv verify`` checks without ``--models``/``--all``: the whole zoo on a
+    GPU, :data:`REPRESENTATIVE` under the interpreter."""
+    if device.type == "cuda":
+        return models.list_models()
+    return list(REPRESENTATIVE)
+
+
 def verify(names: Iterable[str], batch: int, size: Optional[int], dtype: torch.dtype,
            device: torch.device, step: Optional[Callable[[str], None]] = None,
-           check_overflow: bool = False, jobs: int = 1) -> List[VerifyResult]:
-    """:func:`verify_model` for each name, in order.
+           check_overflow: bool = False, jobs: int = 1,
+           on_result: Optional[Callable[[VerifyResult], None]] = None) -> List[VerifyResult]:
+    """:func:`verify_model` for each name; the results in the order of ``names``.
 
     ``step`` is called twice per model (when its reference and its fastconv run start, or, with
-    ``jobs`` > 1, when it has finished). ``jobs`` > 1 verifies that many models at a time in
-    worker processes: under the interpreter, where one model keeps one core busy; on a GPU the
-    models run one after the other whatever ``jobs`` says.
+    ``jobs`` > 1, when it has finished); ``on_result`` with each result as soon as its model is
+    done. ``jobs`` > 1 verifies that many models at a time in worker processes: under the
+    interpreter, where one model keeps one core busy; on a GPU the models run one after the
+    other whatever ``jobs`` says.
     """
     names = list(names)
     known = models.list_models()
@@ -186,19 +214,26 @@ def verify(names: Iterable[str], batch: int, size: Optional[int], dtype: torch.d
         if name not in known:
             raise ValueError(f"verify(): unknown model {name!r}; known: {known}")
     step = step or (lambda _: None)
+    on_result = on_result or (lambda _: None)
     if jobs <= 1 or device.type == "cuda" or len(names) <= 1:
-        return [verify_model(name, batch, size, dtype, device,
-                             step=lambda what, _n=name: step(f"{_n}: {what}"),
-                             check_overflow=check_overflow)
-                for name in names]
+        results = []
+        for name in names:
+            results.append(verify_model(name, batch, size, dtype, device,
+                                        step=lambda what, _n=name: step(f"{_n}: {what}"),
+                                        check_overflow=check_overflow))
+            on_result(results[-1])
+        return results
     # spawn: fresh interpreters that inherit TRITON_INTERPRET from this process's environment
     done = {}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        # the longest first, so that the last minutes do not leave cores idle
+        longest_first = sorted(names, key=lambda n: -REPRESENTATIVE.get(n, 0))
         futures = {pool.submit(_verify_in_worker, (name, batch, size, dtype, check_overflow)): name
-                   for name in names}
+                   for name in longest_first}
         for future in as_completed(futures):
             name = futures[future]
             done[name] = future.result()
+            on_result(done[name])
             step(f"{name}: done")
             step(f"{name}: done")
     return [done[name] for name in names]

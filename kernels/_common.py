@@ -1,6 +1,24 @@
 """Small ``@triton.jit`` helpers shared by the convolution kernels."""
+import os
+import re
+
 import triton
 import triton.language as tl
+
+
+def _fma_float64() -> bool:
+    """Whether float64 products use multiply-adds rather than ``tl.dot``: with triton < 3.7,
+    whose ``tl.dot`` on float64 operands fails to compile for sm_90, or when
+    FASTCONV_FMA_FLOAT64=1 asks for it (how the tests run that path in the interpreter)."""
+    flag = os.environ.get("FASTCONV_FMA_FLOAT64")
+    if flag is not None:
+        return flag == "1"
+    version = tuple(int(p) for p in re.findall(r"\d+", triton.__version__)[:2])
+    return version < (3, 7)
+
+
+# read when the kernels compile (Triton takes constexpr globals into its cache key)
+FMA_FLOAT64 = tl.constexpr(_fma_float64())
 
 
 @triton.jit
@@ -10,14 +28,22 @@ def mma(a, b, acc, DOT_IN_FP32: tl.constexpr, ALLOW_TF32: tl.constexpr):
     DOT_IN_FP32 upcasts 16-bit operands first: the launcher sets it only under the Triton
     interpreter, whose ``tl.dot`` multiplies raw bfloat16 bit patterns. On a GPU the 16-bit
     operands go to the tensor cores as they are.
+
+    float64 with :data:`FMA_FLOAT64` (triton < 3.7): a broadcast product summed over K, i.e.
+    FMAs, since those versions' ``tl.dot`` on float64 fails to compile for sm_90. Triton 3.8
+    keeps ``tl.dot`` (DMMA on sm_80 and sm_90, spill-free in the compile report; the FMA form
+    holds a BLOCK_M x BLOCK_K x BLOCK_N product and spills in the 64x32x16 float64 tiles).
     """
-    if DOT_IN_FP32:
-        a = a.to(tl.float32)
-        b = b.to(tl.float32)
-    if ALLOW_TF32:
-        acc = tl.dot(a, b, acc, input_precision="tf32")
+    if FMA_FLOAT64 and a.dtype == tl.float64:
+        acc += tl.sum(a[:, :, None] * b[None, :, :], axis=1)
     else:
-        acc = tl.dot(a, b, acc, input_precision="ieee")
+        if DOT_IN_FP32:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        if ALLOW_TF32:
+            acc = tl.dot(a, b, acc, input_precision="tf32")
+        else:
+            acc = tl.dot(a, b, acc, input_precision="ieee")
     return acc
 
 

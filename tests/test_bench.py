@@ -182,7 +182,7 @@ def test_the_guard_catches_a_fallback_to_aten(monkeypatch):
 
 def test_table_csv_and_plot(dry_rows, tmp_path):
     console = Console(record=True, width=250)
-    console.print(R.results_table(dry_rows, dry=True))
+    console.print(R.results_table(dry_rows, dry=True, wide=True))
     text = console.export_text()
     for col in R.TABLE_COLUMNS:
         assert col in text

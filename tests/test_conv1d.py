@@ -261,7 +261,7 @@ MODULE_KWARGS = [
 def test_conv1d_module_matches_torch(padding_mode, kwargs):
     ref = nn.Conv1d(**kwargs, padding_mode=padding_mode).double()
     mod = fastconv.Conv1d(**kwargs, padding_mode=padding_mode, dtype=torch.float64)
-    assert isinstance(mod, nn.Conv1d) and repr(mod) == repr(ref)
+    assert isinstance(mod, nn.Conv1d) and repr(mod) == "fastconv." + repr(ref)
     assert list(mod.state_dict()) == list(ref.state_dict())
     mod.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(2, kwargs["in_channels"], 7, dtype=torch.float64)

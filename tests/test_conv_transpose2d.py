@@ -401,7 +401,7 @@ def test_module_is_an_nn_conv_transpose2d_with_the_same_state():
     torch.manual_seed(1)
     mod = fastconv.ConvTranspose2d(*args, **kw)
     assert isinstance(mod, nn.ConvTranspose2d)
-    assert repr(mod) == repr(ref)
+    assert repr(mod) == "fastconv." + repr(ref)
     assert list(mod.state_dict()) == list(ref.state_dict())
     fresh_ref = nn.ConvTranspose2d(*args, **kw)
     fresh_ref.load_state_dict(mod.state_dict(), strict=True)

@@ -68,7 +68,7 @@ def test_conv2d_module_is_an_nn_conv2d_with_the_same_state():
     torch.manual_seed(1)
     mod = fastconv.Conv2d(3, 8, 5, stride=2, padding=2, bias=True, padding_mode="reflect")
     assert isinstance(mod, nn.Conv2d)
-    assert repr(mod) == repr(ref)
+    assert repr(mod) == "fastconv." + repr(ref)
     assert list(mod.state_dict()) == list(ref.state_dict())
     # round trips both ways, strict
     fresh_ref = nn.Conv2d(3, 8, 5, stride=2, padding=2, padding_mode="reflect")

@@ -55,7 +55,7 @@ MODULE_CASES = [
 def test_module_has_torchvision_constructor_repr_and_attributes(tv_cls, fc_cls, args, kwargs):
     ref, mod = tv_cls(*args, **kwargs), fc_cls(*args, **kwargs)
     assert isinstance(mod, tv_cls) and type(mod) is not tv_cls
-    assert repr(mod) == repr(ref).replace(tv_cls.__name__, fc_cls.__name__, 1)
+    assert repr(mod) == "fastconv." + repr(ref).replace(tv_cls.__name__, fc_cls.__name__, 1)
     assert fc_cls.__name__ == tv_cls.__name__
     assert vars(mod) == vars(ref)
     # no constructor of its own: convert() may swap a torchvision instance's class
@@ -297,7 +297,7 @@ def test_convert_replaces_nested_roi_modules_and_leaves_the_original_alone():
     assert type(ref.heads["multi"]) is tvops.MultiScaleRoIAlign
     for name in ("align", "pool", "multi"):
         assert vars(model.heads[name]) == vars(ref.heads[name])
-        assert repr(model.heads[name]) == repr(ref.heads[name])
+        assert repr(model.heads[name]) == "fastconv." + repr(ref.heads[name])
 
     images = torch.randn(2, 3, 16, 14, dtype=torch.float64)
     boxes = [random_boxes(4, 16, 14, hi=16.0, dtype=torch.float64),

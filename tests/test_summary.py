@@ -94,3 +94,25 @@ def test_summary_command_input_and_errors(capsys):
     assert cli.main(["summary", "no_such_model"]) == 2
     with pytest.raises(SystemExit):
         cli.main(["summary", "lenet5", "--input", "3xx2"])
+
+
+def test_summary_plot_draws_every_layer_in_order_with_stages_and_totals(tmp_path):
+    pytest.importorskip("matplotlib")
+    from fastconv.analysis import plot_summary
+    s = _summary("resnet18")
+    shown = plot_summary(s, tmp_path / "r18.png")
+    assert (tmp_path / "r18.png").read_bytes().startswith(b"\x89PNG")
+    counted = [layer.name for layer in s.layers if layer.params or layer.macs or layer.activations]
+    assert shown["rows"] == counted  # call order, nothing dropped but what has nothing to count
+    assert shown["omitted"] == len(s.layers) - len(counted) > 0
+    names = [stage for stage, _, _ in shown["stages"]]
+    assert names[:3] == ["conv1", "bn1", "maxpool"] and "layer1" in names and names[-1] == "fc"
+    # the stages tile the rows, in order
+    assert [(first, last) for _, first, last in shown["stages"]][0][0] == 0
+    assert all(a[2] + 1 == b[1] for a, b in zip(shown["stages"], shown["stages"][1:]))
+
+
+def test_summary_plot_path_is_checked_before_the_table(capsys):
+    assert cli.main(["summary", "lenet5", "--plot", "/nonexistent/dir/x.png"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "argument --plot" in err

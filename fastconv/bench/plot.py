@@ -135,6 +135,103 @@ def plot_speedups(csv_path, png_path=None, title: Optional[str] = None) -> Path:
     return png_path
 
 
+def _field(row, name, default=None):
+    value = row.get(name, default) if isinstance(row, dict) else getattr(row, name, default)
+    return default if value in ("", None) else value
+
+
+def _number(row, name) -> Optional[float]:
+    try:
+        value = float(_field(row, name, "nan"))
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 and math.isfinite(value) else None
+
+
+def plot_roofline(rows, peak, png_path, ceilings: Optional[Dict[str, float]] = None,
+                  title: Optional[str] = None) -> Path:
+    """A roofline chart: achieved TFLOP/s against arithmetic intensity (FLOPs per minimum
+    byte) for every timed case, under the ceilings: one compute roof per dtype and the memory
+    roof (bandwidth x intensity).
+
+    Args:
+        rows: :class:`~fastconv.bench.harness.BenchRow` objects or CSV rows (dicts); ``flops``,
+            ``min_bytes``, ``tflops``, ``dtype``, ``direction`` and ``tf32`` are read; rows
+            without a time (errors) are left out.
+        peak (GpuPeak): the GPU's peaks (:mod:`fastconv.bench.roofline`).
+        png_path: where to write.
+        ceilings: measured ceilings that replace the datasheet's: ``{"float16": TFLOP/s, ...,
+            "bandwidth": TB/s}``.
+        title: default: the GPU's name.
+
+    Raises:
+        ValueError: no row has a time, FLOPs and bytes.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    points = []
+    for r in rows:
+        flops, nbytes, tflops = (_number(r, "flops"), _number(r, "min_bytes"),
+                                 _number(r, "tflops"))
+        if flops and nbytes and tflops:
+            points.append((flops / nbytes, tflops, str(_field(r, "dtype", "?")),
+                           str(_field(r, "direction", "?")),
+                           str(_field(r, "tf32", "False")) in ("True", "true", "1")))
+    if not points:
+        raise ValueError("plot_roofline(): no row has a time, FLOPs and bytes to plot")
+    ceilings = dict(ceilings or {})
+    bandwidth = ceilings.pop("bandwidth", peak.tbytes_per_s)  # TB/s
+    dtypes = _ordered(p[2] for p in points)
+    tf32 = any(p[4] for p in points)
+
+    def roof(dtype: str) -> float:
+        if dtype in ceilings:
+            return ceilings[dtype]
+        return peak.peak_flops(getattr(torch, dtype, torch.float32), tf32) / 1e12
+
+    colours = plt.get_cmap("tab10")
+    markers = {"forward": "o", "backward": "s", "both": "^", "inference": "D",
+               "train_step": "P"}
+    fig, ax = plt.subplots(figsize=(9, 6))
+    xs = [p[0] for p in points]
+    # wide enough to show where each memory roof meets its compute roof
+    ridges = [roof(d) / bandwidth for d in dtypes]
+    x_lo, x_hi = min(xs + ridges) / 4, max(xs + ridges) * 2
+    for k, dtype in enumerate(dtypes):
+        colour = colours(k % 10)
+        top = roof(dtype)
+        ridge = top / bandwidth  # FLOP/byte where the memory roof meets the compute roof
+        grid = [x_lo, min(max(ridge, x_lo), x_hi), x_hi]
+        ax.plot(grid, [min(top, bandwidth * x) for x in grid], color=colour, linewidth=1.2,
+                linestyle="--")
+        ax.annotate(f"{dtype} peak {top:.4g} TFLOP/s", (x_hi, top), fontsize=8, color=colour,
+                    ha="right", va="bottom")
+        for direction, marker in markers.items():
+            pts = [p for p in points if p[2] == dtype and p[3] == direction]
+            if pts:
+                ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colour,
+                           marker=marker, s=18, alpha=0.8, label=f"{dtype} {direction}")
+    ax.annotate(f"memory roof {bandwidth:.3g} TB/s", (x_lo, bandwidth * x_lo), fontsize=8,
+                rotation=0, ha="left", va="bottom")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOPs per minimum byte moved)")
+    ax.set_ylabel("achieved TFLOP/s")
+    ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(title or f"fastconv roofline on {peak.name} ({len(points)} cases; dashed: "
+                          f"{'measured' if ceilings else 'datasheet'} ceilings)", fontsize=10)
+    fig.tight_layout()
+    png_path = Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, format="png", dpi=100)
+    plt.close(fig)
+    return png_path
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastconv.bench.plot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

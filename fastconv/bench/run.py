@@ -9,7 +9,8 @@ benchmark cases (:mod:`fastconv.bench.case_report`) instead, unless ``--dry-run`
 timing path on tiny shapes under Triton's interpreter (how the harness is tested).
 
 The CSV goes to ``benchmarks/results/<gpu>-<date>.csv`` (relative to the working directory)
-unless ``--csv`` says where; the plot next to it with ``.png``.
+unless ``--csv`` says where (a ``--dry-run``'s to a new temporary directory); the speedup plot
+next to it with ``.png``, and on a GPU a roofline chart with ``-roofline.png``.
 """
 import argparse
 import csv
@@ -17,6 +18,7 @@ import itertools
 import math
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -69,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--csv", help="results CSV (default: benchmarks/results/<gpu>-<date>.csv)")
     o.add_argument("--plot", help="speedup plot PNG (default: the CSV's path with .png)")
     o.add_argument("--no-plot", action="store_true", help="draw no plot")
+    o.add_argument("--wide", action="store_true",
+                   help="print every column (baseline, GB/s, bound, rel err too); the default "
+                        "table fits 120 columns")
     m = parser.add_argument_group("mode")
     m.add_argument("--dry-run", action="store_true",
                    help="run the timing path on tiny shapes, one repetition (without a GPU: "
@@ -85,14 +90,16 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
 
 
-def default_csv_path(device: str, date: str, dry: bool) -> Path:
-    """``benchmarks/results/<device slug>-<date>.csv``, with ``-2``, ``-3``... appended when a
-    run of the same day is there already (a filtered run must not overwrite a full one)."""
+def default_csv_path(device: str, date: str, dry: bool, directory=None) -> Path:
+    """``benchmarks/results/<device slug>-<date>.csv`` (or in ``directory``), with ``-2``,
+    ``-3``... appended when a run of the same day is there already (a filtered run must not
+    overwrite a full one)."""
+    directory = Path(directory) if directory is not None else RESULTS_DIR
     stem = f"{'dry-' if dry else ''}{_slug(device)}-{date}"
-    path = RESULTS_DIR / f"{stem}.csv"
+    path = directory / f"{stem}.csv"
     n = 2
     while path.exists():
-        path = RESULTS_DIR / f"{stem}-{n}.csv"
+        path = directory / f"{stem}-{n}.csv"
         n += 1
     return path
 
@@ -118,6 +125,11 @@ _SHORT = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "nchw": "NCH
           "channels_last": "NHWC"}
 TABLE_COLUMNS = ("case", "dir", "dtype", "layout", "fastconv ms", "baseline", "baseline ms",
                  "speedup", "TFLOP/s", "GB/s", "of floor", "bound", "rel err", "result")
+# the default table: what fits 120 columns (the rest is in the CSV, and in the table with --wide)
+NARROW_COLUMNS = ("case", "dir", "type", "ms", "base ms", "speedup", "TFLOP/s", "of floor",
+                  "result")
+# the console width when stdout is not a terminal
+NARROW_WIDTH, WIDE_WIDTH = 120, 200
 
 
 def _num(value: float, fmt: str) -> str:
@@ -133,8 +145,10 @@ def geomean(values: List[float]) -> float:
     return math.exp(sum(map(math.log, values)) / len(values)) if values else math.nan
 
 
-def results_table(rows, dry: bool = False):
-    """A rich Table of result rows, one section per model group."""
+def results_table(rows, dry: bool = False, wide: bool = False):
+    """A rich Table of result rows, one section per model group: the columns of
+    :data:`NARROW_COLUMNS` (120 characters wide), or with ``wide`` all of
+    :data:`TABLE_COLUMNS`."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -142,13 +156,17 @@ def results_table(rows, dry: bool = False):
     if dry:
         caption = ("DRY RUN: tiny shapes, one host-timed call (without a GPU under Triton's "
                    "interpreter); the times measure nothing. " + caption)
+    if not wide:
+        caption = caption.replace("fastconv's ms", "ms") + \
+            "; type: dtype and layout; --wide or the CSV: baseline, GB/s, bound, rel err"
+    columns = TABLE_COLUMNS if wide else NARROW_COLUMNS
     table = Table(title="fastconv vs baseline", caption=caption)
-    for col in TABLE_COLUMNS:
-        left = col in ("case", "dir", "dtype", "layout", "baseline", "bound", "result")
-        # the case name is what a reader looks for: fold it rather than cut it
+    for col in columns:
+        left = col in ("case", "dir", "dtype", "layout", "type", "baseline", "bound", "result")
+        # the case name and an error are what a reader looks for: fold them rather than cut
         table.add_column(col, justify="left" if left else "right",
-                         overflow="fold" if col == "case" else "ellipsis",
-                         min_width=24 if col == "case" else None)
+                         overflow="fold" if col in ("case", "result") else "ellipsis",
+                         min_width=(24 if wide else 22) if col == "case" else None)
     for i, group_rows in enumerate(by_group(rows).values()):
         if i:
             table.add_section()
@@ -158,12 +176,19 @@ def results_table(rows, dry: bool = False):
                 speed = f"[green]{speed}" if r.speedup >= 1 else f"[red]{speed}"
             result = {"ok": "[green]ok", "MISMATCH": "[red]MISMATCH"}.get(
                 r.result, f"[red]{r.result}: {escape(r.error)}")
-            table.add_row(r.name, r.direction, _SHORT.get(r.dtype, r.dtype),
-                          _SHORT.get(r.layout, r.layout), _num(r.fastconv_ms, ".4g"),
-                          r.baseline or "-", _num(r.baseline_ms, ".4g"), speed,
-                          _num(r.tflops, ".3g"), _num(r.gbps, ".3g"),
-                          _num(r.floor_fraction * 100, ".1f%"), r.bound or "-",
-                          _num(r.rel_err, ".1e"), result)
+            cells = {"case": r.name, "dir": r.direction,
+                     "dtype": _SHORT.get(r.dtype, r.dtype),
+                     "layout": _SHORT.get(r.layout, r.layout),
+                     "fastconv ms": _num(r.fastconv_ms, ".4g"), "baseline": r.baseline or "-",
+                     "baseline ms": _num(r.baseline_ms, ".4g"), "speedup": speed,
+                     "TFLOP/s": _num(r.tflops, ".3g"), "GB/s": _num(r.gbps, ".3g"),
+                     "of floor": _num(r.floor_fraction * 100, ".1f%"), "bound": r.bound or "-",
+                     "rel err": _num(r.rel_err, ".1e"), "result": result,
+                     "type": f"{_SHORT.get(r.dtype, r.dtype)} {_SHORT.get(r.layout, r.layout)}",
+                     "ms": _num(r.fastconv_ms, ".4g"), "base ms": _num(r.baseline_ms, ".4g")}
+            if not wide and r.tflops == r.tflops and r.tflops >= 100:
+                cells["TFLOP/s"] = _num(r.tflops, ".0f")
+            table.add_row(*(cells[col] for col in columns))
     return table
 
 
@@ -254,8 +279,10 @@ def run(args) -> int:
     from fastconv.bench import harness
     from fastconv.ops import INTERPRETING
 
-    # piped into a file, the table keeps its 14 columns readable at this width
-    console = Console(width=None if sys.stdout.isatty() else 200)
+    # piped into a file: 120 columns (what the default table fits), wider for --wide
+    wide = getattr(args, "wide", False)
+    console = Console(width=None if sys.stdout.isatty() else
+                      (WIDE_WIDTH if wide else NARROW_WIDTH))
     gpu = torch.cuda.is_available() and not INTERPRETING
     if not args.dry_run:
         if not torch.cuda.is_available():
@@ -295,7 +322,7 @@ def run(args) -> int:
                 # next one, so that the largest layers find room
                 torch.cuda.empty_cache()
 
-    console.print(results_table(rows, dry))
+    console.print(results_table(rows, dry, wide=wide))
     for group, group_rows in by_group(rows).items():
         speedups = [r.speedup for r in group_rows if r.result == "ok"]
         console.print(f"{group}: geometric-mean speedup {_num(geomean(speedups), '.2f')} "
@@ -303,7 +330,14 @@ def run(args) -> int:
     console.print(f"device: {env.device}; torch {env.torch}, triton {env.triton}, "
                   f"CUDA {env.cuda or '-'}; roofline peaks of {env.peak.name}", highlight=False)
 
-    csv_path = write_csv(rows, args.csv or default_csv_path(env.device, env.date, dry))
+    if args.csv:
+        csv_path = Path(args.csv)
+    else:
+        # a dry run measures nothing: its files go to a temporary directory, not into the
+        # results of the directory it was started from
+        directory = tempfile.mkdtemp(prefix="fastconv-bench-dry-") if dry else None
+        csv_path = default_csv_path(env.device, env.date, dry, directory)
+    csv_path = write_csv(rows, csv_path)
     console.print(f"results written to {csv_path}", highlight=False)
     if not args.no_plot:
         try:
@@ -315,6 +349,16 @@ def run(args) -> int:
                           "no plot drawn")
         except ValueError as exc:  # nothing to plot, e.g. every variant failed
             console.print(f"[yellow]no plot drawn: {exc}")
+        if gpu:
+            try:
+                from fastconv.bench.plot import plot_roofline
+                png = plot_roofline(rows, env.peak, csv_path.with_name(
+                    csv_path.stem + "-roofline.png"))
+                console.print(f"roofline chart written to {png}", highlight=False)
+            except ImportError:
+                pass  # said above
+            except ValueError as exc:
+                console.print(f"[yellow]no roofline chart drawn: {exc}")
     failed = [r for r in rows if r.result != "ok"]
     if failed:
         console.print(f"[red]{len(failed)} variant(s) failed or disagreed with the baseline")

@@ -24,10 +24,24 @@ def list_models() -> List[str]:
     return sorted(_BUILDERS)
 
 
-def get_model(name: str, **kwargs) -> nn.Module:
+def get_model(name: str, weights=None, **kwargs) -> nn.Module:
     """Build the model registered as ``name``; keyword arguments go to its builder (e.g.
-    ``num_classes=10``)."""
+    ``num_classes=10``).
+
+    Args:
+        name (str): one of :func:`list_models`.
+        weights: None (random initialisation); for a model torchvision has, one of its weights
+            (``torchvision.models.ResNet50_Weights.IMAGENET1K_V2``) or their name
+            (``"IMAGENET1K_V1"``, ``"DEFAULT"``, ``"ResNet50_Weights.DEFAULT"``), downloaded
+            through ``torch.hub`` as torchvision does; for any model, the path of a
+            ``state_dict`` saved with ``torch.save``.
+    """
     if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; fastconv.models.list_models() gives the "
-                         f"{len(_BUILDERS)} known names")
-    return _BUILDERS[name](**kwargs)
+        import difflib
+        close = difflib.get_close_matches(name, _BUILDERS, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"unknown model {name!r}{hint}; known: {', '.join(list_models())}")
+    if weights is None:
+        return _BUILDERS[name](**kwargs)
+    from fastconv.models import pretrained
+    return pretrained.build(name, _BUILDERS[name], weights, kwargs)

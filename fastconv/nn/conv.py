@@ -20,9 +20,18 @@ def _pad(module, input):
     return F.pad(input, pads, mode=module.padding_mode)
 
 
+def _qualified_name(module, cls) -> str:
+    """``fastconv.Conv2d`` in ``print(model)``, so that a converted model shows what it runs;
+    a user's subclass keeps its own name."""
+    return f"fastconv.{cls.__name__}" if type(module) is cls else type(module).__name__
+
+
 class Conv2d(nn.Conv2d):
     """Drop-in :class:`torch.nn.Conv2d` (same constructor, same ``state_dict`` keys, every
     ``padding_mode``) computed by :func:`fastconv.functional.conv2d`."""
+
+    def _get_name(self):
+        return _qualified_name(self, Conv2d)
 
     def _conv_forward(self, input, weight, bias):
         if self.padding_mode != "zeros":
@@ -35,6 +44,9 @@ class Conv2d(nn.Conv2d):
 class Conv1d(nn.Conv1d):
     """Drop-in :class:`torch.nn.Conv1d` (same constructor, same ``state_dict`` keys, every
     ``padding_mode``) computed by :func:`fastconv.functional.conv1d`."""
+
+    def _get_name(self):
+        return _qualified_name(self, Conv1d)
 
     def _conv_forward(self, input, weight, bias):
         if self.padding_mode != "zeros":

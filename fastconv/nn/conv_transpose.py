@@ -6,12 +6,16 @@ import torch.nn as nn
 from torch import Tensor
 
 from fastconv import functional as FC
+from fastconv.nn.conv import _qualified_name
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):
     """Drop-in :class:`torch.nn.ConvTranspose2d` (same constructor, same ``state_dict`` keys,
     the ``output_size`` argument of ``forward``) computed by
     :func:`fastconv.functional.conv_transpose2d`."""
+
+    def _get_name(self):
+        return _qualified_name(self, ConvTranspose2d)
 
     def forward(self, input: Tensor, output_size: Optional[List[int]] = None) -> Tensor:
         if self.padding_mode != "zeros":

@@ -17,10 +17,19 @@ from fastconv import functional as FC
 from fastconv.functional.roi import boxes_to_rois
 
 
+def _qualified_repr(module, cls, text: str) -> str:
+    """torchvision's repr with ``fastconv.`` before the class name (a user's subclass keeps its
+    own)."""
+    return f"fastconv.{text}" if type(module) is cls else text
+
+
 class RoIAlign(tvops.RoIAlign):
     """
     See :func:`fastconv.functional.roi_align`.
     """
+
+    def __repr__(self) -> str:
+        return _qualified_repr(self, RoIAlign, super().__repr__())
 
     def forward(self, input: Tensor, rois: Union[Tensor, list[Tensor]]) -> Tensor:
         return FC.roi_align(input, rois, self.output_size, self.spatial_scale,
@@ -31,6 +40,9 @@ class RoIPool(tvops.RoIPool):
     """
     See :func:`fastconv.functional.roi_pool`.
     """
+
+    def __repr__(self) -> str:
+        return _qualified_repr(self, RoIPool, super().__repr__())
 
     def forward(self, input: Tensor, rois: Union[Tensor, list[Tensor]]) -> Tensor:
         return FC.roi_pool(input, rois, self.output_size, self.spatial_scale)
@@ -53,6 +65,9 @@ class MultiScaleRoIAlign(tvops.MultiScaleRoIAlign):
         canonical_scale (int, optional): box side length mapped to ``canonical_level``.
         canonical_level (int, optional): pyramid level of a ``canonical_scale``-sized box.
     """
+
+    def __repr__(self) -> str:
+        return _qualified_repr(self, MultiScaleRoIAlign, super().__repr__())
 
     def forward(self, x: dict[str, Tensor], boxes: list[Tensor],
                 image_shapes: list[tuple[int, int]]) -> Tensor:
