@@ -75,3 +75,22 @@ def test_license_and_type_marker_ship():
     assert "py.typed" in project["tool"]["setuptools"]["package-data"]["fastconv"]
     assert project["project"]["license"] == "BSD-3-Clause"
     assert project["project"]["version"] == fastconv.__version__
+
+
+def test_interpreter_speedups_step_aside_on_an_unknown_triton(monkeypatch):
+    """cached_device_calls copies Triton 3.8's interpreter internals: on another release it
+    warns and leaves the interpreter's methods alone."""
+    import warnings
+
+    from triton.runtime import interpreter
+
+    from fastconv.ops import interpreter_speed
+    monkeypatch.setattr(interpreter_speed, "_triton_version", lambda: (3, 9))
+    monkeypatch.setattr(interpreter_speed._state, "warned", False, raising=False)
+    before = interpreter.GridExecutor.__call__, interpreter.InterpretedFunction.__call__
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with interpreter_speed.cached_device_calls():
+            assert (interpreter.GridExecutor.__call__,
+                    interpreter.InterpretedFunction.__call__) == before
+    assert any("3.9" in str(w.message) for w in caught)

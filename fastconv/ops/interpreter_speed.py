@@ -51,10 +51,35 @@ def _language_modules(fn) -> frozenset:
                      if inspect.ismodule(v) and v in (tl, tl.core))
 
 
+# the Triton releases whose interpreter internals ``cached_device_calls`` was written against
+PATCHED_TRITON = ((3, 8),)
+
+
+def _triton_version() -> tuple:
+    import re
+
+    import triton
+    return tuple(int(p) for p in re.findall(r"\d+", triton.__version__)[:2])
+
+
 @contextlib.contextmanager
 def cached_device_calls():
     """While the block runs, patch the language for a device function call only once per
-    launch and set of language modules, instead of on every call."""
+    launch and set of language modules, instead of on every call.
+
+    It replaces two methods of Triton's interpreter with copies of what they do, so it runs
+    only on the Triton releases it was checked against (``PATCHED_TRITON``); on any other it
+    warns once and leaves the interpreter as it is (slower, the same results)."""
+    if _triton_version() not in PATCHED_TRITON:
+        if not getattr(_state, "warned", False):
+            _state.warned = True
+            import warnings
+            warnings.warn(f"fastconv: Triton {'.'.join(map(str, _triton_version()))}'s "
+                          "interpreter is not one cached_device_calls knows; whole-model runs "
+                          "use the plain interpreter (slower, same results)", RuntimeWarning,
+                          stacklevel=3)
+        yield
+        return
     try:
         from triton.runtime import interpreter as I
         grid_call, device_call = I.GridExecutor.__call__, I.InterpretedFunction.__call__
