@@ -300,3 +300,41 @@ def test_the_op_runs_the_tma_kernel_on_sm90_and_replays_it(kernel_launches):
     for y, x, w, b in outs:
         ref = F.conv2d(x.double(), w.double(), b.double(), padding=1, stride=(2, 1))
         assert rel_err(y, ref) < TOL[torch.bfloat16]
+
+
+@pytest.mark.parametrize("groups,dilation,padding,output_padding", [
+    (1, 1, 1, 0), (2, 2, 1, 0), (1, 2, 2, 1)], ids=["3x3", "grouped-dilated", "transposed-op"])
+def test_the_input_gradient_runs_on_the_tma_forward_at_stride_1(kernel_launches, groups,
+                                                                 dilation, padding,
+                                                                 output_padding):
+    """At stride 1 the input gradient is a forward convolution of the output gradient with the
+    flipped, transposed weight: on an sm_90 target it runs on the TMA kernel, conv2d's
+    backward and conv_transpose2d's forward (whose output_padding rows it computes too)."""
+    import fastconv.functional as FC
+    from fastconv.conv.plan import Target, planning_for
+    one_sm = Target("sm_90", False, sms=1, tma=True)
+    dtype = torch.float16
+    x = torch.randn(2, 32, 7, 6).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = (torch.randn(16, 32 // groups, 3, 3) / 9).to(dtype)
+    with planning_for(one_sm), aten_forbidden():
+        if output_padding:
+            out = FC.conv_transpose2d(x, w.transpose(0, 1).contiguous() if groups == 1 else w,
+                                      padding=padding, dilation=dilation,
+                                      output_padding=output_padding, groups=groups)
+        else:
+            xg = x.clone().requires_grad_()
+            y = FC.conv2d(xg, w, padding=padding, dilation=dilation, groups=groups)
+            grad = torch.randn_like(y)
+            y.backward(grad)
+    names = [name for name, _, _ in kernel_launches]
+    assert "conv2d_fprop_tma_kernel" in names and "conv2d_dgrad_igemm_kernel" not in names
+    if output_padding:
+        wt = w.transpose(0, 1).contiguous() if groups == 1 else w
+        ref = F.conv_transpose2d(x.double(), wt.double(), padding=padding, dilation=dilation,
+                                 output_padding=output_padding, groups=groups)
+        assert_rel_close(out, ref, dtype, "conv_transpose2d")
+    else:
+        xr = x.double().requires_grad_()
+        F.conv2d(xr, w.double(), padding=padding, dilation=dilation,
+                 groups=groups).backward(grad.double())
+        assert_rel_close(xg.grad, xr.grad, dtype, "input gradient")

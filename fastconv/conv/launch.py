@@ -12,6 +12,7 @@ A split-K fprop or dgrad (``Plan.split`` > 1) is two launches: the GEMM, which w
 sums to a workspace allocated here, then the reduction, which adds them and runs the epilogue.
 The GEMM's ``KernelLaunch`` carries the reduction as ``then``.
 """
+import functools
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -20,7 +21,7 @@ import triton
 from fastconv.conv import autotune
 from fastconv.ops._runtime import INTERPRETING, needs_int64, new_output
 from fastconv.conv.tma_launch import box_shape, tma_fprop_eligible, tma_fprop_launches
-from fastconv.ops.launch_cache import Finish, KernelLaunch, run_launches
+from fastconv.ops.launch_cache import Finish, KernelLaunch, TorchOp, run_launches
 from fastconv.conv.plan import (TMA_FAMILY, ConvProblem, Plan, gemm_dims, pixel_tiles, plan_conv2d,
                                reduction_steps, spatially_flat, split_reduce_config, tma_plan,
                                wgrad_tiles)
@@ -156,8 +157,46 @@ def plan_fprop(x, w, y, groups, stride, padding, dilation, residual=None) -> Pla
 
 def plan_dgrad(dy, w, dx, groups, stride, padding, dilation) -> Plan:
     pb = conv_problem(dx.shape, w.shape, dy.shape, groups, dy.dtype, stride, padding, dilation)
+    as_forward = _dgrad_as_forward(dy, w, dx, groups, stride, padding, dilation)
+    if as_forward is not None:
+        plan = tma_plan(as_forward, dy.device, box_shape, "dgrad")
+        if plan is not None:
+            return plan
     flat = spatially_flat(dy) and spatially_flat(dx)
     return plan_conv2d("dgrad", pb, dy.device, needs_int64(dy, w, dx), flat)
+
+
+def _flipped_shape(w_shape, groups) -> tuple:
+    """The weight of the forward convolution that computes conv2d's input gradient (stride
+    1): [C, K / groups, R, S], each group's [K/g, C/g] block transposed, the taps reversed."""
+    k, cg, r, s = w_shape
+    return (cg * groups, k // groups, r, s)
+
+
+def _flip_weight(buf, w, groups):
+    k, cg, r, s = w.shape
+    buf.copy_(w.view(groups, k // groups, cg, r, s).transpose(1, 2).flip(3, 4)
+              .reshape(buf.shape))
+
+
+def _dgrad_padding(w_shape, padding, dilation) -> tuple:
+    return tuple(d * (k - 1) - p for k, p, d in zip(w_shape[2:], padding, dilation))
+
+
+def _dgrad_as_forward(dy, w, dx, groups, stride, padding, dilation):
+    """The forward problem whose output is conv2d's input gradient, where the TMA forward can
+    run it: stride 1 (dx[h] = sum_r dy[h + pad - r*d] w[r] is a convolution of dy with the
+    flipped weight, padded d*(R-1) - pad, over all of dx, output_padding rows included) and a
+    non-negative padding there; else None."""
+    if tuple(stride) != (1, 1):
+        return None
+    pad = _dgrad_padding(w.shape, padding, dilation)
+    if min(pad) < 0:
+        return None
+    wt = torch.empty(_flipped_shape(w.shape, groups), dtype=w.dtype, device="meta")
+    if not tma_fprop_eligible(dy, wt, dx, groups, stride=(1, 1)):
+        return None
+    return conv_problem(dy.shape, wt.shape, dx.shape, groups, dy.dtype, (1, 1), pad, dilation)
 
 
 def plan_wgrad(x, dy, weight_shape, groups, stride, padding, dilation) -> Plan:
@@ -241,10 +280,15 @@ def conv2d_dgrad(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor, stride: Se
         return plan, []
     pb = conv_problem(dx.shape, w.shape, dy.shape, groups, dy.dtype, stride, padding, dilation)
 
-    def launch(plan):
-        return dgrad_launch(plan, pb, dy, w, dx, stride, padding, dilation, groups)
-    plan = autotune.tuned(plan, pb, dy.device, lambda p: launch(p)())
-    return plan, launch(plan).chain()
+    def launches(plan):
+        if plan.family == TMA_FAMILY:
+            wt = new_output(_flipped_shape(w.shape, groups), w)
+            return [TorchOp(functools.partial(_flip_weight, groups=groups), (wt, w))] + tma_fprop_launches(
+                dy, wt, None, dx, (1, 1), _dgrad_padding(w.shape, padding, dilation),
+                dilation, groups, config=plan.config)
+        return dgrad_launch(plan, pb, dy, w, dx, stride, padding, dilation, groups).chain()
+    plan = autotune.tuned(plan, pb, dy.device, lambda p: run_launches(launches(p)))
+    return plan, launches(plan)
 
 
 def dgrad_launch(plan, pb, dy, w, dx, stride, padding, dilation, groups) -> KernelLaunch:

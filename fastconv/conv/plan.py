@@ -142,8 +142,8 @@ def dtype_class(dtype: torch.dtype) -> str:
 
 def config_table(family: str, index_64: bool) -> dict:
     """The config table a GPU launch of ``family`` reads (see CONFIG_TABLES)."""
-    if family == TMA_FAMILY:
-        return {"fprop": TMA_CONFIGS}
+    if family == TMA_FAMILY:  # the input gradient runs the forward kernel (conv2d_dgrad)
+        return {"fprop": TMA_CONFIGS, "dgrad": TMA_CONFIGS}
     return next(table for table, values in CONFIG_TABLES[family] if index_64 in values)
 
 
@@ -536,9 +536,10 @@ def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = F
     return Plan(direction, family, _KERNELS[(direction, family)], cfg, split, reason, index_64)
 
 
-def tma_plan(pb: ConvProblem, device, box_shape) -> "Plan | None":
-    """The TMA forward's plan for ``pb``, or None where the pointer kernels stay: a target
-    without TMA; a plan for no device in particular (the static reports, which plan from meta
+def tma_plan(pb: ConvProblem, device, box_shape, direction: str = "fprop") -> "Plan | None":
+    """The TMA forward's plan for ``pb`` (for ``direction`` "dgrad", ``pb`` is the forward
+    convolution that computes the input gradient), or None where the pointer kernels stay: a
+    target without TMA; a plan for no device in particular (the static reports, which plan from meta
     tensors, are not yet able to compile TMA launches); or a grid that would leave SMs idle
     with either TMA tile (batch-1 and late 7x7 layers, which the pointer kernels split).
 
@@ -559,5 +560,8 @@ def tma_plan(pb: ConvProblem, device, box_shape) -> "Plan | None":
         if programs >= sms:
             reason = (f"{pb.CG} input channels per group, channels_last 16-bit on {target.name}: "
                       f"both operands by TMA, {bn}x{bh}x{bw} output boxes, {programs} programs")
-            return Plan("fprop", TMA_FAMILY, kernels.conv2d_fprop_tma_kernel, cfg, 1, reason)
+            if direction == "dgrad":
+                reason = ("stride 1: the forward kernel over the output gradient with the "
+                          f"weight flipped and transposed; {reason}")
+            return Plan(direction, TMA_FAMILY, kernels.conv2d_fprop_tma_kernel, cfg, 1, reason)
     return None
