@@ -198,18 +198,25 @@ bench() {
     local args=("$@" --no-plot --csv "$WORK/part-$part.csv")
     [[ $DRY == 1 ]] && args+=(--dry-run)
     [[ $DRY == 1 && -n $match ]] && args+=(--match "$match")
-    run "bench $name" "$want" "$PY" -m fastconv bench "${args[@]}"
+    # every row is also appended to a partial CSV as it is measured: what a step cut short
+    # by its timeout (or a crash) leaves
+    local partial=$WORK/part-$part.partial.csv from
+    FASTCONV_BENCH_PARTIAL_CSV=$partial run "bench $name" "$want" "$PY" -m fastconv bench \
+        "${args[@]}"
     rc=$?
-    if [[ -s $WORK/part-$part.csv ]]; then
+    from=$WORK/part-$part.csv
+    [[ -s $from ]] || from=$partial
+    if [[ -s $from ]]; then
         if [[ -s $CSV ]]; then
-            tail -n +2 "$WORK/part-$part.csv" >>"$CSV"
+            tail -n +2 "$from" >>"$CSV"
         else
-            cp "$WORK/part-$part.csv" "$CSV"
+            cp "$from" "$CSV"
         fi
-        n=$(($(wc -l <"$WORK/part-$part.csv") - 1))
-        log "bench $name: $n row(s) added to $(basename "$CSV")"
+        n=$(($(wc -l <"$from") - 1))
+        log "bench $name: $n row(s) added to $(basename "$CSV")$([[ $from == "$partial" ]] \
+            && echo " (from the rows measured before it ended)")"
     else
-        log "bench $name: no CSV (exit status $rc)"
+        log "bench $name: no rows (exit status $rc)"
     fi
     part=$((part + 1))
 }

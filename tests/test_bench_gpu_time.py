@@ -158,6 +158,24 @@ def test_a_failed_capture_leaves_the_eager_result_standing():
     assert "fastconv: RuntimeError" in row.gpu_note and "capturing" in row.gpu_note
 
 
+def test_each_row_is_kept_as_it_is_measured(tmp_path, monkeypatch):
+    """gpu_run.sh's partial CSV: a bench step cut short keeps the rows it measured."""
+    path = tmp_path / "partial.csv"
+    monkeypatch.setenv(H.PARTIAL_CSV_ENV, str(path))
+    case = _case(lambda c: c.name == "resnet50/layer1.0.conv2/n32")
+    for direction in ("forward", "backward"):
+        H.measure(case, torch.float32, "nchw", direction, "cpu", _env(), dry=True)
+    with pytest.raises(ValueError):          # a caller's error: no row
+        H.measure(case, torch.float32, "nchw", "sideways", "cpu", _env(), dry=True)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == H.COLUMNS
+    assert [(r["name"], r["direction"], r["result"]) for r in rows] == [
+        ("resnet50/layer1.0.conv2/n1", "forward", "ok"),
+        ("resnet50/layer1.0.conv2/n1", "backward", "ok")]
+
+
 def _synthetic_rows():
     """Rows as a GPU run writes them, for the table and the summary."""
     env = _env()
@@ -227,9 +245,14 @@ def test_cuda_graph_of_a_backward_on_a_gpu():
     """torch's convolution backward (autograd graphs retained) captured and replayed: the
     autograd graphs must be built on the capture stream (Contender.rotating)."""
     case = next(c for c in C.all_cases(batches=(8,)) if c.name == "resnet50/layer1.0.conv2/n8")
-    _, baselines = H.contenders(case, torch.float16, "channels_last", "backward", "cuda")
-    with baselines[0].context():
-        ms = T.contender_gpu_ms(baselines[0], 1.0)
+    sets = H.make_inputs(case, torch.float16, "channels_last", "backward", "cuda", sets=2)
+    _, forward = H._conv_forwards(case)      # torch's side: fastconv's runs interpreted here
+    fn, first = H._runner(forward, sets, "backward", ("x", "w"))
+    contender = H.Contender("torch", fn, first, H._cudnn(True),
+                            lambda: H._runner(forward, sets, "backward", ("x", "w"))[0])
+    with contender.context():
+        first()
+        ms = T.contender_gpu_ms(contender, 1.0)
     assert 0 < ms < 100
 
 

@@ -28,6 +28,9 @@ REPLAY_BUDGET_MS = 200.0
 # engine set themselves up for a new stream)
 WARMUP_CALLS = 1
 
+# the side stream graphs are captured on, one per device, reused (a failed capture drops it)
+_STREAMS = {}
+
 Capture = Callable[[Callable[[], Callable[[], Any]], int], Callable[[], None]]
 Timer = Callable[[Callable[[], None]], float]
 
@@ -80,7 +83,10 @@ def cuda_graph_capture(make_call: Callable[[], Callable[[], Any]], calls: int,
     ``gc.collect()`` and ``empty_cache()`` each time, seconds over a few hundred variants."""
     import torch
 
-    stream = torch.cuda.Stream()
+    device = torch.cuda.current_device()
+    stream = _STREAMS.get(device)
+    if stream is None:
+        stream = _STREAMS[device] = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         call = make_call()
@@ -94,12 +100,17 @@ def cuda_graph_capture(make_call: Callable[[], Callable[[], Any]], calls: int,
             for _ in range(calls):
                 call()
         except BaseException:
+            _STREAMS.pop(device, None)
             try:
                 graph.capture_end()
             except Exception:  # noqa: BLE001 - the first error is the one to report
                 pass
             raise
-        graph.capture_end()
+        try:
+            graph.capture_end()
+        except BaseException:
+            _STREAMS.pop(device, None)
+            raise
     torch.cuda.current_stream().wait_stream(stream)
 
     def replay(_graph=graph, _call=call):

@@ -700,7 +700,7 @@ def measure(case: Union[Case, E2ECase], dtype: torch.dtype, layout: str, directi
         _synchronize(device)
     except Exception as exc:  # noqa: BLE001 - reported in the row, the run goes on
         row.result, row.error = "error", f"{type(exc).__name__}: {exc}"[:300]
-        return row
+        return _kept(row)
     row.baseline_ms, row.baseline = min(timed)
     row.baselines = ";".join(f"{name}={ms:.4g}" for ms, name in timed)
     row.speedup = row.baseline_ms / row.fastconv_ms
@@ -717,6 +717,25 @@ def measure(case: Union[Case, E2ECase], dtype: torch.dtype, layout: str, directi
     row.result = "ok" if row.rel_err <= row.tolerance else "MISMATCH"
     _gpu_times(row, fast, baselines, [ms for ms, _ in timed], device, env, dtype, tf32,
                gpu_timer)
+    return _kept(row)
+
+
+# each row, as soon as it is measured, appended to this CSV (benchmarks/gpu_run.sh sets it, so
+# that a run cut short by its timeout still leaves the rows it measured)
+PARTIAL_CSV_ENV = "FASTCONV_BENCH_PARTIAL_CSV"
+
+
+def _kept(row: BenchRow) -> BenchRow:
+    path = os.environ.get(PARTIAL_CSV_ENV)
+    if path:
+        import csv
+
+        new = not os.path.exists(path) or os.path.getsize(path) == 0
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row.as_dict())
     return row
 
 
