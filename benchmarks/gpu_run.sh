@@ -155,6 +155,7 @@ if "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('fastconv.ben
     have_tma=1
 fi
 t=$(limit 200)
+((t == 0)) && WARM=()   # (`timeout 0` would mean no timeout at all)
 log "warm-up: ${#WARM[@]} conv processes + RoI (timeout ${t}s each), TMA check beside them"
 pids=()
 i=0
@@ -166,26 +167,32 @@ for spec in "${WARM[@]}"; do
     i=$((i + 1))
 done
 ROI_DTYPES=(--dtypes float32 float16 bfloat16)
-timeout -k 10 "$t" "$PY" -m fastconv.bench.gpu_run warm "${ROI[@]}" "${ROI_DTYPES[@]}" \
-    "${DRYARG[@]}" >"$WORK/warm-$i.log" 2>&1 &
-pids+=($!)
+if ((t > 0)); then
+    timeout -k 10 "$t" "$PY" -m fastconv.bench.gpu_run warm "${ROI[@]}" "${ROI_DTYPES[@]}" \
+        "${DRYARG[@]}" >"$WORK/warm-$i.log" 2>&1 &
+    pids+=($!)
+fi
+t_tma=$(limit 150)
 if [[ $DRY == 1 ]]; then
     echo "SKIPPED: a dry run has no GPU for the TMA check" >"$TMA_OUT"
-elif ((have_tma)); then
+elif ((have_tma && t_tma > 0)); then
     (
-        timeout -k 10 "$(limit 150)" "$PY" -m fastconv.bench.tma_gpu_check --no-time
+        timeout -k 10 "$t_tma" "$PY" -m fastconv.bench.tma_gpu_check --no-time
         echo "exit status: $?"
     ) >"$TMA_OUT" 2>&1 &
     pids+=($!)
+elif ((have_tma)); then
+    echo "SKIPPED: the budget of ${BUDGET}s is spent" >"$TMA_OUT"
 else
     echo "SKIPPED: fastconv.bench.tma_gpu_check is not in this checkout" >"$TMA_OUT"
 fi
-wait "${pids[@]}"
+((${#pids[@]})) && wait "${pids[@]}"
 for f in "$WORK"/warm-*.log; do
+    [[ -e $f ]] || continue
     echo "--- $(basename "$f")" >>"$LOG"
     cat "$f" >>"$LOG"
 done
-grep -h '^warm shard' "$WORK"/warm-*.log | while read -r line; do log "  $line"; done
+grep -h '^warm shard' "$WORK"/warm-*.log 2>/dev/null | while read -r line; do log "  $line"; done
 cp "$TMA_OUT" "$OUT/tma_check.txt"
 log "warm-up done; TMA check: $(grep -m1 -E '^(halo|SKIPPED)' "$TMA_OUT" || echo 'no verdict line') ($(tail -n 1 "$TMA_OUT"))"
 
@@ -240,10 +247,11 @@ else
 fi
 
 # ------------------------------------------------------------------ 6. TMA check, timed
-if [[ $DRY != 1 ]] && ((have_tma)) && (($(limit 90) >= 60)); then
+t_tma=$(limit 90)
+if [[ $DRY != 1 ]] && ((have_tma && t_tma >= 60)); then
     (
         echo "--- timed (GPU time of the TMA kernel and of cuDNN, CUDA graphs)"
-        timeout -k 10 "$(limit 90)" "$PY" -m fastconv.bench.tma_gpu_check
+        timeout -k 10 "$t_tma" "$PY" -m fastconv.bench.tma_gpu_check
         echo "exit status: $?"
     ) >>"$TMA_OUT" 2>&1
     cp "$TMA_OUT" "$OUT/tma_check.txt"

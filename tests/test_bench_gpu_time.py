@@ -93,6 +93,113 @@ def test_a_contender_is_captured_through_its_rotating_factory():
                               timer=lambda replay: 1.2) == pytest.approx(1.2 / T.GRAPH_CALLS)
 
 
+class _FakeCuda:
+    """torch.cuda's streams, graphs and events as a log of what happened, in order."""
+
+    def __init__(self, monkeypatch):
+        import contextlib
+        self.log, self.current = [], "default"
+        fake = self
+
+        class Stream:
+            def __init__(self):
+                self.name = f"side{len([e for e in fake.log if e == 'new stream'])}"
+                fake.log.append("new stream")
+
+            def wait_stream(self, other):
+                fake.log.append(f"{self.name} waits for {other}")
+
+            def synchronize(self):
+                fake.log.append(f"sync {self.name}")
+
+        class Default:
+            def wait_stream(self, other):
+                fake.log.append(f"default waits for {other.name}")
+
+            def __str__(self):
+                return "default"
+
+        @contextlib.contextmanager
+        def stream(s):
+            saved, fake.current = fake.current, s.name
+            try:
+                yield
+            finally:
+                fake.current = saved
+
+        class Graph:
+            def capture_begin(self):
+                fake.log.append(f"capture_begin on {fake.current}")
+                fake.capturing = True
+
+            def capture_end(self):
+                fake.log.append("capture_end")
+                fake.capturing = False
+
+            def replay(self):
+                fake.log.append(f"replay on {fake.current}")
+
+        class Event:
+            def __init__(self, enable_timing):
+                assert enable_timing
+                self.t = None
+
+            def record(self):
+                self.t = len(fake.log)
+
+            def synchronize(self):
+                pass
+
+            def elapsed_time(self, end):
+                return float(end.t - self.t)
+
+        self.capturing = False
+        T._STREAMS.clear()
+        for name, value in (("current_device", lambda: 0), ("Stream", Stream),
+                            ("stream", stream), ("current_stream", lambda: Default()),
+                            ("CUDAGraph", Graph), ("Event", Event)):
+            monkeypatch.setattr(torch.cuda, name, value)
+
+    def call(self, fail_at=None):
+        def make():
+            self.log.append(f"make_call on {self.current}")
+            count = [0]
+
+            def call():
+                count[0] += 1
+                self.log.append(f"call on {self.current}" +
+                                (" (captured)" if self.capturing else ""))
+                if fail_at is not None and count[0] == fail_at:
+                    raise RuntimeError("operation not permitted when stream is capturing")
+            return call
+        return make
+
+
+def test_capture_order_on_a_side_stream(monkeypatch):
+    cuda = _FakeCuda(monkeypatch)
+    replay = T.cuda_graph_capture(cuda.call(), calls=3)
+    assert cuda.log == [
+        "new stream", "side0 waits for default",
+        "make_call on side0", "call on side0",          # built and warmed on the capture stream
+        "sync side0", "capture_begin on side0",
+        "call on side0 (captured)", "call on side0 (captured)", "call on side0 (captured)",
+        "capture_end", "default waits for side0"]
+    del cuda.log[:]
+    assert T.event_timer_ms(replay) == 1.0              # the replay, between the two events
+    assert cuda.log == ["replay on default"]
+    # the next capture reuses the stream
+    T.cuda_graph_capture(cuda.call(), calls=1)
+    assert "new stream" not in cuda.log
+
+
+def test_a_failed_capture_ends_it_and_drops_the_stream(monkeypatch):
+    cuda = _FakeCuda(monkeypatch)
+    with pytest.raises(RuntimeError, match="capturing"):
+        T.cuda_graph_capture(cuda.call(fail_at=3), calls=4)    # the warm-up call is the 1st
+    assert cuda.log[-2:] == ["call on side0 (captured)", "capture_end"]
+    assert not cuda.capturing and T._STREAMS == {}
+
+
 # ---------------------------------------------------------------------------- the harness
 def test_rows_have_the_gpu_columns():
     for col in GPU_COLUMNS:
@@ -211,8 +318,10 @@ def test_gpu_time_table_and_what_bench_prints():
     console = Console(record=True, width=120)
     T.print_gpu_times(console, rows)
     text = console.export_text()
+    header = next(line for line in text.splitlines() if "eager ms" in line)
     for col in T.GPU_TABLE_COLUMNS:
-        assert col in text
+        assert col in header, header
+    assert "42%" in text             # the last column: 2e8 B / 4.8e9 B/ms = 0.042 ms of 0.1 ms
     assert "resnet50/conv1/n32" in text and "geometric-mean speedup on GPU time" in text
     # fits the 120 columns of a piped console without folding its numbers
     assert max(len(line) for line in text.splitlines()) <= 120

@@ -142,9 +142,9 @@ def contender_gpu_ms(contender, estimate_ms: float, capture: Optional[Capture] =
 
 # ---------------------------------------------------------------------------- the table
 _SHORT = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "nchw": "NCHW",
-          "channels_last": "NHWC"}
+          "channels_last": "NHWC", "forward": "fwd", "backward": "bwd"}
 GPU_TABLE_COLUMNS = ("case", "dir", "type", "eager ms", "GPU ms", "base eager", "base GPU",
-                     "eager x", "GPU x", "GPU GB/s", "of BW")
+                     "eager x", "GPU x", "GB/s", "of BW")
 
 
 def _num(value, fmt: str) -> str:
@@ -174,11 +174,14 @@ def gpu_time_table(rows):
     """A rich Table: each variant's eager and GPU times, fastconv's and the baseline's, both
     speedups, and for memory-bound rows the GB/s of the GPU time with its fraction of the
     bandwidth the roofline assumes (``of BW``: memory floor / GPU time)."""
+    from rich import box
     from rich.table import Table
 
+    # no vertical rules: eleven columns fit a 120-column console
     table = Table(title="GPU time (CUDA graph replay) next to eager time (do_bench)",
-                  caption="x: baseline ms / fastconv ms; GPU GB/s and of BW (memory floor / "
-                          "GPU time) for depthwise, RoI and memory-bound cases")
+                  caption="x: baseline ms / fastconv ms; GB/s (of fastconv's GPU time) and of "
+                          "BW (memory floor / GPU time) for depthwise, RoI and memory-bound rows",
+                  box=box.SIMPLE_HEAD)
     for col in GPU_TABLE_COLUMNS:
         table.add_column(col, justify="left" if col in ("case", "dir", "type") else "right",
                          overflow="fold" if col == "case" else "ellipsis",
@@ -189,7 +192,7 @@ def gpu_time_table(rows):
             table.add_section()
         group = r.group
         memory = memory_bound_row(r)
-        table.add_row(r.name, r.direction,
+        table.add_row(r.name, _SHORT.get(r.direction, r.direction),
                       f"{_SHORT.get(r.dtype, r.dtype)} {_SHORT.get(r.layout, r.layout)}",
                       _num(r.fastconv_ms, ".4g"), _num(r.fastconv_gpu_ms, ".4g"),
                       _num(r.baseline_ms, ".4g"), _num(r.baseline_gpu_ms, ".4g"),
