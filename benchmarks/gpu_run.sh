@@ -109,7 +109,8 @@ cd "$WORK/run" || exit 1
         || echo "${FASTCONV_RUN_COMMIT:-unknown (no .git)}")"
     echo "cpus: $(nproc)"
     if command -v nvidia-smi >/dev/null; then
-        timeout 30 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw,memory.used --format=csv
+        timeout 30 nvidia-smi --format=csv --query-gpu=name,driver_version,clocks.sm,\
+clocks.max.sm,clocks.mem,temperature.gpu,power.draw,memory.used
         timeout 30 nvidia-smi
     else
         echo "nvidia-smi: not found"
@@ -121,7 +122,8 @@ STEP_LOG=$OUT/env.txt run "environment" 90 "$PY" -m fastconv.bench.gpu_run env "
 
 DRYARG=()
 [[ $DRY == 1 ]] && DRYARG=(--dry-run)
-CSVNAME=$(timeout 60 "$PY" -m fastconv.bench.gpu_run csv-name "${DRYARG[@]}" 2>>"$LOG" | tail -n 1)
+CSVNAME=$(timeout 60 "$PY" -m fastconv.bench.gpu_run csv-name "${DRYARG[@]}" 2>>"$LOG" |
+    tail -n 1)
 [[ $CSVNAME == *.csv ]] || CSVNAME=results.csv
 CSV=$OUT/$CSVNAME
 log "results CSV: $CSV"
@@ -151,7 +153,8 @@ if [[ $DRY == 1 ]]; then
 fi
 TMA_OUT=$WORK/tma_check.txt
 have_tma=0
-if "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('fastconv.bench.tma_gpu_check') is None)" 2>>"$LOG"; then
+if "$PY" -c "import importlib.util as u, sys
+sys.exit(u.find_spec('fastconv.bench.tma_gpu_check') is None)" 2>>"$LOG"; then
     have_tma=1
 fi
 t=$(limit 200)
@@ -194,7 +197,8 @@ for f in "$WORK"/warm-*.log; do
 done
 grep -h '^warm shard' "$WORK"/warm-*.log 2>/dev/null | while read -r line; do log "  $line"; done
 cp "$TMA_OUT" "$OUT/tma_check.txt"
-log "warm-up done; TMA check: $(grep -m1 -E '^(halo|SKIPPED)' "$TMA_OUT" || echo 'no verdict line') ($(tail -n 1 "$TMA_OUT"))"
+log "warm-up done; TMA check: $(grep -m1 -E '^(halo|SKIPPED)' "$TMA_OUT" ||
+    echo 'no verdict line') ($(tail -n 1 "$TMA_OUT"))"
 
 # ------------------------------------------------------------------ 4. timing
 # bench NAME WANT DRY_MATCH ARGS...: one fastconv bench run; its rows appended to the CSV
@@ -240,7 +244,10 @@ bench "roi fp32/fp16/bf16" 120 "" "${ROI[@]}" "${ROI_DTYPES[@]}"
 # ------------------------------------------------------------------ 5. host overhead
 if "$PY" -m fastconv bench --help 2>/dev/null | grep -q -- '--overhead'; then
     STEP_LOG=$OUT/overhead.txt run "host overhead" 90 "$PY" -m fastconv bench --overhead
+    rc=$?
+    ((rc == 125)) && echo "SKIPPED: the budget of ${BUDGET}s is spent" >"$OUT/overhead.txt"
     cat "$OUT/overhead.txt" >>"$LOG"
+    echo "exit status: $rc" >>"$OUT/overhead.txt"
 else
     log "host overhead: SKIPPED, this fastconv bench has no --overhead"
     echo "SKIPPED: fastconv bench has no --overhead" >"$OUT/overhead.txt"
@@ -261,6 +268,6 @@ fi
 # ------------------------------------------------------------------ 7. summary, last
 log "done in $((SECONDS - START))s; summary:"
 timeout 60 "$PY" -m fastconv.bench.gpu_run summary "$CSV" --tma "$OUT/tma_check.txt" \
-    --overhead "$OUT/overhead.txt" --out "$OUT/summary.txt" 2>>"$LOG" \
+    --overhead "$OUT/overhead.txt" --env "$OUT/env.txt" --out "$OUT/summary.txt" 2>>"$LOG" \
     || echo "summary failed: see $LOG"
 rm -rf "$WORK"

@@ -403,6 +403,18 @@ def test_summary_reads_the_tma_and_overhead_files(tmp_path):
     assert any("480.1" in line for line in G.overhead_lines(str(over)))
 
 
+def test_summary_shows_the_measured_ceilings(tmp_path):
+    env = tmp_path / "env.txt"
+    env.write_text("torch 2.11.0\ndevice NVIDIA H200, sm_90, 132 SMs, 140 GiB, L2 60 MiB\n"
+                   "measured device copy: 4260 GB/s (read + write, 512 MiB)\n"
+                   "measured bf16 matmul 8192^3: 711 TFLOP/s\n")
+    assert G.env_lines(str(env)) == [
+        "device NVIDIA H200, sm_90, 132 SMs, 140 GiB, L2 60 MiB",
+        "measured device copy: 4260 GB/s (read + write, 512 MiB)",
+        "measured bf16 matmul 8192^3: 711 TFLOP/s"]
+    assert G.env_lines(str(tmp_path / "none.txt")) == []
+
+
 def test_summary_command_without_a_csv(tmp_path, capsys):
     assert G.main(["summary", str(tmp_path / "missing.csv"), "--out",
                    str(tmp_path / "s.txt")]) == 0

@@ -53,8 +53,8 @@ def env_report(measure: bool = True) -> List[str]:
         lines.append(f"torchvision {torchvision.__version__}")
     except ImportError:
         lines.append("torchvision: not installed")
-    lines += [f"cuda {torch.version.cuda}",
-              f"cudnn {torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None}",
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    lines += [f"cuda {torch.version.cuda}", f"cudnn {cudnn}",
               f"fastconv {getattr(fastconv, '__version__', '?')} from "
               f"{os.path.dirname(fastconv.__file__)}"]
     lines += [f"{k}={v}" for k, v in sorted(os.environ.items())
@@ -63,8 +63,9 @@ def env_report(measure: bool = True) -> List[str]:
         lines.append("device: no CUDA device")
         return lines
     p = torch.cuda.get_device_properties(0)
+    l2 = getattr(p, "L2_cache_size", 0) / 2**20
     lines.append(f"device {p.name}, sm_{p.major}{p.minor}, {p.multi_processor_count} SMs, "
-                 f"{p.total_memory / 2**30:.0f} GiB, L2 {getattr(p, 'L2_cache_size', 0) / 2**20:.0f} MiB")
+                 f"{p.total_memory / 2**30:.0f} GiB, L2 {l2:.0f} MiB")
     if measure:
         lines += measured_ceilings()
     return lines
@@ -303,6 +304,15 @@ def overhead_lines(path: Optional[str]) -> List[str]:
         [f"  {line}" for line in rows[:8]]
 
 
+def env_lines(path: Optional[str]) -> List[str]:
+    """The device and measured-ceiling lines of env.txt (the roofline columns use the
+    datasheet's peaks; these say how far the card itself gets)."""
+    if not path or not os.path.exists(path):
+        return []
+    return [line.strip() for line in Path(path).read_text(errors="replace").splitlines()
+            if line.startswith(("device ", "measured ", "ceilings not measured"))]
+
+
 def summary(args) -> int:
     paths = [p for p in args.csv if os.path.exists(p)]
     lines = ["=" * 30 + " fastconv GPU run: summary " + "=" * 30]
@@ -310,6 +320,7 @@ def summary(args) -> int:
         lines.append(f"no results CSV ({', '.join(args.csv)})")
     else:
         lines += summary_lines(read_rows(paths))
+    lines += env_lines(args.env)
     lines += tma_lines(args.tma)
     if args.overhead:
         lines += overhead_lines(args.overhead)
@@ -335,6 +346,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("summary", help="the short table of a run's CSV")
     p.add_argument("csv", nargs="+")
     p.add_argument("--tma", help="the TMA check's output file")
+    p.add_argument("--env", help="env.txt: its device and measured-ceiling lines")
     p.add_argument("--overhead", help="fastconv bench --overhead's output file")
     p.add_argument("--out", help="also write the summary to this file")
     args = parser.parse_args(argv)
