@@ -12,9 +12,10 @@ For each variant the harness builds
   kernel (cuDNN off), and torchvision's RoI kernels;
 
 then compares their outputs on the first input set, times each with
-``triton.testing.do_bench`` (median, after a warm-up) and turns the times into a
-:class:`BenchRow`: ms, TFLOP/s, GB/s, speedup over the faster baseline and the fraction of the
-roofline floor (:mod:`fastconv.bench.roofline`).
+``triton.testing.do_bench`` (median, after a warm-up: the eager time) and, on a GPU, as calls
+captured in a CUDA graph and replayed (the GPU time, :mod:`fastconv.bench.gpu_time`), and turns
+the times into a :class:`BenchRow`: ms, TFLOP/s, GB/s, speedup over the faster baseline and the
+fraction of the roofline floor (:mod:`fastconv.bench.roofline`), for each of the two times.
 
 Dry mode (``dry=True``) is how the harness is tested without a GPU: the cases are shrunk to tiny
 shapes (:func:`shrink`), the kernels run under Triton's interpreter and each contender is timed
@@ -715,8 +716,7 @@ def measure(case: Union[Case, E2ECase], dtype: torch.dtype, layout: str, directi
     # the worst agreement over the baselines: each one must agree
     row.rel_err = max(errs) if all(e == e for e in errs) else math.nan
     row.result = "ok" if row.rel_err <= row.tolerance else "MISMATCH"
-    _gpu_times(row, fast, baselines, [ms for ms, _ in timed], device, env, dtype, tf32,
-               gpu_timer)
+    _gpu_times(row, fast, baselines, [ms for ms, _ in timed], device, env, gpu_timer)
     return _kept(row)
 
 
@@ -741,7 +741,6 @@ def _kept(row: BenchRow) -> BenchRow:
 
 def _gpu_times(row: BenchRow, fast: Contender, baselines: List[Contender],
                baseline_eager_ms: List[float], device: torch.device, env: Environment,
-               dtype: torch.dtype, tf32: bool,
                gpu_timer: Optional[Callable[[Contender, float], float]]) -> None:
     """Fill the GPU-time columns of ``row`` (after its eager ones): each contender's GPU time,
     the faster baseline's, the speedup and fastconv's TFLOP/s, GB/s and fractions of the
