@@ -12,9 +12,10 @@ For each variant the harness builds
   kernel (cuDNN off), and torchvision's RoI kernels;
 
 then compares their outputs on the first input set, times each with
-``triton.testing.do_bench`` (median, after a warm-up) and turns the times into a
-:class:`BenchRow`: ms, TFLOP/s, GB/s, speedup over the faster baseline and the fraction of the
-roofline floor (:mod:`fastconv.bench.roofline`).
+``triton.testing.do_bench`` (median, after a warm-up: the eager time) and, on a GPU, as calls
+captured in a CUDA graph and replayed (the GPU time, :mod:`fastconv.bench.gpu_time`), and turns
+the times into a :class:`BenchRow`: ms, TFLOP/s, GB/s, speedup over the faster baseline and the
+fraction of the roofline floor (:mod:`fastconv.bench.roofline`), for each of the two times.
 
 Dry mode (``dry=True``) is how the harness is tested without a GPU: the cases are shrunk to tiny
 shapes (:func:`shrink`), the kernels run under Triton's interpreter and each contender is timed
@@ -29,6 +30,7 @@ import contextlib
 import datetime
 import itertools
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple, Union
@@ -54,8 +56,10 @@ E2E_MODES = ("inference", "train_step")
 # largest layers (VGG's first convolutions at batch 32) still fit beside their gradients.
 ROTATION_BYTES = 128 * 2**20
 MIN_SETS, MAX_SETS = 2, 8
-# do_bench's budgets (ms of GPU time) for warm-up and for the timed repetitions
-WARMUP_MS, REP_MS = 25, 100
+# do_bench's budgets (ms of GPU time) for warm-up and for the timed repetitions; a run short of
+# time (benchmarks/gpu_run.sh) lowers them through the environment
+WARMUP_MS = int(os.environ.get("FASTCONV_BENCH_WARMUP_MS", "25"))
+REP_MS = int(os.environ.get("FASTCONV_BENCH_REP_MS", "100"))
 
 # dry mode's tiny shapes
 DRY_CHANNELS = 16
@@ -98,6 +102,12 @@ class BenchRow:
     baseline_ms: float = math.nan
     baselines: str = ""         # every baseline timed: "name=ms;name=ms"
     speedup: float = math.nan   # baseline_ms / fastconv_ms: > 1 when fastconv is faster
+    # GPU time: the calls captured in a CUDA graph and replayed (fastconv.bench.gpu_time), no
+    # host overhead; the four columns above are the eager time. NaN where not measured.
+    fastconv_gpu_ms: float = math.nan
+    baseline_gpu_ms: float = math.nan    # the baseline fastest on GPU time
+    baselines_gpu: str = ""     # every baseline's GPU time: "name=ms;name=ms"
+    gpu_speedup: float = math.nan        # baseline_gpu_ms / fastconv_gpu_ms
     tflops: float = math.nan    # fastconv's FLOP/s, in 1e12
     gbps: float = math.nan      # the case's minimum bytes over fastconv's time, in 1e9 B/s
     flops: int = 0
@@ -105,10 +115,16 @@ class BenchRow:
     floor_ms: float = math.nan  # the roofline floor of the case on peak_gpu
     floor_fraction: float = math.nan   # floor_ms / fastconv_ms (1.0: at the roofline)
     bound: str = ""             # compute | memory
+    gpu_tflops: float = math.nan         # flops / fastconv_gpu_ms
+    gpu_gbps: float = math.nan           # min_bytes / fastconv_gpu_ms
+    gpu_floor_fraction: float = math.nan  # floor_ms / fastconv_gpu_ms
+    mem_floor_ms: float = math.nan       # the memory floor: min_bytes / peak bandwidth
+    gpu_mem_floor_fraction: float = math.nan  # mem_floor_ms / fastconv_gpu_ms
     rel_err: float = math.nan   # worst ||fastconv - baseline|| / ||baseline|| over outputs
     tolerance: float = math.nan
     result: str = ""            # ok | MISMATCH | error
     error: str = ""
+    gpu_note: str = ""          # why the GPU-time columns are empty, where they are
     # where and when
     mode: str = ""              # gpu | dry (tiny shapes, interpreter or one host-timed call)
     device: str = ""
@@ -326,6 +342,9 @@ class Contender:
     fn: Callable[[], Any]
     first: Callable[[], List[torch.Tensor]]
     context: Callable[[], ContextManager] = contextlib.nullcontext
+    # a fresh rotating call like ``fn``, its autograd graphs (backward) built on the current
+    # stream: what a CUDA graph captures (fastconv.bench.gpu_time); None: ``fn`` itself
+    rotating: Optional[Callable[[], Callable[[], Any]]] = None
 
 
 def _as_list(out) -> List[torch.Tensor]:
@@ -459,12 +478,17 @@ def contenders(case: Case, dtype: torch.dtype, layout: str, direction: str,
         if case.depthwise:
             refs.append(("torch-native", ref_fwd, _cudnn(False)))
 
+    def rotating(fwd):
+        return lambda: _runner(fwd, inputs, direction, wrt)[0]
+
     with fast_context():
-        fast = Contender("fastconv", *_runner(fast_fwd, inputs, direction, wrt), fast_context)
+        fast = Contender("fastconv", *_runner(fast_fwd, inputs, direction, wrt), fast_context,
+                         rotating(fast_fwd))
     baselines = []
     for name, fwd, context in refs:
         with context():
-            baselines.append(Contender(name, *_runner(fwd, inputs, direction, wrt), context))
+            baselines.append(Contender(name, *_runner(fwd, inputs, direction, wrt), context,
+                                       rotating(fwd)))
     return fast, baselines
 
 
@@ -608,10 +632,16 @@ def tolerance(dtype: torch.dtype, tf32: bool, e2e: bool = False) -> float:
 def measure(case: Union[Case, E2ECase], dtype: torch.dtype, layout: str, direction: str,
             device: Union[str, torch.device], env: Environment, dry: bool = False,
             sets: Optional[int] = None,
-            guard: Optional[Callable[[], ContextManager]] = None) -> BenchRow:
+            guard: Optional[Callable[[], ContextManager]] = None,
+            gpu_timer: Optional[Callable[[Contender, float], float]] = None) -> BenchRow:
     """Build, compare and time one variant; its :class:`BenchRow`. A failure of either side is
     recorded in the row (``result="error"``) rather than raised, so one bad case does not end
     a long run.
+
+    Each contender is timed twice: eager time (:func:`time_ms`) and then GPU time, its calls
+    captured in a CUDA graph and replayed (:mod:`fastconv.bench.gpu_time`). Where no graph can
+    be captured (on the CPU, under Triton's interpreter) the GPU-time columns stay NaN and
+    ``gpu_note`` says why; a failed capture does the same and leaves the eager result standing.
 
     Args:
         case: the case at the size to run (:func:`shrink` it first in dry mode), or an
@@ -619,6 +649,8 @@ def measure(case: Union[Case, E2ECase], dtype: torch.dtype, layout: str, directi
         dtype, layout, direction, device, sets, guard: as for :func:`contenders`.
         env: from :func:`environment`.
         dry: time one call on a host clock instead of ``do_bench``.
+        gpu_timer: ``gpu_timer(contender, eager_ms)`` returns its GPU time in ms (default on a
+            CUDA device :func:`fastconv.bench.gpu_time.contender_gpu_ms`; elsewhere none).
     """
     device = torch.device(device)
     e2e = isinstance(case, E2ECase)
@@ -669,7 +701,7 @@ def measure(case: Union[Case, E2ECase], dtype: torch.dtype, layout: str, directi
         _synchronize(device)
     except Exception as exc:  # noqa: BLE001 - reported in the row, the run goes on
         row.result, row.error = "error", f"{type(exc).__name__}: {exc}"[:300]
-        return row
+        return _kept(row)
     row.baseline_ms, row.baseline = min(timed)
     row.baselines = ";".join(f"{name}={ms:.4g}" for ms, name in timed)
     row.speedup = row.baseline_ms / row.fastconv_ms
@@ -684,7 +716,71 @@ def measure(case: Union[Case, E2ECase], dtype: torch.dtype, layout: str, directi
     # the worst agreement over the baselines: each one must agree
     row.rel_err = max(errs) if all(e == e for e in errs) else math.nan
     row.result = "ok" if row.rel_err <= row.tolerance else "MISMATCH"
+    _gpu_times(row, fast, baselines, [ms for ms, _ in timed], device, env, gpu_timer)
+    return _kept(row)
+
+
+# each row, as soon as it is measured, appended to this CSV (benchmarks/gpu_run.sh sets it, so
+# that a run cut short by its timeout still leaves the rows it measured)
+PARTIAL_CSV_ENV = "FASTCONV_BENCH_PARTIAL_CSV"
+
+
+def _kept(row: BenchRow) -> BenchRow:
+    path = os.environ.get(PARTIAL_CSV_ENV)
+    if path:
+        import csv
+
+        new = not os.path.exists(path) or os.path.getsize(path) == 0
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row.as_dict())
     return row
+
+
+def _gpu_times(row: BenchRow, fast: Contender, baselines: List[Contender],
+               baseline_eager_ms: List[float], device: torch.device, env: Environment,
+               gpu_timer: Optional[Callable[[Contender, float], float]]) -> None:
+    """Fill the GPU-time columns of ``row`` (after its eager ones): each contender's GPU time,
+    the faster baseline's, the speedup and fastconv's TFLOP/s, GB/s and fractions of the
+    floors on that time. A contender whose graph fails has NaN and a word in ``gpu_note``."""
+    if row.min_bytes:
+        row.mem_floor_ms = row.min_bytes / env.peak.bandwidth * 1e3
+    if gpu_timer is None:
+        if device.type != "cuda" or INTERPRETING:
+            row.gpu_note = "no CUDA graph off the GPU"
+            return
+        from fastconv.bench.gpu_time import contender_gpu_ms
+        gpu_timer = contender_gpu_ms
+    notes = []
+
+    def timed(contender: Contender, eager_ms: float) -> float:
+        try:
+            with contender.context():
+                ms = gpu_timer(contender, eager_ms)
+            _synchronize(device)
+            return ms
+        except Exception as exc:  # noqa: BLE001 - reported in the row, the run goes on
+            notes.append(f"{contender.name}: {type(exc).__name__}: {exc}"[:150])
+            return math.nan
+
+    row.fastconv_gpu_ms = timed(fast, row.fastconv_ms)
+    times = [(timed(b, ms), b.name) for b, ms in zip(baselines, baseline_eager_ms)]
+    row.baselines_gpu = ";".join(f"{name}={ms:.4g}" for ms, name in times)
+    finite = [t for t in times if t[0] == t[0]]
+    if finite:
+        row.baseline_gpu_ms = min(finite)[0]
+    row.gpu_note = "; ".join(notes)
+    ms = row.fastconv_gpu_ms
+    if not (ms > 0 and math.isfinite(ms)):
+        return
+    row.gpu_speedup = row.baseline_gpu_ms / ms
+    row.gpu_tflops = row.flops / ms / 1e9
+    if row.min_bytes:
+        row.gpu_gbps = row.min_bytes / ms / 1e6
+        row.gpu_floor_fraction = row.floor_ms / ms
+        row.gpu_mem_floor_fraction = row.mem_floor_ms / ms
 
 
 __all__ = ["BenchRow", "COLUMNS", "Contender", "E2ECase", "E2E_MODELS", "E2E_MODES",

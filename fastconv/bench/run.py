@@ -327,6 +327,9 @@ def run(args) -> int:
         speedups = [r.speedup for r in group_rows if r.result == "ok"]
         console.print(f"{group}: geometric-mean speedup {_num(geomean(speedups), '.2f')} "
                       f"over {len(speedups)} variant(s)", highlight=False)
+    # GPU time (CUDA graph replay) beside the eager time (fastconv.bench.gpu_time)
+    from fastconv.bench.gpu_time import print_gpu_times
+    print_gpu_times(console, rows, dry)
     console.print(f"device: {env.device}; torch {env.torch}, triton {env.triton}, "
                   f"CUDA {env.cuda or '-'}; roofline peaks of {env.peak.name}", highlight=False)
 
