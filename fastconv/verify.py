@@ -20,12 +20,13 @@ import torchvision
 
 import fastconv
 import fastconv.models as models
+from fastconv.numerics import AGREEMENT, rel_err
 from fastconv.ops import INTERPRETING
 from fastconv.ops.interpreter_speed import whole_model
 
 # Model-level tolerances on the relative error: looser than one op's (DESIGN.md) because the
 # rounding of tens of layers in sequence adds up; TF32 is switched off for float32.
-TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2, torch.float64: 1e-10}
+TOLERANCE = AGREEMENT
 
 # What `fastconv verify` checks by default under the interpreter, where the whole zoo takes
 # about 18 minutes on two cores: one small model per family of layers and kernels, with the
@@ -105,13 +106,6 @@ class VerifyResult:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed}
-
-
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    out, ref = out.detach().double(), ref.detach().double()
-    den = ref.norm().item()
-    num = (out - ref).norm().item()
-    return num / den if den > 0 else num
 
 
 def backend_name(device: torch.device) -> str:

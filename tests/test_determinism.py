@@ -268,16 +268,3 @@ def test_ordered_roi_backward_gives_the_same_bits_in_any_bands(name, rows, monke
         banded, _ = _gradients(name, seed=2)
     assert torch.equal(whole[0], banded[0]), (whole[0] - banded[0]).abs().max()
     assert_rel_close(banded[0], ref[0], torch.float32, f"{name} gradient, bands of {rows}")
-
-
-def test_ordered_roi_backward_bands_fill_the_sms(monkeypatch):
-    """On a GPU the bands give detectron2's backward (1 x 512 x 256 x 256, one image, 4 tiles
-    of 128 channels) a program per SM; many images need no bands."""
-    cfg = roi_launch.roi_tile(512, 49, ordered=True, device="cpu")
-    assert cfg.block_m == 1
-    monkeypatch.setattr(plan, "INTERPRETING", False)  # plans for a GPU from here on
-    cfg = roi_launch.roi_tile(512, 49, ordered=True)
-    rows, bands = roi_launch.ordered_bands(1, 512, 256, cfg, None)
-    assert 4 * bands >= plan.sm_count(None) and (bands - 1) * rows < 256 <= bands * rows
-    assert roi_launch.ordered_bands(64, 512, 256, cfg, None) == (256, 1)
-    assert roi_launch.ordered_bands(1, 512, 1, cfg, None) == (1, 1)

@@ -9,13 +9,13 @@ of real layers without a GPU (``plan.INTERPRETING`` patched off; nothing is laun
 import pytest
 import torch
 import torch.nn.functional as F
-import triton
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv.functional as FC
 from fastconv.functional.explain import explain
-from fastconv.kernels.configs import SMALL_TILE, SPLIT_REDUCE_CONFIG
+from fastconv.kernels.configs import SPLIT_REDUCE_CONFIG
 from fastconv.conv import autotune
 from fastconv.conv import launch as conv2d_launch
 from fastconv.conv import plan as P
@@ -205,116 +205,6 @@ def gpu_plan(monkeypatch):
     """Plans as on a GPU with 132 SMs (an H100, the plan's default without a device)."""
     monkeypatch.setattr(P, "INTERPRETING", False)
     return lambda direction, pb: plan_conv2d(direction, pb)
-
-
-# ResNet-50's layers as (N, C, H=W, K, R): the 7x7 stage's 3x3 and 1x1 convolutions, a 14x14
-# 3x3 and a 56x56 1x1
-RESNET = {"layer4.conv2": (512, 7, 512, 3), "layer4.conv3": (512, 7, 2048, 1),
-          "layer4.conv1": (2048, 7, 512, 1), "layer3.conv2": (256, 14, 256, 3),
-          "layer1.conv1": (64, 56, 64, 1)}
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
-@pytest.mark.parametrize("direction", ["fprop", "dgrad"])
-def test_batch1_7x7_layers_fill_the_gpu(gpu_plan, direction, dtype):
-    for name in ("layer4.conv2", "layer4.conv3", "layer4.conv1"):
-        c, hw, k, r = RESNET[name]
-        pb = _layer(1, c, hw, k, r, dtype)
-        plan = gpu_plan(direction, pb)
-        tiles = P.pixel_tiles(direction, plan.family, pb, plan.config)
-        assert tiles < 132, name  # what split-K is for
-        assert plan.split > 1 and tiles * plan.split >= 132, (name, tiles, plan.split)
-        assert plan.split <= P.MAX_SPLIT_K
-        # split-K, not a small tile: the long reduction keeps a tile's reuse
-        assert plan.config.block_m * plan.config.block_n >= SMALL_TILE, name
-        steps = P.reduction_steps(direction, plan.family, pb, plan.config)
-        per_split = triton.cdiv(steps, plan.split)
-        # every split at least MIN_SPLIT_STEPS long (the last may be shorter), none empty
-        assert per_split >= P.MIN_SPLIT_STEPS and (plan.split - 1) * per_split < steps
-        assert "split-K" in plan.reason and f"{tiles} output tiles for 132 SMs" in plan.reason
-
-
-@pytest.mark.parametrize("name", sorted(RESNET))
-@pytest.mark.parametrize("direction", ["fprop", "dgrad"])
-def test_batch32_layers_are_not_split(gpu_plan, direction, name):
-    c, hw, k, r = RESNET[name]
-    plan = gpu_plan(direction, _layer(32, c, hw, k, r))
-    assert plan.split == 1 and "split" not in plan.reason
-
-
-@pytest.mark.parametrize("direction", ["fprop", "dgrad", "wgrad"])
-def test_short_reductions_take_a_small_tile(gpu_plan, direction):
-    """Batch-1 layers that split-K cannot fill: MobileNetV2's 1x1 projection 144 -> 32 at
-    28x28 (5 reduction blocks; 32x32 tiles give 25 programs) and its 960-channel depthwise 3x3
-    at 7x7 (the direct family; 16x64 tiles give 60). A small tile gives each about 4x more.
-    (The depthwise weight gradient already has 135 programs of 16x64: 15 channel tiles by 9
-    taps.)"""
-    layers = [_layer(1, 144, 28, 32, 1)]
-    if direction != "wgrad":
-        layers.append(_layer(1, 960, 7, 960, 3, groups=960))
-    for pb in layers:
-        plan = gpu_plan(direction, pb)
-        cfg = plan.config
-        assert cfg.block_m * cfg.block_n < SMALL_TILE, (pb, cfg)
-        assert cfg in P.config_table(plan.family, False)[direction]["16"]
-        if direction == "wgrad":
-            got = P.wgrad_tiles(plan.family, pb, cfg) * plan.split
-        else:
-            got = P.pixel_tiles(direction, plan.family, pb, cfg) * plan.split
-        assert got >= 96, (pb, cfg, got)
-
-
-def test_the_smallest_tiles_fill_what_the_others_leave_idle(gpu_plan):
-    """MobileNetV2's 1x1 projection 192 -> 64 at 14x14: 16x16 tiles give 52 programs, and its
-    6 reduction steps of 32 cannot split (fewer than MIN_SPLIT_STEPS each); 12 steps of 16 split
-    3 ways, 156 programs. ShuffleNet's 232-channel depthwise 3x3 at 7x7 (direct, never split):
-    16x16 gives 60 programs, 8x8 203."""
-    plan = gpu_plan("fprop", _layer(1, 192, 14, 64, 1))
-    cfg = plan.config
-    assert (cfg.block_m, cfg.block_n, cfg.block_k) == (16, 16, 16) and plan.split == 3
-    assert P.pixel_tiles("fprop", plan.family, _layer(1, 192, 14, 64, 1), cfg) == 52
-    wide = P.TileConfig(16, 16, 32, 1, 2)
-    assert P.gemm_split("fprop", plan.family, _layer(1, 192, 14, 64, 1), wide, None) == 1
-    for direction in ("fprop", "dgrad"):
-        pb = _layer(1, 232, 7, 232, 3, groups=232)
-        plan = gpu_plan(direction, pb)
-        assert plan.family == "direct" and plan.split == 1
-        assert (plan.config.block_m, plan.config.block_n) == (8, 8), direction
-        assert P.pixel_tiles(direction, "direct", pb, plan.config) == 7 * 29
-
-
-def test_the_last_resort_splits_a_small_tile_into_shorter_ranges(gpu_plan):
-    """ShuffleNet's 1x1 24 -> 58 at 28x28. Input gradient: 16x16 tiles give 49 x 2 = 98
-    programs and its 58 channels are 4 steps of 16, one range of MIN_SPLIT_STEPS; as the last
-    resort 2 ranges of 2 steps, 196 programs. Weight gradient: 8 tiles of 58x24, the 784 pixels
-    in 13 ranges of 4 steps give 104; the fewest ranges of at least 2 steps that fill: 17."""
-    pb = _layer(1, 24, 28, 58, 1)
-    plan = gpu_plan("dgrad", pb)
-    cfg = plan.config
-    assert (cfg.block_m, cfg.block_n, cfg.block_k, plan.split) == (16, 16, 16, 2)
-    assert P.gemm_split("dgrad", plan.family, pb, cfg, None) == 1  # the usual rule: no split
-    assert P.pixel_tiles("dgrad", plan.family, pb, cfg) * plan.split == 196
-    plan = gpu_plan("wgrad", pb)
-    assert P.wgrad_split(plan.family, pb, plan.config, None) == 13
-    assert plan.split == 17 and P.wgrad_tiles(plan.family, pb, plan.config) == 8
-    # a small tile that fills without it keeps its usual split (MobileNetV2's 192 -> 64)
-    assert gpu_plan("fprop", _layer(1, 192, 14, 64, 1)).split == 3
-    # and large tiles never take it: ResNet-50's 7x7 stage at batch 1 splits as before
-    big = gpu_plan("fprop", _layer(1, 512, 7, 512, 3))
-    assert big.config.block_m * big.config.block_n >= SMALL_TILE
-    assert big.split == P.gemm_split("fprop", big.family, _layer(1, 512, 7, 512, 3),
-                                     big.config, None)
-
-
-@pytest.mark.parametrize("direction", ["fprop", "dgrad", "wgrad"])
-def test_batch32_layers_keep_large_tiles(gpu_plan, direction):
-    for pb in [_layer(32, c, hw, k, r) for c, hw, k, r in RESNET.values()] + \
-            [_layer(32, 144, 56, 144, 3, groups=144)]:
-        cfg = gpu_plan(direction, pb).config
-        assert cfg.block_m * cfg.block_n >= SMALL_TILE, (direction, pb, cfg)
-    # the direct weight gradient tiles pixels by channels: 16x64, the first that fills
-    cfg = gpu_plan("wgrad", _layer(32, 144, 56, 144, 3, groups=144)).config
-    assert cfg == P.config_table("direct", False)["wgrad"]["16"][0]
 
 
 def test_the_split_respects_its_limits(gpu_plan, monkeypatch):

@@ -20,21 +20,15 @@ import torch.nn.functional as F
 from fastconv.bench.tma_report import LAYERS
 from fastconv.kernels.configs import TMA_CONFIGS
 from fastconv.conv.tma_launch import conv2d_fprop_tma, tma_fprop_eligible
+from fastconv.numerics import OP_TOLERANCE, rel_err
 
 # (name, N, C, H, W, K, R, S, stride, pad, groups)
 CHECK_LAYERS = tuple(layer + (1,) for layer in LAYERS) + (
     ("resnext 256->256 3x3 g32 28x28", 32, 256, 28, 28, 256, 3, 3, 1, 1, 32),
 )
 FIELDS = ("layer", "dtype", "tile", "rel_err", "tma_ms", "cudnn_ms", "speedup", "tma_tflops")
-# relative error against float64 (DESIGN.md, Numerics)
-TOL = {torch.float16: 2e-3, torch.bfloat16: 1e-2}
-
-
-def _rel_err(out, ref):
-    out, ref = out.double(), ref.double()
-    if torch.isnan(out).any():
-        return float("inf")
-    return ((out - ref).norm() / ref.norm()).item()
+# relative error against float64 (fastconv.numerics)
+TOL = OP_TOLERANCE
 
 
 def halo_is_zero(device, dtype=torch.float16, config=None) -> bool:
@@ -84,7 +78,7 @@ def check(device="cuda", layers=CHECK_LAYERS, configs=None, dtypes=(torch.bfloat
                 run()
                 row = dict(layer=name, dtype=str(dtype).replace("torch.", ""),
                            tile=f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k}",
-                           rel_err=f"{_rel_err(y, ref):.2e}")
+                           rel_err=f"{rel_err(y, ref):.2e}")
                 if time:
                     ms = triton.testing.do_bench_cudagraph(run)
                     row.update(tma_ms=f"{ms:.4f}", cudnn_ms=f"{cudnn_ms:.4f}",
