@@ -258,7 +258,7 @@ def cmd_summary(args) -> int:
 
 
 def cmd_compile_report(args) -> int:
-    argv = ["--arch", args.arch, "--jobs", str(args.jobs)]
+    argv = ["--arch", args.arch, "--jobs", str(args.jobs)] + (["--wide"] if args.wide else [])
     if args.csv:
         argv += ["--csv", args.csv]
     if not args.cases:
@@ -372,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default="sm_90", choices=["sm_90", "sm_80"])
     p.add_argument("--csv", help="also write the table to this CSV file")
     p.add_argument("--jobs", type=int, default=2, help="compiler processes (default: 2)")
+    p.add_argument("--wide", action="store_true",
+                   help="every column in the table (the default fits 120 columns)")
     p.add_argument("--cases", action="store_true",
                    help="per benchmark case, dtype, layout and pass: the launch the dispatcher "
                         "picks, compiled, with programs, waves and the roofline floor "

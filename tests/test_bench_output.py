@@ -100,3 +100,31 @@ def test_dry_run_writes_to_a_temporary_directory(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "benchmarks").exists(), "a dry run wrote into the working directory"
     written = re.search(r"results written to\s+(\S+)", out.replace("\n", " ")).group(1)
     assert os.path.isfile(written) and not written.startswith(str(tmp_path))
+
+
+def _compile_row(**over):
+    from fastconv.bench.compile_report import ROW_FIELDS
+    row = dict.fromkeys(ROW_FIELDS, "")
+    row.update(kernel="conv2d_wgrad_direct_kernel", direction="wgrad", family="direct",
+               dtype="bfloat16", block_m=128, block_n=64, block_k=32, num_warps=8,
+               num_stages=3, flags="ACC_FP64=0 INDEX_64=1 DOT_IN_FP32=0 ALLOW_TF32=0 SPLIT_K=1",
+               arch="sm_90", registers=168, stack=0, shared=73728,
+               tensor_cores="wgmma.m64n64k16", global_loads="16 8 4", occupancy_warps=16,
+               occupancy_limit="registers", error="")
+    row.update(over)
+    return row
+
+
+def test_compile_report_table_fits_120_columns(capsys):
+    """The default compile-report table fits 120 columns without folding a kernel name;
+    --wide shows every column."""
+    from fastconv.bench import compile_report
+    rows = [_compile_row(), _compile_row(kernel="conv2d_fprop_igemm_kernel",
+                                         error="CompilationError: " + "x" * 300)]
+    compile_report.print_table(rows)
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= 120
+    assert any("wgrad_direct" in line for line in lines)  # not folded mid-name
+    assert not any("occupancy" in line for line in lines)
+    compile_report.print_table(rows, wide=True)
+    assert any("occupancy" in line for line in capsys.readouterr().out.splitlines())

@@ -414,8 +414,9 @@ def _cell(r: dict) -> str:
                                                  and float(r["waves"]) < 1 else text)
 
 
-def print_table(rows: List[dict], dtype: str, layout: str) -> None:
-    """One line per case at one dtype and layout: each pass's launch, and the case's floor."""
+def print_table(rows: List[dict], dtype: str, layout: str, wide: bool = False) -> None:
+    """One line per case at one dtype and layout: each pass's launch, and the case's floor;
+    register counts, tensor cores and load widths only when ``wide`` (the CSV has them)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -429,8 +430,10 @@ def print_table(rows: List[dict], dtype: str, layout: str) -> None:
                           "or spill")
     has_loads = any(r["global_loads"] for r in view)
     columns = [("case", "left"), ("GFLOP", "right"), ("floor µs", "right"), ("bound", "left"),
-               ("pass 1", "left"), ("pass 2", "left"), ("pass 3", "left"), ("regs", "right"),
-               ("tensor cores", "left")] + ([("loads (bytes)", "left")] if has_loads else [])
+               ("pass 1", "left"), ("pass 2", "left"), ("pass 3", "left")]
+    if wide:
+        columns += [("regs", "right"), ("tensor cores", "left")] + \
+            ([("loads (bytes)", "left")] if has_loads else [])
     for col, justify in columns:
         table.add_column(col, justify=justify, overflow="fold")
     by_case = {}
@@ -442,12 +445,12 @@ def print_table(rows: List[dict], dtype: str, layout: str) -> None:
         cores = sorted({r["tensor_cores"] for r in rs if r["tensor_cores"]})
         loads = sorted({r["global_loads"] for r in rs if r["global_loads"]})
         cells = [f'{r["pass"]}: {_cell(r)}' for r in rs] + [""] * (3 - len(rs))
+        extra = [str(regs), " ".join(cores) or "-"] + ([" | ".join(loads)] if has_loads else [])
         table.add_row(name, f'{first["flops"] / 1e9:.2f}', f'{first["floor_us"]:.1f}',
-                      first["bound"], *cells[:3], str(regs), " ".join(cores) or "-",
-                      *([" | ".join(loads)] if has_loads else []))
+                      first["bound"], *cells[:3], *(extra if wide else []))
     console = Console()
     if not console.is_terminal:
-        console = Console(width=220)
+        console = Console(width=220 if wide else 120)
     console.print(table)
 
 
@@ -494,6 +497,8 @@ def add_arguments(parser: argparse.ArgumentParser, arch: bool = True) -> None:
                         help="layouts (default: both)")
     parser.add_argument("--passes", nargs="+", choices=CONV_PASSES + ROI_PASSES,
                         help="passes (default: all)")
+    parser.add_argument("--wide", action="store_true",
+                        help="registers, tensor cores and load widths in the table too")
     parser.add_argument("--table", choices=["cases", "none"], default="cases",
                         help="print one line per case at --view-dtype/--view-layout (default), "
                              "or only the summary")
@@ -520,7 +525,7 @@ def run(args) -> int:
                                     specialise=args.specialise,
                                     progress=lambda line: print(line, flush=True))
     if args.table == "cases":
-        print_table(rows, args.view_dtype, args.view_layout)
+        print_table(rows, args.view_dtype, args.view_layout, wide=args.wide)
     if args.csv:
         write_csv(rows, args.csv)
     s = summary(rows, distinct)

@@ -614,33 +614,40 @@ def write_csv(rows: List[dict], path: str) -> None:
         writer.writerows(rows)
 
 
-def print_table(rows: List[dict]) -> None:
-    """Print the rows as a rich table; failures in red."""
+# the default table's columns (120 terminal columns); --wide adds the rest, the CSV has all
+_WIDE_ONLY = ("flags", "loads (bytes)", "occupancy")
+
+
+def print_table(rows: List[dict], wide: bool = False) -> None:
+    """Print the rows as a rich table, failures in red: within 120 columns unless ``wide``."""
     from rich.console import Console
     from rich.table import Table
 
     arch = rows[0]["arch"] if rows else ""
     table = Table(title=f"fastconv kernels compiled for {arch}", show_lines=False)
-    for col, justify in (("kernel", "left"), ("dtype", "left"), ("tile MxNxK", "right"),
-                         ("warps", "right"), ("stages", "right"), ("flags", "left"),
-                         ("regs", "right"), ("stack", "right"), ("smem KB", "right"),
-                         ("tensor cores", "left"), ("loads (bytes)", "left"),
-                         ("occupancy", "right"), ("error", "left")):
-        table.add_column(col, justify=justify, overflow="fold")
+    columns = [("kernel", "left"), ("dtype", "left"), ("tile MxNxK", "right"),
+               ("warps", "right"), ("stages", "right"), ("flags", "left"), ("regs", "right"),
+               ("stack", "right"), ("smem KB", "right"), ("tensor cores", "left"),
+               ("loads (bytes)", "left"), ("occupancy", "right"), ("error", "left")]
+    keep = [wide or col not in _WIDE_ONLY for col, _ in columns]
+    for (col, justify), shown in zip(columns, keep):
+        if shown:
+            table.add_column(col, justify=justify, overflow="fold")
     for r in rows:
         on = [f.split("=")[0] for f in r["flags"].split() if f.endswith("=1")]
         tile = f'{r["block_m"]}x{r["block_n"]}' + (f'x{r["block_k"]}' if r["block_k"] else "")
         occ = f'{r["occupancy_warps"]}/64 ({r["occupancy_limit"]})' \
             if r["occupancy_warps"] != "" else ""
         smem = f'{r["shared"] / 1024:.1f}' if r["shared"] != "" else ""
-        table.add_row(r["kernel"].replace("_kernel", ""), r["dtype"], tile, str(r["num_warps"]),
-                      str(r["num_stages"]), " ".join(on) or "-", str(r["registers"]),
-                      str(r["stack"]), smem, r["tensor_cores"] or "-", r["global_loads"], occ,
-                      r["error"][:120],
+        cells = [r["kernel"].replace("_kernel", "").replace("conv2d_", ""), r["dtype"], tile,
+                 str(r["num_warps"]), str(r["num_stages"]), " ".join(on) or "-",
+                 str(r["registers"]), str(r["stack"]), smem, r["tensor_cores"] or "-",
+                 r["global_loads"], occ, r["error"][:120 if wide else 30]]
+        table.add_row(*[c for c, shown in zip(cells, keep) if shown],
                       style="red" if is_failure(r) else None)
     console = Console()
-    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
-        console = Console(width=200)
+    if not console.is_terminal:  # piped or captured: the width the table was made for
+        console = Console(width=200 if wide else 120)
     console.print(table)
 
 
@@ -666,6 +673,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--arch", default="sm_90", choices=[f"sm_{a}" for a in sorted(SM_LIMITS)])
     parser.add_argument("--csv", help="also write the rows to this CSV file")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--wide", action="store_true",
+                        help="every column in the table (flags, load widths, occupancy)")
     args = parser.parse_args(argv)
     if INTERPRETING:
         # @triton.jit already returned interpreted functions in this process: start afresh
@@ -673,7 +682,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     start = time.perf_counter()
     rows = compile_report(args.arch, jobs=args.jobs)
-    print_table(rows)
+    print_table(rows, wide=args.wide)
     if args.csv:
         write_csv(rows, args.csv)
     failures = [r for r in rows if is_failure(r)]
