@@ -315,3 +315,22 @@ def test_a_corrupt_tune_cache_file_is_named(monkeypatch, tmp_path):
     path.write_text("not json")
     with pytest.raises(RuntimeError, match="FASTCONV_TUNE_CACHE"):
         autotune.load(str(path))
+
+
+def test_a_launcher_that_refuses_its_arguments_falls_back_to_the_jit(monkeypatch):
+    """Should an installed Triton's compiled-kernel launcher take its arguments otherwise, the
+    launch goes through the JIT instead (once warned), and the result is the same."""
+    from fastconv.bench.overhead import _NoLaunch
+
+    def refuses(*args):
+        raise TypeError("function takes exactly 14 arguments")
+    monkeypatch.setattr(_NoLaunch, "run", staticmethod(refuses))
+    x, w = torch.randn(1, 16, 5, 5), torch.randn(16, 16, 3, 3)
+    with launches_as_no_ops():
+        FC.conv2d(x, w, padding=1)  # recorded: the JIT path, which keeps the stand-in
+        steps = [s for c in launch_cache.CACHES if isinstance(c, launch_cache.CallCache)
+                 for e in c.entries.values() for s in e.steps]
+        assert steps and all(s.compiled is not None for s in steps)
+        with pytest.warns(RuntimeWarning, match="compiled kernel failed"):
+            FC.conv2d(x, w, padding=1)
+        assert all(s.compiled is None for s in steps)

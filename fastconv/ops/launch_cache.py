@@ -20,7 +20,9 @@ key. Under Triton's interpreter there is no compiled kernel, and the launch goes
 """
 import collections
 import inspect
+import os
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -31,6 +33,15 @@ from fastconv.conv import plan as _plan
 
 
 _LAUNCH_OPTIONS = ("num_warps", "num_stages", "maxnreg", "num_ctas")
+# FASTCONV_LAUNCH=jit: every launch through Triton's JIT (a diagnostic: slower on the host)
+JIT_ONLY = os.environ.get("FASTCONV_LAUNCH", "") == "jit"
+_WARNED = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 @dataclass(frozen=True)
@@ -222,14 +233,23 @@ class _Step:
                 self.holes.append((i, slot))
                 self.args[i] = None
         self.compiled = None  # (run, function, packed_metadata) once the JIT compiled it
+        self.jit_only = JIT_ONLY
 
     def __call__(self, env, device):
         if self.compiled is not None:
             args = self.full.copy()
             for i, slot in self.holes:
                 args[i] = env[slot] if slot.__class__ is int else slot(env)
-            _launch_compiled(self.compiled, self.grid3, device, args)
-            return
+            try:
+                _launch_compiled(self.compiled, self.grid3, device, args)
+                return
+            except (TypeError, ValueError) as e:
+                # the launcher refused its arguments before launching anything: an installed
+                # Triton whose launcher takes them otherwise. The JIT path from now on.
+                self.compiled, self.jit_only = None, True
+                _warn_once(f"fastconv: launching {self.kernel.fn.__name__} through Triton's "
+                           f"compiled kernel failed ({type(e).__name__}: {e}); this launch and "
+                           "the later ones of its signature go through the JIT")
         args = list(self.args)
         for i, slot in self.holes:
             args[i] = env[slot] if slot.__class__ is int else slot(env)
@@ -239,9 +259,10 @@ class _Step:
     def _remember(self, handle):
         """Keep the kernel Triton compiled for this launch, to start it directly next time:
         its launcher takes every parameter in order, constexprs included. Only where the
-        installed Triton has those pieces; else the JIT path stays."""
+        installed Triton has those pieces, and unless FASTCONV_LAUNCH=jit; else the JIT path
+        stays."""
         fn = getattr(self.kernel, "fn", None)
-        if fn is None or not all(hasattr(handle, a) for a in
+        if fn is None or self.jit_only or not all(hasattr(handle, a) for a in
                                  ("run", "function", "packed_metadata")):
             return
         tail = []
