@@ -334,3 +334,16 @@ def test_a_launcher_that_refuses_its_arguments_falls_back_to_the_jit(monkeypatch
         with pytest.warns(RuntimeWarning, match="compiled kernel failed"):
             FC.conv2d(x, w, padding=1)
         assert all(s.compiled is None for s in steps)
+
+
+def test_a_tensor_passed_twice_is_its_own_signature():
+    """residual=input records one slot for both; a later call with two tensors there must
+    not replay it (it would add the input instead of the residual)."""
+    w = torch.randn(8, 8, 1, 1)
+    x = torch.randn(1, 8, 4, 4)
+    with aten_forbidden():
+        FC.conv2d(x, w, activation="relu", residual=x)
+        x2, r2 = torch.randn(1, 8, 4, 4), torch.randn(1, 8, 4, 4)
+        out = FC.conv2d(x2, w, activation="relu", residual=r2)
+    ref = torch.relu(torch.nn.functional.conv2d(x2.double(), w.double()) + r2.double())
+    assert rel_err(out, ref) < 1e-5

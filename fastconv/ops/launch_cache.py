@@ -453,6 +453,11 @@ def signature(op: str, tensors: tuple, args: tuple) -> tuple:
     """The cache key of a call: the op, each tensor's ``tensor_key``, the non-tensor
     arguments, and the process-wide switches a plan reads (TF32 for convolutions,
     deterministic algorithms, the plan's own target and interpreter settings)."""
-    return (op, tuple([tensor_key(t) for t in tensors]), args,
+    ids = [id(t) for t in tensors if t is not None]
+    # the same tensor passed for two arguments (residual=input) replays with one slot for
+    # both: a call that passes two tensors there is another signature
+    aliased = len(set(ids)) < len(ids) and tuple(
+        ids.index(id(t)) if t is not None else -1 for t in tensors)
+    return (op, tuple([tensor_key(t) for t in tensors]), args, aliased,
             torch.backends.cudnn.allow_tf32, torch.are_deterministic_algorithms_enabled(),
             _plan.settings())
