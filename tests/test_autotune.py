@@ -5,9 +5,9 @@ Timing needs a GPU; here the selection logic runs with an injected timer.
 import torch
 
 from fastconv.conv import autotune
-from fastconv.conv import plan as plan_module
 from fastconv.conv.launch import conv_problem
 from fastconv.conv.plan import Plan, config_table, gemm_split, plan_conv2d
+from fastconv.ops.target import planning_for
 
 
 def _problem(n, dtype=torch.float16, c=64, k=128, hw=28):
@@ -60,10 +60,10 @@ def test_interpreter_is_not_tuned():
     assert autotune.tuned(plan, pb, torch.device("cpu"), lambda p: None) is plan
 
 
+@planning_for("sm_90")  # a GPU plan; nothing is launched
 def test_split_k_is_timed_and_kept_per_problem(monkeypatch):
     """Each config is timed with the split-K it would run with, and the winner runs with the
     split of the problem at hand, not of the one measured first in its bucket."""
-    monkeypatch.setattr(plan_module, "INTERPRETING", False)  # a GPU plan; nothing is launched
     monkeypatch.setattr(autotune, "_BEST", {})
     pb = _problem(1, c=512, k=512, hw=7)  # ResNet-50's 7x7 stage at batch 1: split
     plan = plan_conv2d("fprop", pb)

@@ -28,7 +28,8 @@ from fastconv.conv import autotune
 from fastconv.conv import launch as conv2d_launch
 from fastconv.ops import launch_cache
 from fastconv.conv.launch import conv_problem
-from fastconv.conv.plan import interpreter_split_k, plan_conv2d, planning_for
+from fastconv.conv.plan import interpreter_split_k, plan_conv2d
+from fastconv.ops.target import planning_for
 from helpers import aten_forbidden, rel_err
 
 TV_OPS = ("roi_align", "_roi_align_backward", "roi_pool", "_roi_pool_backward")
@@ -170,7 +171,8 @@ def test_what_the_plan_reads_is_in_the_key(monkeypatch):
     """Alignment, layout, dtype, TF32, determinism and the plan's own settings each make a new
     signature; the same signature with other values does not."""
     def key(x, w):
-        return launch_cache.signature("conv2d", (x, w, None), ((1, 1), (1, 1), (1, 1), 1))
+        return launch_cache.signature("conv2d", (x, w, None), ((1, 1), (1, 1), (1, 1), 1),
+                                      plan.settings())
     x, w = torch.randn(1, 16, 5, 5), torch.randn(16, 16, 3, 3)
     base = key(x, w)
     assert key(torch.randn(1, 16, 5, 5), torch.randn(16, 16, 3, 3)) == base

@@ -280,7 +280,7 @@ def test_the_op_runs_the_tma_kernel_on_sm90_and_replays_it(kernel_launches):
     tensors (descriptors rebuilt on them)."""
     import fastconv.functional as FC
     from fastconv.ops.launch_cache import CACHES
-    from fastconv.conv.plan import Target, planning_for
+    from fastconv.ops.target import Target, planning_for
     one_sm = Target("sm_90", False, sms=1, tma=True)
 
     def tensors():
@@ -311,7 +311,7 @@ def test_the_input_gradient_runs_on_the_tma_forward_at_stride_1(kernel_launches,
     flipped, transposed weight: on an sm_90 target it runs on the TMA kernel, conv2d's
     backward and conv_transpose2d's forward (whose output_padding rows it computes too)."""
     import fastconv.functional as FC
-    from fastconv.conv.plan import Target, planning_for
+    from fastconv.ops.target import Target, planning_for
     one_sm = Target("sm_90", False, sms=1, tma=True)
     dtype = torch.float16
     x = torch.randn(2, 32, 7, 6).to(dtype).contiguous(memory_format=torch.channels_last)

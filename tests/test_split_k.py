@@ -4,7 +4,7 @@ their reduction against torch, and the plan that decides when to split.
 Under the interpreter the plan never splits fprop or dgrad by itself (fewer programs run faster
 there), so the kernel tests force a split with ``plan.interpreter_split_k`` and record the
 launches to prove that the split GEMM and the reduction ran. The plan tests ask for GPU plans
-of real layers without a GPU (``plan.INTERPRETING`` patched off; nothing is launched).
+of real layers without a GPU (``planning_for("sm_90")``; nothing is launched).
 """
 import pytest
 import torch
@@ -20,6 +20,7 @@ from fastconv.conv import autotune
 from fastconv.conv import launch as conv2d_launch
 from fastconv.conv import plan as P
 from fastconv.conv.plan import ConvProblem, plan_conv2d
+from fastconv.ops.target import planning_for
 
 from helpers import LaunchView, assert_rel_close, aten_forbidden
 
@@ -201,10 +202,10 @@ def _layer(n, c, hw, k, r, dtype=torch.float16, stride=1, groups=1):
 
 
 @pytest.fixture
-def gpu_plan(monkeypatch):
-    """Plans as on a GPU with 132 SMs (an H100, the plan's default without a device)."""
-    monkeypatch.setattr(P, "INTERPRETING", False)
-    return lambda direction, pb: plan_conv2d(direction, pb)
+def gpu_plan():
+    """Plans as on an H100/H200 (132 SMs)."""
+    with planning_for("sm_90"):
+        yield lambda direction, pb: plan_conv2d(direction, pb)
 
 
 def test_the_split_respects_its_limits(gpu_plan, monkeypatch):

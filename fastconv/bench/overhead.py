@@ -13,7 +13,7 @@ for fastconv (through :mod:`fastconv.functional`, as a user calls it) and for to
 On a GPU the launches are real and the GPU is idle enough (tiny shapes) that the wall time of a
 long run of calls is their host time. Without one, fastconv's kernels cannot run, so the
 launch itself is replaced by a no-op at the innermost point - Triton's interpreter's grid call -
-and every plan is made for an H100/H200 (:func:`fastconv.conv.plan.planning_for`), so that the
+and every plan is made for an H100/H200 (:func:`fastconv.ops.target.planning_for`), so that the
 Python path measured is the one a GPU call takes; torch's op then computes on the CPU, its
 arithmetic included (a tiny shape costs it little).
 
@@ -117,7 +117,7 @@ def measure(calls: int = 1000, repeats: int = 5, device: Optional[str] = None,
     """Host microseconds per call of each op, fastconv and torch (see the module docstring
     for what runs where)."""
     from fastconv.ops import INTERPRETING
-    from fastconv.conv.plan import planning_for
+    from fastconv.ops.target import planning_for
     if device is None:
         device = "cuda" if torch.cuda.is_available() and not INTERPRETING else "cpu"
     device = torch.device(device)

@@ -14,10 +14,11 @@ from torch import Tensor
 from fastconv.kernels._common import ACT_GELU, ACT_NONE, ACT_RELU, ACT_RELU6, ACT_SILU
 
 from fastconv.conv import launch as conv2d_launch
+from fastconv.conv import plan
 from fastconv.ops import autocast, registry
 from fastconv.ops._runtime import check_devices, fake_output, new_output
 from fastconv.conv.shapes import conv2d_output_shape, conv_memory_format, memory_format_of
-from fastconv.ops.launch_cache import new_cache, signature
+from fastconv.ops.launch_cache import new_cache
 
 _CALLS = new_cache()
 
@@ -34,8 +35,8 @@ def _conv2d_build(input, weight, bias, stride, padding, dilation, groups):
 
 def _conv2d(input, weight, bias, stride, padding, dilation, groups):
     args = (tuple(stride), tuple(padding), tuple(dilation), groups)
-    return _CALLS.run(signature("conv2d", (input, weight, bias), args), (input, weight, bias),
-                      _conv2d_build, args, input.device)
+    return _CALLS("conv2d", (input, weight, bias), _conv2d_build, args, input.device,
+                  plan.settings())
 
 
 def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
@@ -76,8 +77,8 @@ def _conv2d_activation(input, weight, bias, residual, stride, padding, dilation,
     args = (tuple(stride), tuple(padding), tuple(dilation), groups, activation,
             keep_preactivation)
     inputs = (input, weight, bias, residual)
-    return _CALLS.run(signature("conv2d_activation", inputs, args), inputs, _activation_build,
-                      args, input.device)
+    return _CALLS("conv2d_activation", inputs, _activation_build, args, input.device,
+                  plan.settings())
 
 
 def _conv2d_activation_fake(input, weight, bias, residual, stride, padding, dilation, groups,
@@ -130,8 +131,8 @@ def _input_grad_build(grad_output, weight, input_size, stride, padding, dilation
 
 def _conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation, groups):
     args = (tuple(input_size), tuple(stride), tuple(padding), tuple(dilation), groups)
-    return _CALLS.run(signature("conv2d_input_grad", (grad_output, weight), args),
-                      (grad_output, weight), _input_grad_build, args, grad_output.device)
+    return _CALLS("conv2d_input_grad", (grad_output, weight), _input_grad_build, args,
+                  grad_output.device, plan.settings())
 
 
 conv2d_input_grad = registry.define(
@@ -150,8 +151,8 @@ def _weight_grad_build(grad_output, input, weight_size, stride, padding, dilatio
 
 def _conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilation, groups):
     args = (tuple(weight_size), tuple(stride), tuple(padding), tuple(dilation), groups)
-    return _CALLS.run(signature("conv2d_weight_grad", (grad_output, input), args),
-                      (grad_output, input), _weight_grad_build, args, input.device)
+    return _CALLS("conv2d_weight_grad", (grad_output, input), _weight_grad_build, args,
+                  input.device, plan.settings())
 
 
 conv2d_weight_grad = registry.define(

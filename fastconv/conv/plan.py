@@ -46,10 +46,9 @@ from fastconv import kernels
 from fastconv.kernels.configs import (DIRECT_CONFIGS, GEMM_1X1_CONFIGS, GEMM_1X1_CONFIGS_INT64,
                                       GEMM_CONFIGS, GEMM_CONFIGS_INT64, SMALL_TILE,
                                       SPLIT_REDUCE_CONFIG, TMA_CONFIGS, TileConfig)
-from fastconv.ops._runtime import INTERPRETING
+from fastconv.ops.target import named_target, sm_count, target_of, target_settings
 
 THIN = 16  # smallest reduction tl.dot accepts
-_SM_COUNT_DEFAULT = 132  # an H100 SXM; used when no device can be asked
 # fprop/dgrad split-K: a split shorter than this many reduction steps spends more on its
 # partial sum's round trip through memory than it gains; and each split adds an output-sized
 # fp32 tile of the workspace that the reduction pass reads back, hence a cap
@@ -306,72 +305,16 @@ def _interpreter_config(direction: str, family: str, pb: ConvProblem) -> TileCon
                       _pow2_clamp(chans, 16, 128 * x), 4, 1)
 
 
-def sm_count(device) -> int:
-    """Streaming multiprocessors the plan sizes grids for: the target's (``planning_for``), else
-    ``device``'s, else an H100's 132 where none can be asked."""
-    if _TARGET is not None and _TARGET.sms:
-        return _TARGET.sms
-    if device is not None and torch.device(device).type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return _SM_COUNT_DEFAULT
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a plan is made for: a GPU architecture (its SM count sizes the grids) or Triton's
-    interpreter (blocks sized to the problem, no split-K)."""
-    name: str
-    interpreter: bool
-    sms: int = 0  # 0: ask the device
-    tma: bool = False  # tensor descriptors (TMA): sm_90 and newer
-
-
-TARGETS = {"sm_90": Target("sm_90", False, 132, tma=True), "sm_80": Target("sm_80", False, 108),
-           "interpreter": Target("interpreter", True)}
-_TARGET = None  # planning_for's target, else the machine's own
-
-
-def target_of(device) -> Target:
-    """The target a plan for ``device`` is made for: ``planning_for``'s, else the interpreter
-    when this process interprets, else the device's architecture."""
-    if _TARGET is not None:
-        return _TARGET
-    if INTERPRETING:
-        return TARGETS["interpreter"]
-    if device is not None and torch.device(device).type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
-        return Target(f"sm_{major}{minor}", False, sm_count(device), tma=major >= 9)
-    return TARGETS["sm_90"]
-
-
 def _interpreting(device=None) -> bool:
     return target_of(device).interpreter
 
 
 def settings() -> tuple:
-    """What a plan reads besides its problem and device: the target (``planning_for``), the
-    interpreter settings (``interpreter_block_scale``, ``interpreter_split_k``) and whether
-    this process interprets. Part of every cached call's key."""
-    return (_TARGET, _INTERPRETER_BLOCK_SCALE, _INTERPRETER_SPLIT_K, INTERPRETING)
+    """What a convolution plan reads besides its problem and device: the target
+    (``planning_for``) and the interpreter settings (``interpreter_block_scale``,
+    ``interpreter_split_k``). Part of every cached call's key."""
+    return (target_settings(), _INTERPRETER_BLOCK_SCALE, _INTERPRETER_SPLIT_K)
 
-
-@contextlib.contextmanager
-def planning_for(target):
-    """Make every plan in the block for ``target`` ("sm_90", "sm_80", "interpreter" or a
-    :class:`Target`), whatever this machine is: what ``explain(target=...)`` and the host
-    overhead benchmark use. Launching such a plan needs that target's kernels."""
-    global _TARGET
-    if isinstance(target, str):
-        if target not in TARGETS:
-            raise ValueError(f"target must be one of {', '.join(map(repr, TARGETS))}, "
-                             f"got target={target!r}")
-        target = TARGETS[target]
-    saved, _TARGET = _TARGET, target
-    try:
-        yield target
-    finally:
-        _TARGET = saved
-    
 
 def pixel_tiles(direction: str, family: str, pb: ConvProblem, cfg: TileConfig) -> int:
     """Programs of a fprop or dgrad launch (one grid axis): pixel tiles by channel tiles, per
@@ -548,7 +491,7 @@ def tma_plan(pb: ConvProblem, device, box_shape, direction: str = "fprop") -> "P
     target = target_of(device)
     on_gpu = device is not None and torch.device(device).type == "cuda"
     if pb.dtype not in (torch.float16, torch.bfloat16) or not target.tma or \
-            (_TARGET is None and not on_gpu):
+            (named_target() is None and not on_gpu):
         return None
     sms = sm_count(device)
     for cfg in TMA_CONFIGS["16"]:

@@ -24,11 +24,12 @@ from typing import Sequence
 import torch
 
 from fastconv.conv import launch as conv2d_launch
+from fastconv.conv import plan
 from fastconv.ops import autocast, registry
 from fastconv.ops._runtime import check_devices, fake_output, new_output
 from fastconv.conv.op import conv2d_weight_grad
 from fastconv.conv.shapes import conv_memory_format
-from fastconv.ops.launch_cache import Finish, new_cache, signature
+from fastconv.ops.launch_cache import Finish, new_cache
 
 _CALLS = new_cache()
 
@@ -71,8 +72,8 @@ def _forward_build(input, weight, bias, stride, padding, output_padding, groups,
 # argument order as aten::conv_transpose2d (groups before dilation)
 def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation):
     args = (tuple(stride), tuple(padding), tuple(output_padding), groups, tuple(dilation))
-    return _CALLS.run(signature("conv_transpose2d", (input, weight, bias), args),
-                      (input, weight, bias), _forward_build, args, input.device)
+    return _CALLS("conv_transpose2d", (input, weight, bias), _forward_build, args, input.device,
+                  plan.settings())
 
 
 def _conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, groups,
@@ -100,8 +101,8 @@ def _input_grad_build(grad_output, weight, input_size, stride, padding, dilation
 
 def _input_grad(grad_output, weight, input_size, stride, padding, dilation, groups):
     args = (tuple(input_size), tuple(stride), tuple(padding), tuple(dilation), groups)
-    return _CALLS.run(signature("conv_transpose2d_input_grad", (grad_output, weight), args),
-                      (grad_output, weight), _input_grad_build, args, grad_output.device)
+    return _CALLS("conv_transpose2d_input_grad", (grad_output, weight), _input_grad_build,
+                  args, grad_output.device, plan.settings())
 
 
 conv_transpose2d_input_grad = registry.define(

@@ -9,7 +9,8 @@ from torch import Tensor
 from fastconv.functional.conv2d import normalize_conv2d
 from fastconv.conv import launch as conv2d_launch
 from fastconv.conv.shapes import conv2d_output_shape, conv_memory_format
-from fastconv.conv.plan import Plan, Target, planning_for, target_of
+from fastconv.conv.plan import Plan
+from fastconv.ops.target import Target, planning_for, target_of
 
 
 @dataclass(frozen=True)

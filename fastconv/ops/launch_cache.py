@@ -1,9 +1,9 @@
 """Described launches, and the per-signature cache that replays them.
 
 Every op describes what a call runs in one place (``describe``-style functions in the launch
-modules): the tensors it allocates (through :func:`fastconv.ops._runtime.new_output` and
-friends), the kernel launches (:class:`KernelLaunch`: kernel, grid, keyword arguments) and the
-result. That description depends only on the call's *signature* - shapes, strides, dtypes,
+modules): the tensors it allocates (through :func:`fastconv.ops._runtime.new_output`), the
+kernel launches (:class:`KernelLaunch`: kernel, grid, arguments, constexprs), the torch ops
+between them (:class:`TorchOp`) and the result. That description depends only on the call's *signature* - shapes, strides, dtypes,
 devices, 16-byte alignment of the data pointers, the op's non-tensor arguments and the global
 switches the plan reads - so :class:`CallCache` records it once per signature as a
 :class:`CachedCall`: the allocations as specs, each launch's arguments as a template whose
@@ -29,10 +29,8 @@ from typing import Callable, Optional
 import torch
 
 from fastconv.ops import _runtime
-from fastconv.conv import plan as _plan
 
 
-_LAUNCH_OPTIONS = ("num_warps", "num_stages", "maxnreg", "num_ctas")
 # FASTCONV_LAUNCH=jit: every launch through Triton's JIT (a diagnostic: slower on the host)
 JIT_ONLY = os.environ.get("FASTCONV_LAUNCH", "") == "jit"
 _WARNED = set()
@@ -63,14 +61,6 @@ class KernelLaunch:
             total *= g
         return total
 
-    @property
-    def kwargs(self) -> dict:
-        """Every kernel argument by name (constexprs included, launch options not)."""
-        names = getattr(self.kernel, "arg_names", None) or self.kernel.fn.arg_names
-        out = dict(zip(names, self.args))
-        out.update((k, v) for k, v in self.meta.items() if k not in _LAUNCH_OPTIONS)
-        return out
-
     @classmethod
     def from_kwargs(cls, kernel, grid, kwargs: dict) -> "KernelLaunch":
         """A launch described by keyword (``kernel[grid](**kwargs)``): the kernel's leading
@@ -93,9 +83,6 @@ class KernelLaunch:
     def __call__(self):
         for launch in self.chain():
             launch.kernel[launch.grid](*launch.args, **launch.meta)
-
-
-
 
 
 # ---------------------------------------------------------------------------- recording
@@ -410,6 +397,12 @@ CACHES = []
 class CallCache(LRU):
     """An LRU of :class:`CachedCall` by signature."""
 
+    def __call__(self, op: str, inputs: tuple, build: Callable, args: tuple, device,
+                 settings: tuple = ()):
+        """The result of the call of ``op`` on ``inputs`` (tensors or None) and ``args``:
+        ``run`` under its ``signature``."""
+        return self.run(signature(op, inputs, args, settings), inputs, build, args, device)
+
     def run(self, key, inputs: tuple, build: Callable, args: tuple, device):
         """The result of the call ``inputs`` of signature ``key``: replayed if the signature was
         seen, else built (``build`` and ``args`` as in :func:`record`) and remembered."""
@@ -449,10 +442,11 @@ def tensor_key(t: Optional[torch.Tensor]):
     return (t.shape, t.stride(), t.dtype, t.get_device(), t.data_ptr() % 16)
 
 
-def signature(op: str, tensors: tuple, args: tuple) -> tuple:
+def signature(op: str, tensors: tuple, args: tuple, settings: tuple = ()) -> tuple:
     """The cache key of a call: the op, each tensor's ``tensor_key``, the non-tensor
-    arguments, and the process-wide switches a plan reads (TF32 for convolutions,
-    deterministic algorithms, the plan's own target and interpreter settings)."""
+    arguments, and the process-wide switches its launches depend on: TF32 for convolutions,
+    deterministic algorithms, and the family's plan ``settings`` (its target, and for the
+    convolutions the interpreter settings)."""
     ids = [id(t) for t in tensors if t is not None]
     # the same tensor passed for two arguments (residual=input) replays with one slot for
     # both: a call that passes two tensors there is another signature
@@ -460,4 +454,4 @@ def signature(op: str, tensors: tuple, args: tuple) -> tuple:
         ids.index(id(t)) if t is not None else -1 for t in tensors)
     return (op, tuple([tensor_key(t) for t in tensors]), args, aliased,
             torch.backends.cudnn.allow_tf32, torch.are_deterministic_algorithms_enabled(),
-            _plan.settings())
+            settings)

@@ -16,7 +16,8 @@ from fastconv.ops import autocast, registry
 from fastconv.roi import launch as roi_launch
 from fastconv.ops._runtime import check_devices, fake_output, new_output
 from fastconv.conv.shapes import memory_format_of
-from fastconv.ops.launch_cache import Finish, new_cache, signature
+from fastconv.ops.target import target_settings
+from fastconv.ops.launch_cache import Finish, new_cache
 from fastconv.roi.launch import gradient_buffer, gradient_from_buffer
 
 _CALLS = new_cache()
@@ -39,8 +40,8 @@ def _forward_build(input, rois, spatial_scale, pooled_height, pooled_width, samp
 def _roi_align(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
                aligned):
     args = (spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
-    return _CALLS.run(signature("roi_align", (input, rois), args), (input, rois),
-                      _forward_build, args, input.device)
+    return _CALLS("roi_align", (input, rois), _forward_build, args, input.device,
+                  target_settings())
 
 
 roi_align = registry.define(
@@ -69,8 +70,8 @@ def _roi_align_backward(grad, rois, input_shape, spatial_scale, pooled_height, p
     """The gradient w.r.t. the input of roi_align, for ``grad`` [K, C, pooled_h, pooled_w]."""
     args = (tuple(input_shape), spatial_scale, pooled_height, pooled_width, sampling_ratio,
             aligned, channels_last, deterministic)
-    return _CALLS.run(signature("roi_align_backward", (grad, rois), args), (grad, rois),
-                      _backward_build, args, grad.device)
+    return _CALLS("roi_align_backward", (grad, rois), _backward_build, args, grad.device,
+                  target_settings())
 
 
 def _backward_fake(grad, rois, input_shape, spatial_scale, pooled_height, pooled_width,

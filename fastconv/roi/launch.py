@@ -16,7 +16,7 @@ from fastconv.kernels import roi_pool as roi_pool_kernels
 from fastconv.kernels.configs import ROI_CONFIGS, TileConfig
 from fastconv.ops._runtime import needs_int64, new_output
 from fastconv.ops.launch_cache import KernelLaunch
-from fastconv.conv.plan import sm_count, target_of
+from fastconv.ops.target import sm_count, target_of
 
 
 def roi_tile(channels: int, bins: int, ordered: bool, device=None) -> TileConfig:

@@ -12,7 +12,8 @@ from fastconv.ops import autocast, registry
 from fastconv.roi import launch as roi_launch
 from fastconv.ops._runtime import check_devices, fake_output, new_output
 from fastconv.conv.shapes import memory_format_of
-from fastconv.ops.launch_cache import Finish, new_cache, signature
+from fastconv.ops.target import target_settings
+from fastconv.ops.launch_cache import Finish, new_cache
 from fastconv.roi.launch import gradient_buffer, gradient_from_buffer
 
 _CALLS = new_cache()
@@ -39,8 +40,8 @@ def _forward_build(input, rois, spatial_scale, pooled_height, pooled_width):
 
 def _roi_pool(input, rois, spatial_scale, pooled_height, pooled_width):
     args = (spatial_scale, pooled_height, pooled_width)
-    return _CALLS.run(signature("roi_pool", (input, rois), args), (input, rois),
-                      _forward_build, args, input.device)
+    return _CALLS("roi_pool", (input, rois), _forward_build, args, input.device,
+                  target_settings())
 
 
 def _roi_pool_fake(input, rois, spatial_scale, pooled_height, pooled_width):
@@ -69,8 +70,8 @@ def _backward_build(grad, rois, argmax, input_shape, channels_last, deterministi
 def _roi_pool_backward(grad, rois, argmax, input_shape, channels_last, deterministic):
     """The gradient w.r.t. the input of roi_pool: ``grad`` added at each bin's argmax."""
     args = (tuple(input_shape), channels_last, deterministic)
-    return _CALLS.run(signature("roi_pool_backward", (grad, rois, argmax), args),
-                      (grad, rois, argmax), _backward_build, args, grad.device)
+    return _CALLS("roi_pool_backward", (grad, rois, argmax), _backward_build, args,
+                  grad.device, target_settings())
 
 
 def _backward_fake(grad, rois, argmax, input_shape, channels_last, deterministic):
