@@ -379,6 +379,7 @@ def test_depthwise_launches_load_sixteen_bytes(launch_report):
             narrow.append(f'{r["case"]} {r["dtype"]} {r["pass"]} {r["block_m"]}x{r["block_n"]}: '
                           f'{r["global_loads"]}, want {want}-byte loads')
     assert not narrow, "\n".join(narrow)
-    assert sum(int(r["load_bytes"]) == 16 for r in rows) >= 0.8 * len(rows)
+    # not vacuous: all but ShuffleNet's four 58- and 116-channel layers (24 launches)
+    assert sum(int(r["load_bytes"]) == 16 for r in rows) == len(rows) - 24
     tiles = {int(r["block_m"]) for r in rows if r["direction"] in ("fprop", "dgrad")}
     assert tiles == {64}, tiles
