@@ -1,6 +1,7 @@
 """Determinism: under ``torch.use_deterministic_algorithms(True)`` every backward (conv2d,
 depthwise conv2d, conv1d, conv_transpose2d, roi_align, roi_pool) is bitwise reproducible, and no
-kernel that uses atomics runs; by default the RoI backwards add with atomics, whose order varies from run to run.
+kernel that uses atomics runs; by default the RoI backwards add with atomics, whose order varies
+from run to run.
 
 Triton's interpreter runs the programs of a launch one after another in grid order, which
 would make atomics reproducible by accident. So here every launch runs its programs in an
