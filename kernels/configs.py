@@ -13,7 +13,7 @@ more registers, so those launches use the smaller GEMM_CONFIGS_INT64 tiles. The 
 launches as Triton specialises them on their arguments, which the generic check cannot see
 (benchmarks/NOTES.md has what it found).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,11 @@ _DIRECT = {cls: [_C(16, 64, 0, 4, 1), _C(32, 32, 0, 4, 1), _C(16, 32, 0, 2, 1),
                  _C(16, 16, 0, 1, 1), _C(8, 8, 0, 1, 1)] for cls in ("16", "32", "64")}
 _DIRECT_TILE = {cls: [_C(64, 64, 0, 8, 1), _C(64, 32, 0, 4, 1), *configs]
                 for cls, configs in _DIRECT.items()}
+# float64 in spatial tiles: left to itself ptxas held the multi-warp tiles to 96-128 registers
+# and spilled 8-16 bytes (64-bit offsets, or 64 rows); 168 leaves them spill-free. 64x64 at 8
+# warps is left out there: a float64 layer is never bandwidth-critical.
+_DIRECT_TILE["64"] = [replace(c, max_registers=168) if c.num_warps > 1 else c
+                      for c in _DIRECT_TILE["64"] if (c.block_m, c.block_n) != (64, 64)]
 DIRECT_CONFIGS = {"fprop": _DIRECT_TILE, "dgrad": _DIRECT_TILE, "wgrad": _DIRECT}
 
 # The 1x1 GEMM has no per-tap index arithmetic, so its register budget differs from the
