@@ -13,7 +13,7 @@ more registers, so those launches use the smaller GEMM_CONFIGS_INT64 tiles. The 
 launches as Triton specialises them on their arguments, which the generic check cannot see
 (benchmarks/NOTES.md has what it found).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -85,13 +85,25 @@ GEMM_CONFIGS_INT64 = {
     "wgrad": _INT64,
 }
 
-# Direct kernels: few rows per thread (each row carries its own n/h/w state), 64 channels wide
-# for unit-stride channels_last access; spill-free with 32- and 64-bit offsets alike. The small
-# tiles (the rule above) are for batch-1 depthwise layers at 7x7 and 14x14, which never split:
-# 8x8 (two elements per thread of one warp) gives a 7x7x232 layer 203 programs, 16x16 60.
+# Direct kernels: 64 channels wide for unit-stride channels_last access (a 16-bit pixel's 64
+# channels are one 128-byte line); spill-free with 32- and 64-bit offsets alike. In the forward
+# and the input gradient block_m is a spatial tile of one image (plan.direct_tile: 64 -> 8x8,
+# 32 -> 4x8, 16 -> 4x4, 8 -> 2x4), whose halo every tap re-reads from L1: the 8x8 tiles read
+# 10x10 input pixels per 64 outputs of a 3x3 window (1.56x), where 4x4 reads 2.25x; 8x8x32 is
+# for the 32-channel layers, which no 64-wide tile fits. The small tiles (the rule above) are
+# for batch-1 depthwise layers at 7x7 and 14x14, which never split: 8x8 (two elements per thread
+# of one warp) gives a 7x7x232 layer 203 programs, 16x16 60. The weight gradient's block_m is
+# the pixel step of its reduction, and keeps its table.
 _DIRECT = {cls: [_C(16, 64, 0, 4, 1), _C(32, 32, 0, 4, 1), _C(16, 32, 0, 2, 1),
                  _C(16, 16, 0, 1, 1), _C(8, 8, 0, 1, 1)] for cls in ("16", "32", "64")}
-DIRECT_CONFIGS = {"fprop": _DIRECT, "dgrad": _DIRECT, "wgrad": _DIRECT}
+_DIRECT_TILE = {cls: [_C(64, 64, 0, 8, 1), _C(64, 32, 0, 4, 1), *configs]
+                for cls, configs in _DIRECT.items()}
+# float64 in spatial tiles: left to itself ptxas held the multi-warp tiles to 96-128 registers
+# and spilled 8-16 bytes (64-bit offsets, or 64 rows); 168 leaves them spill-free. 64x64 at 8
+# warps is left out there: a float64 layer is never bandwidth-critical.
+_DIRECT_TILE["64"] = [replace(c, max_registers=168) if c.num_warps > 1 else c
+                      for c in _DIRECT_TILE["64"] if (c.block_m, c.block_n) != (64, 64)]
+DIRECT_CONFIGS = {"fprop": _DIRECT_TILE, "dgrad": _DIRECT_TILE, "wgrad": _DIRECT}
 
 # The 1x1 GEMM has no per-tap index arithmetic, so its register budget differs from the
 # implicit GEMM's: it keeps the pixel-GEMM tiles (its epilogue included) and the int64 tiles.

@@ -1,9 +1,36 @@
 """Direct convolution for thin groups (fewer than 16 channels per group, depthwise included).
 
 tl.dot needs a reduction block of at least 16, so when the reduced channel count per group is
-smaller these kernels compute the sliding window with elementwise multiply-adds instead. Each
-program owns a [BLOCK_M pixels, BLOCK_N channels] tile; the channel axis is the vector axis, so
-channels_last input is read with unit stride. Every channel of the tile may belong to a
+smaller these kernels compute the sliding window with elementwise multiply-adds instead. They
+are memory-bound (a 3x3 depthwise layer does 9 multiply-adds per element it reads), so they are
+shaped for bandwidth in channels_last:
+
+* The forward and the input gradient: each program owns a spatial tile of one image - BLOCK_H
+  rows by BLOCK_W columns of the pixels it writes, BLOCK_M = BLOCK_H * BLOCK_W, held as one flat
+  [BLOCK_M, BLOCK_N] register tile whose row index splits into (row, column) by a shift and a
+  mask (BLOCK_W is a power of two) - by a vector of BLOCK_N channels. The channel axis is the
+  vector axis: channels_last rows load VEC elements (up to 16 bytes) a thread. Every tap loads
+  its shifted [BLOCK_M, BLOCK_N] block from the same (BLOCK_H + R - 1) input rows of the tile's
+  halo, so each input element comes from DRAM/L2 once per channel vector and the other taps
+  that read it hit L1; the accumulator is float32 (float64 for float64) and is written once.
+  Why not load the halo block once into registers and form each tap's view from it: Triton has
+  no register-level shift or slice of a tensor, so a shifted view of a loaded block goes through
+  tl.gather or a reshape that the compiler lowers via shared memory (a layout conversion per
+  tap), and stride 2 would need a de-interleave as well; L1 already holds the halo (a 6x6x64
+  halo of 16-bit elements is 4.5 KB), and the per-tap loads keep the code one masked
+  ``ld.global.v4`` per thread and tap, which compiles to few registers and no spills.
+  A tile spans one image only, unlike the flat pixel blocks of the GEMM families: a flat block
+  of 16 pixels is one row segment, whose 3x3 window reads 3 input rows for 1 output row (3x the
+  bytes, from L2); a 4x4 tile reads 6x6 for 16 (2.25x), an 8x8 tile 10x10 for 64 (1.6x).
+* The weight gradient reduces over output pixels in two fixed-order stages and no atomics:
+  each program sums one split's range of pixels for one tap (c, r, s) of a channel vector and
+  stores the partial sum in the workspace [split, K, CG, R, S]; the launcher adds the splits in
+  order (bitwise reproducible).
+* The input gradient is a depthwise (thin-group) convolution of its own: each input pixel
+  gathers from the output pixels that read it; no atomics.
+
+NCHW is read through the same kernels with its strides (VEC = 1: channels are not the
+contiguous axis there, so loads are one element wide). Every channel of the tile may belong to a
 different group: one launch covers all groups.
 """
 import triton
@@ -11,6 +38,22 @@ import triton.language as tl
 
 from ._common import (aligned, aligned_pixel_strides, cast_index, conv_epilogue,
                       dgrad_source_pixel, pixel_coords, zeros_acc)
+
+
+@triton.jit
+def spatial_tile(tile, P, Q, BLOCK_M: tl.constexpr, BLOCK_W: tl.constexpr):
+    """(n, p, q, mask) of spatial tile ``tile`` (flat over image, tile row, tile column; tile
+    column fastest): BLOCK_M // BLOCK_W rows by BLOCK_W columns of a P x Q image, as one
+    flat vector of BLOCK_M pixels, row-major; ``mask`` is False past the image's edge."""
+    tiles_q = tl.cdiv(Q, BLOCK_W)
+    tiles_p = tl.cdiv(P, BLOCK_M // BLOCK_W)
+    tq = tile % tiles_q
+    tp = (tile // tiles_q) % tiles_p
+    n = tile // tiles_q // tiles_p
+    offs = tl.arange(0, BLOCK_M)
+    p = tp * (BLOCK_M // BLOCK_W) + offs // BLOCK_W
+    q = tq * BLOCK_W + offs % BLOCK_W
+    return n, p, q, (p < P) & (q < Q)
 
 
 @triton.jit
@@ -30,7 +73,7 @@ def conv2d_fprop_direct_kernel(
     activation, has_residual, store_preact,
     # meta-parameters
     HAS_BIAS: tl.constexpr, ACC_FP64: tl.constexpr, INDEX_64: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
     # channels_last with a channel count Triton cannot see divisible by 16 (see aligned): the
     # launcher vouches that K and the pixel strides of x, y and res are multiples of VEC
@@ -38,17 +81,12 @@ def conv2d_fprop_direct_kernel(
     stride_xn, stride_xh, stride_xw = aligned_pixel_strides(stride_xn, stride_xh, stride_xw, VEC)
     stride_yn, stride_yp, stride_yq = aligned_pixel_strides(stride_yn, stride_yp, stride_yq, VEC)
     stride_rn, stride_rp, stride_rq = aligned_pixel_strides(stride_rn, stride_rp, stride_rq, VEC)
-    # one flat grid axis: pid -> (pid_m, pid_n), n fastest
-    M = cast_index(N, INDEX_64) * P * Q
+    # -- one flat grid axis: pid -> (image n, tile row, tile column, channel block), channels
+    # fastest; the tile's output pixels (p, q)
     num_pid_n = tl.cdiv(K, BLOCK_N)
     pid = cast_index(tl.program_id(0), INDEX_64)
     pid_n = pid % num_pid_n
-    pid_m = pid // num_pid_n
-
-    # -- output pixels m -> (n, p, q)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    mask_m = offs_m < M
-    n, p, q = pixel_coords(offs_m, P, Q)
+    n, p, q, mask_m = spatial_tile(pid // num_pid_n, P, Q, BLOCK_M, BLOCK_W)
     h0 = p * stride_h - pad_h
     w0 = q * stride_w - pad_w
 
@@ -61,7 +99,8 @@ def conv2d_fprop_direct_kernel(
 
     acc = zeros_acc(BLOCK_M, BLOCK_N, ACC_FP64)
 
-    # -- sliding window over (c, r, s). The channel loop is a loop of its own so that, when
+    # -- sliding window over (c, r, s): each tap's block comes from the rows the tile's halo
+    # spans, so taps after the first hit L1 (see the module docstring). The channel loop is a loop of its own so that, when
     # Triton specialises CG == 1 (depthwise), c folds to the constant 0 and the channels_last
     # addresses keep the alignment that lets the loads vectorise: an unknown c added to them
     # would not.
@@ -100,7 +139,7 @@ def conv2d_dgrad_direct_kernel(
     stride_dxn, stride_dxc, stride_dxh, stride_dxw,
     # meta-parameters
     ACC_FP64: tl.constexpr, INDEX_64: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
     # channels_last alignment the launcher vouches for (see the forward)
     C = aligned(C, VEC)
@@ -108,17 +147,12 @@ def conv2d_dgrad_direct_kernel(
         aligned_pixel_strides(stride_dyn, stride_dyp, stride_dyq, VEC)
     stride_dxn, stride_dxh, stride_dxw = \
         aligned_pixel_strides(stride_dxn, stride_dxh, stride_dxw, VEC)
-    # one flat grid axis: pid -> (pid_m, pid_n), n fastest
-    M = cast_index(N, INDEX_64) * H * W
+    # -- one flat grid axis: pid -> (image n, tile row, tile column, channel block), channels
+    # fastest; the tile's input pixels (h, w), as in the forward
     num_pid_n = tl.cdiv(C, BLOCK_N)
     pid = cast_index(tl.program_id(0), INDEX_64)
     pid_n = pid % num_pid_n
-    pid_m = pid // num_pid_n
-
-    # -- input pixels m -> (n, h, w)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    mask_m = offs_m < M
-    n, h, w = pixel_coords(offs_m, H, W)
+    n, h, w, mask_m = spatial_tile(pid // num_pid_n, H, W, BLOCK_M, BLOCK_W)
     hp = h + pad_h
     wp = w + pad_w
 

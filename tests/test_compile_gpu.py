@@ -288,6 +288,11 @@ LAUNCH_SLICES = {
     "sm_90-fp16-cl-n1-mobile": ("sm_90", 26 * 3, "--models", "shufflenet_v2_x1_0", "depthwise",
                                 "--batches", "1", "--dtypes", "float16",
                                 "--layouts", "channels_last"),
+    # the depthwise layers (MobileNetV2, ShuffleNet V2) at batch 32 in both 16-bit dtypes: the
+    # direct kernels' spatial tiles (benchmarks/NOTES.md section 12)
+    "sm_90-16bit-cl-n32-depthwise": ("sm_90", 17 * 3 * 2, "--models", "depthwise",
+                                     "--batches", "32", "--dtypes", "float16", "bfloat16",
+                                     "--layouts", "channels_last"),
 }
 
 
@@ -354,3 +359,27 @@ def test_channels_last_loads_are_as_wide_as_the_channels_allow(launch_report):
               and r["family"] == "gemm_1x1"}
     assert widths == {16}, widths
     assert any(int(r["load_bytes"]) == 8 for r in rows if "stage3.0.branch1.2" in r["case"])
+
+
+@pytest.mark.parametrize("launch_report", ["sm_90-16bit-cl-n32-depthwise"], indirect=True)
+def test_depthwise_launches_load_sixteen_bytes(launch_report):
+    """The channels_last depthwise launches at batch 32 (direct forward, input and weight
+    gradient, in the spatial tiles the plan takes there) move 16 bytes per channel load
+    wherever the channel count allows (all but ShuffleNet's 58 and 116 channels: 4 and 8
+    bytes), and the forward and input gradient take the 8x8 spatial tiles."""
+    name, proc, rows = launch_report
+    assert rows, _tail(proc)
+    by_name = {c.name: c for c in cases.all_cases()}
+    narrow = []
+    for r in rows:
+        assert r["family"] == "direct", r
+        case = by_name[r["case"]]
+        want = min(16, 2 * _low_bit(case.C))
+        if int(r["load_bytes"]) < want:
+            narrow.append(f'{r["case"]} {r["dtype"]} {r["pass"]} {r["block_m"]}x{r["block_n"]}: '
+                          f'{r["global_loads"]}, want {want}-byte loads')
+    assert not narrow, "\n".join(narrow)
+    # not vacuous: all but ShuffleNet's four 58- and 116-channel layers (24 launches)
+    assert sum(int(r["load_bytes"]) == 16 for r in rows) == len(rows) - 24
+    tiles = {int(r["block_m"]) for r in rows if r["direction"] in ("fprop", "dgrad")}
+    assert tiles == {64}, tiles

@@ -57,3 +57,48 @@ def test_depthwise_matches_torch(case):
             assert_rel_close(leaf.grad, ref.grad, dtype, f"grad {name}")
     if channels_last and c > 1:
         assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("k,stride,block_m,channels_last", [
+    (3, 1, 8, True), (3, 2, 32, False), (5, 1, 32, True), (5, 2, 8, False), (7, 1, 16, False),
+    (7, 2, 32, True)], ids=lambda v: str(v))
+def test_spatial_tiles_cover_the_image(monkeypatch, block_m, k, stride, channels_last):
+    """The forward and the input gradient tile each image spatially (``plan.direct_tile``):
+    with small tiles forced, several tiles by several images, ragged at both edges, in both
+    layouts, match torch."""
+    from fastconv.conv import plan as P
+    from fastconv.ops import launch_cache
+
+    real = P._interpreter_config
+    cfg = P.TileConfig(block_m, 16, 0, 4, 1)
+
+    def config(d, fam, pb):
+        return cfg if fam == "direct" and d != "wgrad" else real(d, fam, pb)
+    monkeypatch.setattr(P, "_interpreter_config", config)
+    widths = []
+    record = launch_cache._Step.__init__
+
+    def spy(self, launch, slots):
+        widths.append(launch.meta.get("BLOCK_W"))
+        record(self, launch, slots)
+    monkeypatch.setattr(launch_cache._Step, "__init__", spy)
+
+    n, c, h, w = 2, 20, 11, 13
+    x = torch.randn(n, c, h, w)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    wt = torch.randn(c, 1, k, k) / k
+    pad = k // 2
+    xl, wl = x.clone().requires_grad_(), wt.clone().requires_grad_()
+    with aten_forbidden():
+        y = FC.conv2d(xl, wl, None, stride, pad, 1, c)
+        grad = torch.randn(y.shape)
+        y.backward(grad)
+    assert [v for v in widths if v is not None] == [P.direct_tile(block_m, y.shape[3])[1],
+                                                     P.direct_tile(block_m, w)[1]]
+    xd, wd = x.double().requires_grad_(), wt.double().requires_grad_()
+    ref = F.conv2d(xd, wd, None, stride, pad, 1, c)
+    ref.backward(grad.double())
+    assert_rel_close(y, ref, torch.float32, "output")
+    assert_rel_close(xl.grad, xd.grad, torch.float32, "grad input")
+    assert_rel_close(wl.grad, wd.grad, torch.float32, "grad weight")

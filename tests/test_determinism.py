@@ -1,6 +1,7 @@
-"""Determinism: under ``torch.use_deterministic_algorithms(True)`` every backward (conv2d, conv1d,
-conv_transpose2d, roi_align, roi_pool) is bitwise reproducible, and no kernel that uses atomics
-runs; by default the RoI backwards add with atomics, whose order varies from run to run.
+"""Determinism: under ``torch.use_deterministic_algorithms(True)`` every backward (conv2d,
+depthwise conv2d, conv1d, conv_transpose2d, roi_align, roi_pool) is bitwise reproducible, and no
+kernel that uses atomics runs; by default the RoI backwards add with atomics, whose order varies
+from run to run.
 
 Triton's interpreter runs the programs of a launch one after another in grid order, which
 would make atomics reproducible by accident. So here every launch runs its programs in an
@@ -182,6 +183,12 @@ def _case(name: str):
         return (lambda x, w, b: FC.conv2d(x, w, b, stride=(2, 1), padding=1),
                 lambda x, w, b: F.conv2d(x, w, b, stride=(2, 1), padding=1),
                 (randn(2, 48, 17, 17), randn(16, 48, 3, 3, scale=0.05), randn(16)))
+    if name == "depthwise":
+        # the direct kernels; 2 x 9 x 33 output pixels: more than one reduction block of the
+        # weight gradient under the interpreter
+        return (lambda x, w, b: FC.conv2d(x, w, b, stride=(2, 1), padding=1, groups=16),
+                lambda x, w, b: F.conv2d(x, w, b, stride=(2, 1), padding=1, groups=16),
+                (randn(2, 16, 17, 33), randn(16, 1, 3, 3, scale=0.3), randn(16)))
     if name == "conv1d":
         return (lambda x, w: FC.conv1d(x, w, padding=1), lambda x, w: F.conv1d(x, w, padding=1),
                 (randn(3, 32, 11), randn(16, 32, 3, scale=0.1)))
@@ -216,7 +223,7 @@ def _gradients(name: str, seed: int):
     return [t.grad for t in leaves], [t.grad for t in refs]
 
 
-OPS = ["conv2d", "conv1d", "conv_transpose2d", "roi_align", "roi_pool"]
+OPS = ["conv2d", "depthwise", "conv1d", "conv_transpose2d", "roi_align", "roi_pool"]
 
 
 @pytest.mark.parametrize("name", OPS)
@@ -236,9 +243,11 @@ def test_deterministic_backward_is_bitwise_reproducible_whatever_the_program_ord
     if name.startswith("roi"):  # in bands: 2 images x 1 channel tile x 5 bands
         assert [grid for fn, grid in launched
                 if fn.__name__ == f"{name}_bwd_ordered_kernel"] == [(10,)] * 2, launched
+    elif name == "depthwise":  # the direct kernels, which never split fprop or dgrad
+        assert {"conv2d_dgrad_direct_kernel", "conv2d_wgrad_direct_kernel"} <= names, names
     else:  # the splits the test asked for did run: split-K and its reduction
         assert "conv2d_split_reduce_kernel" in names, names
-    if name == "conv2d":  # and the weight gradient's partial sums (grid axis 1)
+    if name in ("conv2d", "depthwise"):  # and the weight gradient's partial sums (grid axis 1)
         assert any("wgrad" in fn.__name__ and grid[1] > 1 for fn, grid in launched), launched
 
 

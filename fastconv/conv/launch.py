@@ -22,9 +22,9 @@ from fastconv.conv import autotune
 from fastconv.ops._runtime import INTERPRETING, needs_int64, new_output
 from fastconv.conv.tma_launch import box_shape, tma_fprop_eligible, tma_fprop_launches
 from fastconv.ops.launch_cache import Finish, KernelLaunch, TorchOp, run_launches
-from fastconv.conv.plan import (TMA_FAMILY, ConvProblem, Plan, gemm_dims, pixel_tiles, plan_conv2d,
-                               reduction_steps, spatially_flat, split_reduce_config, tma_plan,
-                               wgrad_tiles)
+from fastconv.conv.plan import (TMA_FAMILY, ConvProblem, Plan, direct_extent, direct_tile,
+                               gemm_dims, pixel_tiles, plan_conv2d, reduction_steps,
+                               spatially_flat, split_reduce_config, tma_plan, wgrad_tiles)
 
 
 def conv_problem(x_shape, w_shape, y_shape, groups: int, dtype: torch.dtype, stride=(1, 1),
@@ -47,6 +47,10 @@ def _meta(plan: Plan, dtype: torch.dtype) -> dict:
         # channels_last alignment the launch vouches for (channel_vector); 1 promises nothing,
         # and is what the compile report's unspecialised variants are built with
         meta["VEC"] = 1
+    if plan.family == "direct" and plan.direction != "wgrad":
+        # the spatial tile's width: the launch sets it from the image (direct_tile); this
+        # default, the squarest tile, is what the compile report's unspecialised variants take
+        meta["BLOCK_W"] = direct_tile(cfg.block_m, cfg.block_m)[1]
     if plan.family != "direct":
         meta["BLOCK_K"] = cfg.block_k
         # the interpreter's tl.dot is wrong on bfloat16 operands (see kernels._common.mma)
@@ -265,6 +269,7 @@ def fprop_launch(plan, pb, x, w, bias, y, stride, padding, dilation, groups, res
         args = (x, w, b, res, y, pre, *sizes, pb.K, *_conv_args(stride, padding, dilation),
                 *x.stride(), *w.stride(), *y.stride(), *r_strides, *epilogue)
         meta["VEC"] = _direct_vector((x, y, res, pre), pb.K)
+        meta["BLOCK_W"] = direct_tile(cfg.block_m, direct_extent("fprop", pb)[1])[1]
         return KernelLaunch(plan.kernel, grid, args, meta)
     args = (x, w, b, res, y, pre, part, *sizes, iters, *_conv_args(stride, padding, dilation),
             *x.stride(), *w.stride(), *y.stride(), *r_strides, *p_strides, *epilogue)
@@ -300,6 +305,7 @@ def dgrad_launch(plan, pb, dy, w, dx, stride, padding, dilation, groups) -> Kern
         args = (dy, w, dx, *sizes, pb.C, *_conv_args(stride, padding, dilation),
                 *dy.stride(), *w.stride(), *dx.stride())
         meta["VEC"] = _direct_vector((dy, dx), pb.C)
+        meta["BLOCK_W"] = direct_tile(plan.config.block_m, direct_extent("dgrad", pb)[1])[1]
         return KernelLaunch(plan.kernel, grid, args, meta)
     part, iters, p_strides = _split_workspace(plan, pb, dy, dx)
     then = None

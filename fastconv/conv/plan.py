@@ -316,13 +316,33 @@ def settings() -> tuple:
     return (target_settings(), _INTERPRETER_BLOCK_SCALE, _INTERPRETER_SPLIT_K)
 
 
+def direct_tile(block_m: int, width: int) -> Tuple[int, int]:
+    """(BLOCK_H, BLOCK_W): the spatial tile of ``block_m`` pixels (a power of two) that a direct
+    fprop or dgrad program owns in an image ``width`` pixels wide. As square as ``block_m``
+    allows (16: 4x4, 64: 8x8, 8: 2x4), which reads the fewest halo pixels per output pixel, but
+    no wider than the image's next power of two (a 1-wide image: block_m x 1)."""
+    bw = 1 << ((block_m.bit_length() - 1 + 1) // 2)
+    bw = max(1, min(bw, triton.next_power_of_2(max(width, 1)), block_m))
+    return block_m // bw, bw
+
+
+def direct_extent(direction: str, pb: ConvProblem) -> Tuple[int, int]:
+    """(height, width) of the pixels a direct fprop or dgrad launch writes: the output's (P, Q),
+    or the input's (H, W) for the input gradient."""
+    return (pb.H, pb.W) if direction == "dgrad" else (pb.P, pb.Q)
+
+
 def pixel_tiles(direction: str, family: str, pb: ConvProblem, cfg: TileConfig) -> int:
     """Programs of a fprop or dgrad launch (one grid axis): pixel tiles by channel tiles, per
-    group; the direct kernels tile all channels at once."""
+    group; the direct kernels tile all channels at once, and their pixel tiles are spatial
+    tiles of one image (``direct_tile``)."""
     rows, cols, _ = gemm_dims(direction, pb)
     if family == "direct":
         chans = pb.C if direction == "dgrad" else pb.K
-        return triton.cdiv(rows, cfg.block_m) * triton.cdiv(chans, cfg.block_n)
+        height, width = direct_extent(direction, pb)
+        bh, bw = direct_tile(cfg.block_m, width)
+        return pb.N * triton.cdiv(height, bh) * triton.cdiv(width, bw) * \
+            triton.cdiv(chans, cfg.block_n)
     return triton.cdiv(rows, cfg.block_m) * triton.cdiv(cols, cfg.block_n) * pb.groups
 
 
