@@ -260,14 +260,35 @@ def roi_align_bwd_kernel(
     dx_c = (dx_ptr + cast_index(n, INDEX_64) * stride_dxn
             + cast_index(offs_c, INDEX_64)[None, :] * stride_dxc)
 
+    if COMPUTE_FP64:
+        # float64 holds the merged taps' weights in twice the registers and spilled: there,
+        # each sample adds its four taps (float64 is a reference type, not a fast path)
+        for iy in range(row_begin, row_end):
+            y_lo, y_hi, ly, hy, ok_y = _bilinear_axis(y_base + (iy + 0.5) * step_h, H)
+            row_lo = cast_index(y_lo, INDEX_64) * stride_dxh
+            row_hi = cast_index(y_hi, INDEX_64) * stride_dxh
+            for ix in range(0, grid_w):
+                x_lo, x_hi, lx, hx, ok_x = _bilinear_axis(x_base + (ix + 0.5) * step_w, W)
+                col_lo = cast_index(x_lo, INDEX_64) * stride_dxw
+                col_hi = cast_index(x_hi, INDEX_64) * stride_dxw
+                m = mask & (ok_y & ok_x)[:, None]
+                tl.atomic_add(dx_c + (row_lo + col_lo)[:, None], g * (hy * hx)[:, None],
+                              mask=m, sem="relaxed")
+                tl.atomic_add(dx_c + (row_lo + col_hi)[:, None], g * (hy * lx)[:, None],
+                              mask=m, sem="relaxed")
+                tl.atomic_add(dx_c + (row_hi + col_lo)[:, None], g * (ly * hx)[:, None],
+                              mask=m, sem="relaxed")
+                tl.atomic_add(dx_c + (row_hi + col_hi)[:, None], g * (ly * lx)[:, None],
+                              mask=m, sem="relaxed")
+        return
+
     # ---- scatter, a 2x2 block of samples at a time
     for iy in range(row_begin, row_end, 2):
+        has_second = iy + 1 < row_end
         r0, r1, r2, r3, wr0, wr1, wr2, wr3, vr0, vr1, vr2, vr3 = _pair_taps(
-            y_base, step_h, iy, iy + 1 < row_end, H)
-        r0 = cast_index(r0, INDEX_64) * stride_dxh
-        r1 = cast_index(r1, INDEX_64) * stride_dxh
-        r2 = cast_index(r2, INDEX_64) * stride_dxh
-        r3 = cast_index(r3, INDEX_64) * stride_dxh
+            y_base, step_h, iy, has_second, H)
+        # tap rows of the block: two samples' four, or one's two
+        tap_rows = tl.where(has_second, 4, 2)
         for ix in range(0, grid_w, 2):
             c0, c1, c2, c3, wc0, wc1, wc2, wc3, vc0, vc1, vc2, vc3 = _pair_taps(
                 x_base, step_w, ix, ix + 1 < grid_w, W)
@@ -275,14 +296,14 @@ def roi_align_bwd_kernel(
             c1 = cast_index(c1, INDEX_64) * stride_dxw
             c2 = cast_index(c2, INDEX_64) * stride_dxw
             c3 = cast_index(c3, INDEX_64) * stride_dxw
-            _add_tap_row(dx_c, r0, wr0, vr0, c0, c1, c2, c3, wc0, wc1, wc2, wc3,
-                         vc0, vc1, vc2, vc3, g, mask)
-            _add_tap_row(dx_c, r1, wr1, vr1, c0, c1, c2, c3, wc0, wc1, wc2, wc3,
-                         vc0, vc1, vc2, vc3, g, mask)
-            _add_tap_row(dx_c, r2, wr2, vr2, c0, c1, c2, c3, wc0, wc1, wc2, wc3,
-                         vc0, vc1, vc2, vc3, g, mask)
-            _add_tap_row(dx_c, r3, wr3, vr3, c0, c1, c2, c3, wc0, wc1, wc2, wc3,
-                         vc0, vc1, vc2, vc3, g, mask)
+            # a loop, not four unrolled rows: 16 atomics in flight at once held every address
+            # in registers and spilled
+            for t in range(0, tap_rows):
+                r = tl.where(t == 0, r0, tl.where(t == 1, r1, tl.where(t == 2, r2, r3)))
+                wr = tl.where(t == 0, wr0, tl.where(t == 1, wr1, tl.where(t == 2, wr2, wr3)))
+                vr = tl.where(t == 0, vr0, tl.where(t == 1, vr1, tl.where(t == 2, vr2, vr3)))
+                _add_tap_row(dx_c, cast_index(r, INDEX_64) * stride_dxh, wr, vr,
+                             c0, c1, c2, c3, wc0, wc1, wc2, wc3, vc0, vc1, vc2, vc3, g, mask)
 
 
 @triton.jit
