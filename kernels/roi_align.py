@@ -200,21 +200,6 @@ def _pair_taps(base, step, i, has_second, size):
 
 
 @triton.jit
-def _add_tap_row(dx_c, row, wr, vr, c0, c1, c2, c3, wc0, wc1, wc2, wc3, vc0, vc1, vc2, vc3,
-                 g, mask):
-    """Atomic adds of g * wr * wc into one tap row's four tap columns (those that exist)."""
-    m = mask & vr[:, None]
-    tl.atomic_add(dx_c + (row + c0)[:, None], g * (wr * wc0)[:, None], mask=m & vc0[:, None],
-                  sem="relaxed")
-    tl.atomic_add(dx_c + (row + c1)[:, None], g * (wr * wc1)[:, None], mask=m & vc1[:, None],
-                  sem="relaxed")
-    tl.atomic_add(dx_c + (row + c2)[:, None], g * (wr * wc2)[:, None], mask=m & vc2[:, None],
-                  sem="relaxed")
-    tl.atomic_add(dx_c + (row + c3)[:, None], g * (wr * wc3)[:, None], mask=m & vc3[:, None],
-                  sem="relaxed")
-
-
-@triton.jit
 def roi_align_bwd_kernel(
     # pointers
     dy_ptr, rois_ptr, scale_ptr, dx_ptr,
@@ -302,8 +287,16 @@ def roi_align_bwd_kernel(
                 r = tl.where(t == 0, r0, tl.where(t == 1, r1, tl.where(t == 2, r2, r3)))
                 wr = tl.where(t == 0, wr0, tl.where(t == 1, wr1, tl.where(t == 2, wr2, wr3)))
                 vr = tl.where(t == 0, vr0, tl.where(t == 1, vr1, tl.where(t == 2, vr2, vr3)))
-                _add_tap_row(dx_c, cast_index(r, INDEX_64) * stride_dxh, wr, vr,
-                             c0, c1, c2, c3, wc0, wc1, wc2, wc3, vc0, vc1, vc2, vc3, g, mask)
+                row = cast_index(r, INDEX_64) * stride_dxh
+                m = mask & vr[:, None]
+                tl.atomic_add(dx_c + (row + c0)[:, None], g * (wr * wc0)[:, None],
+                              mask=m & vc0[:, None], sem="relaxed")
+                tl.atomic_add(dx_c + (row + c1)[:, None], g * (wr * wc1)[:, None],
+                              mask=m & vc1[:, None], sem="relaxed")
+                tl.atomic_add(dx_c + (row + c2)[:, None], g * (wr * wc2)[:, None],
+                              mask=m & vc2[:, None], sem="relaxed")
+                tl.atomic_add(dx_c + (row + c3)[:, None], g * (wr * wc3)[:, None],
+                              mask=m & vc3[:, None], sem="relaxed")
 
 
 @triton.jit
