@@ -127,7 +127,12 @@ def roi_align_fwd_kernel(
     n, in_range, y_base, x_base, step_h, step_w, grid_h, grid_w, count = _tile_samples(
         rois_ptr, scale_ptr, k, stride_rk, stride_rc, N, ph, pw, pooled_h, pooled_w,
         sampling_ratio, ALIGNED, COMPUTE, INDEX_64)
-    row_begin, row_end = split_rows(grid_h, split, num_splits)
+    if INDEX_64:
+        # 64-bit offsets fill the registers already: the launcher does not split these
+        row_begin = 0
+        row_end = grid_h
+    else:
+        row_begin, row_end = split_rows(grid_h, split, num_splits)
 
     # channels_last: unit channel stride and pixel strides VEC-aligned (the launcher's word)
     stride_xn, stride_xh, stride_xw = aligned_pixel_strides(stride_xn, stride_xh, stride_xw, VEC)
@@ -157,9 +162,12 @@ def roi_align_fwd_kernel(
     acc = acc / count.to(COMPUTE)
 
     # ---- store (every bin of the tile, zeros for an RoI outside the batch)
-    y_offs = (cast_index(split, INDEX_64) * stride_ys + cast_index(k, INDEX_64) * stride_yk
-              + cast_index(offs_bin, INDEX_64)[:, None] * stride_yb
-              + cast_index(offs_c, INDEX_64)[None, :] * stride_yc)
+    if INDEX_64:  # never split: the output itself, bins contiguous
+        y_offs = (cast_index(k, INDEX_64) * stride_yk + offs_bin[:, None]
+                  + cast_index(offs_c, INDEX_64)[None, :] * stride_yc)
+    else:
+        y_offs = (split * stride_ys + k * stride_yk + offs_bin[:, None] * stride_yb
+                  + offs_c[None, :] * stride_yc)
     tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty),
              mask=mask_bin[:, None] & mask_c[None, :])
 
@@ -229,7 +237,12 @@ def roi_align_bwd_kernel(
     n, in_range, y_base, x_base, step_h, step_w, grid_h, grid_w, count = _tile_samples(
         rois_ptr, scale_ptr, k, stride_rk, stride_rc, N, ph, pw, pooled_h, pooled_w,
         sampling_ratio, ALIGNED, COMPUTE, INDEX_64)
-    row_begin, row_end = split_rows(grid_h, split, num_splits)
+    if INDEX_64:
+        # 64-bit offsets fill the registers already: the launcher does not split these
+        row_begin = 0
+        row_end = grid_h
+    else:
+        row_begin, row_end = split_rows(grid_h, split, num_splits)
 
     # ---- this tile's output gradient, already divided by the sample count
     mask = tl.where(in_range, mask_bin, False)[:, None] & mask_c[None, :]
@@ -245,9 +258,9 @@ def roi_align_bwd_kernel(
     dx_c = (dx_ptr + cast_index(n, INDEX_64) * stride_dxn
             + cast_index(offs_c, INDEX_64)[None, :] * stride_dxc)
 
-    if COMPUTE_FP64:
-        # float64 holds the merged taps' weights in twice the registers and spilled: there,
-        # each sample adds its four taps (float64 is a reference type, not a fast path)
+    if COMPUTE_FP64 or INDEX_64:
+        # the merged taps' weights (float64) and offsets (64-bit) spilled there: each sample
+        # adds its four taps (float64 is a reference type, 64-bit offsets a rare size)
         for iy in range(row_begin, row_end):
             y_lo, y_hi, ly, hy, ok_y = _bilinear_axis(y_base + (iy + 0.5) * step_h, H)
             row_lo = cast_index(y_lo, INDEX_64) * stride_dxh

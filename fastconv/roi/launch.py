@@ -126,7 +126,10 @@ def roi_align_forward_launch(x, rois, spatial_scale, pooled_h, pooled_w, samplin
     n, c, h, w = x.shape
     bins = pooled_h * pooled_w
     cfg = roi_tile(c, bins, ordered=False, device=x.device)
-    splits = adaptive_split(sampling_ratio, x.device)
+    index_64 = needs_int64(x, rois, y)
+    splits = 1 if index_64 else adaptive_split(sampling_ratio, x.device)
+    if splits * rois.shape[0] * bins * c >= 2**31:
+        splits = 1  # a workspace this large would need 64-bit offsets, which do not split
     if splits == 1:
         out, out_strides = y, (0, y.stride(0), y.stride(1), 1)
     else:
@@ -134,7 +137,6 @@ def roi_align_forward_launch(x, rois, spatial_scale, pooled_h, pooled_w, samplin
         acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         out = new_output((splits, rois.shape[0] * bins, c), x, dtype=acc_dtype)
         out_strides = (out.stride(0), bins * c, 1, c)
-    index_64 = needs_int64(x, rois, y, out)
     args = (x, rois, _scale(spatial_scale, x), out,
             n, c, h, w, pooled_h, pooled_w, sampling_ratio, splits,
             *x.stride(), *rois.stride(), *out_strides)
@@ -180,7 +182,8 @@ def roi_align_backward_launch(dy, rois, spatial_scale, sampling_ratio, aligned, 
         args = (*head, n, c, h, w, rois.shape[0], pooled_h, pooled_w, sampling_ratio, rows,
                 bands, *strides)
         return KernelLaunch(roi_align_kernels.roi_align_bwd_ordered_kernel, grid, args, meta)
-    splits = adaptive_split(sampling_ratio, dx.device)
+    # 64-bit offsets: no split (the kernel's registers are full)
+    splits = 1 if meta["INDEX_64"] else adaptive_split(sampling_ratio, dx.device)
     args = (*head, n, c, h, w, pooled_h, pooled_w, sampling_ratio, splits, *strides)
     return KernelLaunch(roi_align_kernels.roi_align_bwd_kernel,
                         _tile_grid(rois, c, pooled_h * pooled_w, cfg, splits), args, meta)
