@@ -21,7 +21,7 @@ exact integer must not move to the next one.
 import triton
 import triton.language as tl
 
-from ._common import aligned_pixel_strides, cast_index
+from ._common import aligned, aligned_pixel_strides, cast_index
 from ._roi_common import div_rn, load_roi, roi_split_tile_ids, split_rows
 
 
@@ -117,6 +117,7 @@ def roi_align_fwd_kernel(
     split workspace [splits, K * bins, C] of partial means.
     """
     COMPUTE: tl.constexpr = tl.float64 if COMPUTE_FP64 else tl.float32
+    C = aligned(C, VEC)  # a channel mask constant over VEC channels: vector loads
     # ---- which RoI, bins, channels and share of the sample rows
     k, split, offs_bin, offs_c, mask_bin, mask_c = roi_split_tile_ids(
         C, pooled_h, pooled_w, num_splits, BLOCK_BINS, BLOCK_C)
@@ -227,6 +228,7 @@ def roi_align_bwd_kernel(
     dx is the float32 (float64) accumulation buffer, zero-filled by the launcher.
     """
     COMPUTE: tl.constexpr = tl.float64 if COMPUTE_FP64 else tl.float32
+    C = aligned(C, VEC)  # a channel mask constant over VEC channels: vector loads
     # ---- which RoI, bins, channels and share of the sample rows
     k, split, offs_bin, offs_c, mask_bin, mask_c = roi_split_tile_ids(
         C, pooled_h, pooled_w, num_splits, BLOCK_BINS, BLOCK_C)

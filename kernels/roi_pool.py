@@ -13,7 +13,7 @@ bin's gradient to that element:
 import triton
 import triton.language as tl
 
-from ._common import aligned_pixel_strides, cast_index
+from ._common import aligned, aligned_pixel_strides, cast_index
 from ._roi_common import div_rn, load_roi, roi_tile_ids
 
 # torchvision starts the maximum of a non-empty bin at -FLT_MAX
@@ -86,6 +86,7 @@ def roi_pool_fwd_kernel(
     each window element is a vector of channels, VEC elements a load (the launcher vouches).
     """
     COMPUTE: tl.constexpr = tl.float64 if COMPUTE_FP64 else tl.float32
+    C = aligned(C, VEC)  # a channel mask constant over VEC channels: vector loads
     # ---- which RoI, bins and channels
     k, offs_bin, offs_c, mask_bin, mask_c = roi_tile_ids(C, pooled_h, pooled_w, BLOCK_BINS,
                                                          BLOCK_C)
