@@ -40,6 +40,31 @@ def roi_tile_ids(C, pooled_h, pooled_w, BLOCK_BINS: tl.constexpr, BLOCK_C: tl.co
 
 
 @triton.jit
+def roi_split_tile_ids(C, pooled_h, pooled_w, num_splits, BLOCK_BINS: tl.constexpr,
+                       BLOCK_C: tl.constexpr):
+    """As ``roi_tile_ids``, with ``num_splits`` programs per tile (adjacent in the grid) that
+    share its sample rows: -> RoI, split, bins, channels, masks."""
+    pid = tl.program_id(0)
+    split = pid % num_splits
+    pid = pid // num_splits
+    num_c = tl.cdiv(C, BLOCK_C)
+    num_bins = tl.cdiv(pooled_h * pooled_w, BLOCK_BINS)
+    k = pid // (num_c * num_bins)
+    offs_bin = (pid // num_c) % num_bins * BLOCK_BINS + tl.arange(0, BLOCK_BINS)
+    offs_c = pid % num_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    return k, split, offs_bin, offs_c, offs_bin < pooled_h * pooled_w, offs_c < C
+
+
+@triton.jit
+def split_rows(rows, split, num_splits):
+    """[begin, end) of the rows 0 .. rows - 1 that split ``split`` of ``num_splits`` takes:
+    contiguous shares of ceil(rows / num_splits), the last ones shorter or empty."""
+    share = (rows + num_splits - 1) // num_splits
+    begin = tl.minimum(split * share, rows)
+    return begin, tl.minimum(begin + share, rows)
+
+
+@triton.jit
 def div_rn(a, b):
     """a / b rounded to nearest, as torchvision's division: Triton's float32 ``/`` is an
     approximate division on a GPU, and ``floor``/``ceil`` of a ratio that should be an exact

@@ -125,6 +125,12 @@ SPLIT_REDUCE_CONFIG = _C(32, 64, 0, 4, 1)
 # in float64 with 64-bit offsets on sm_80, hence the explicit limit of the small tile.
 # The ordered backward adds with plain loads and stores; left to itself ptxas held it to
 # 48-64 registers and spilled 8-24 bytes in float64 on sm_80, so it gets 128.
+# Adaptive sampling (sampling_ratio <= 0) samples ceil(roi / bins) rows and columns per bin: the
+# programs of the largest RoIs would run 10-100x longer than the rest while the grid drains. The
+# forward and the atomic backward give each tile this many programs, which share its sample
+# rows (the forward's partial sums then go through the split-K reduction).
+ROI_ADAPTIVE_SPLIT = 4
+
 ROI_CONFIGS = {
     "tile": [_C(64, 32, 0, 8, 1), _C(16, 32, 0, 4, 1, max_registers=168)],
     "ordered": [_C(1, 128, 0, 4, 1, max_registers=128)],

@@ -21,8 +21,8 @@ exact integer must not move to the next one.
 import triton
 import triton.language as tl
 
-from ._common import cast_index
-from ._roi_common import div_rn, load_roi, roi_tile_ids
+from ._common import aligned, aligned_pixel_strides, cast_index
+from ._roi_common import div_rn, load_roi, roi_split_tile_ids, split_rows
 
 
 @triton.jit
@@ -101,23 +101,26 @@ def roi_align_fwd_kernel(
     # pointers
     x_ptr, rois_ptr, scale_ptr, y_ptr,
     # sizes
-    N, C, H, W, pooled_h, pooled_w, sampling_ratio,
+    N, C, H, W, pooled_h, pooled_w, sampling_ratio, num_splits,
     # strides
     stride_xn, stride_xc, stride_xh, stride_xw,
     stride_rk, stride_rc,
-    stride_yk, stride_yc,
+    stride_ys, stride_yk, stride_yc, stride_yb,
     # meta-parameters
     ALIGNED: tl.constexpr, COMPUTE_FP64: tl.constexpr, INDEX_64: tl.constexpr,
-    BLOCK_BINS: tl.constexpr, BLOCK_C: tl.constexpr,
+    VEC: tl.constexpr, BLOCK_BINS: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """y[k, c, ph, pw] = mean over the bin's samples of bilinear(x[n_k, c], y, x).
 
-    y is contiguous per RoI and channel: bin (ph, pw) sits at ph * pooled_w + pw.
+    Bin b = ph * pooled_w + pw of RoI k, channel c, split s sits at y_ptr + s * stride_ys +
+    k * stride_yk + c * stride_yc + b * stride_yb: the output [K, C, bins] (one split), or the
+    split workspace [splits, K * bins, C] of partial means.
     """
     COMPUTE: tl.constexpr = tl.float64 if COMPUTE_FP64 else tl.float32
-    # ---- which RoI, bins and channels
-    k, offs_bin, offs_c, mask_bin, mask_c = roi_tile_ids(C, pooled_h, pooled_w, BLOCK_BINS,
-                                                         BLOCK_C)
+    C = aligned(C, VEC)  # a channel mask constant over VEC channels: vector loads
+    # ---- which RoI, bins, channels and share of the sample rows
+    k, split, offs_bin, offs_c, mask_bin, mask_c = roi_split_tile_ids(
+        C, pooled_h, pooled_w, num_splits, BLOCK_BINS, BLOCK_C)
     ph = offs_bin // pooled_w
     pw = offs_bin % pooled_w
 
@@ -125,14 +128,22 @@ def roi_align_fwd_kernel(
     n, in_range, y_base, x_base, step_h, step_w, grid_h, grid_w, count = _tile_samples(
         rois_ptr, scale_ptr, k, stride_rk, stride_rc, N, ph, pw, pooled_h, pooled_w,
         sampling_ratio, ALIGNED, COMPUTE, INDEX_64)
+    if INDEX_64:
+        # 64-bit offsets fill the registers already: the launcher does not split these
+        row_begin = 0
+        row_end = grid_h
+    else:
+        row_begin, row_end = split_rows(grid_h, split, num_splits)
 
+    # channels_last: unit channel stride and pixel strides VEC-aligned (the launcher's word)
+    stride_xn, stride_xh, stride_xw = aligned_pixel_strides(stride_xn, stride_xh, stride_xw, VEC)
     x_img = x_ptr + cast_index(n, INDEX_64) * stride_xn
     c_offs = cast_index(offs_c, INDEX_64)[None, :] * stride_xc
     mask = tl.where(in_range, mask_bin, False)[:, None] & mask_c[None, :]
 
     # ---- accumulate the samples
     acc = tl.zeros([BLOCK_BINS, BLOCK_C], dtype=COMPUTE)
-    for iy in range(0, grid_h):
+    for iy in range(row_begin, row_end):
         ys = y_base + (iy + 0.5) * step_h
         y_lo, y_hi, ly, hy, ok_y = _bilinear_axis(ys, H)
         row_lo = cast_index(y_lo, INDEX_64) * stride_xh
@@ -152,10 +163,49 @@ def roi_align_fwd_kernel(
     acc = acc / count.to(COMPUTE)
 
     # ---- store (every bin of the tile, zeros for an RoI outside the batch)
-    y_offs = (cast_index(k, INDEX_64) * stride_yk + offs_bin[:, None]
-              + cast_index(offs_c, INDEX_64)[None, :] * stride_yc)
+    if INDEX_64:  # never split: the output itself, bins contiguous
+        y_offs = (cast_index(k, INDEX_64) * stride_yk + offs_bin[:, None]
+                  + cast_index(offs_c, INDEX_64)[None, :] * stride_yc)
+    else:
+        y_offs = (split * stride_ys + k * stride_yk + offs_bin[:, None] * stride_yb
+                  + offs_c[None, :] * stride_yc)
     tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty),
              mask=mask_bin[:, None] & mask_c[None, :])
+
+
+@triton.jit
+def _merge_tap(ia, wa, va, ib, wb, vb):
+    """Tap b joins tap a where both exist on the same pixel row (column): a's weight takes b's
+    and b is dropped."""
+    same = va & vb & (ia == ib)
+    return tl.where(same, wa + wb, wa), vb & ~same
+
+
+@triton.jit
+def _pair_taps(base, step, i, has_second, size):
+    """The taps along one axis of samples ``i`` and ``i + 1`` (the second only where
+    ``has_second``): four (pixel, weight, exists) with coinciding pixels merged into the first
+    of them, so no two existing taps share a pixel."""
+    a_lo, a_hi, a_fh, a_fl, a_ok = _bilinear_axis(base + (i + 0.5) * step, size)
+    b_lo, b_hi, b_fh, b_fl, b_ok = _bilinear_axis(base + (i + 1.5) * step, size)
+    b_ok = b_ok & has_second
+    w0 = a_fl
+    w1 = a_fh
+    w2 = b_fl
+    w3 = b_fh
+    v0 = a_ok
+    v1 = a_ok
+    v2 = b_ok
+    v3 = b_ok
+    # at the last pixel both taps of a sample are that pixel (the second weighs 0)
+    w0, v1 = _merge_tap(a_lo, w0, v0, a_hi, w1, v1)
+    w2, v3 = _merge_tap(b_lo, w2, v2, b_hi, w3, v3)
+    # the second sample's taps on the first's pixels (a bin under two pixels)
+    w0, v2 = _merge_tap(a_lo, w0, v0, b_lo, w2, v2)
+    w1, v2 = _merge_tap(a_hi, w1, v1, b_lo, w2, v2)
+    w0, v3 = _merge_tap(a_lo, w0, v0, b_hi, w3, v3)
+    w1, v3 = _merge_tap(a_hi, w1, v1, b_hi, w3, v3)
+    return a_lo, a_hi, b_lo, b_hi, w0, w1, w2, w3, v0, v1, v2, v3
 
 
 @triton.jit
@@ -163,23 +213,25 @@ def roi_align_bwd_kernel(
     # pointers
     dy_ptr, rois_ptr, scale_ptr, dx_ptr,
     # sizes
-    N, C, H, W, pooled_h, pooled_w, sampling_ratio,
+    N, C, H, W, pooled_h, pooled_w, sampling_ratio, num_splits,
     # strides
     stride_dyk, stride_dyc, stride_dyh, stride_dyw,
     stride_rk, stride_rc,
     stride_dxn, stride_dxc, stride_dxh, stride_dxw,
     # meta-parameters
     ALIGNED: tl.constexpr, COMPUTE_FP64: tl.constexpr, INDEX_64: tl.constexpr,
-    BLOCK_BINS: tl.constexpr, BLOCK_C: tl.constexpr,
+    VEC: tl.constexpr, BLOCK_BINS: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """dx[n_k, c] += dy[k, c, ph, pw] / count * bilinear weights, with atomic adds.
+    """dx[n_k, c] += dy[k, c, ph, pw] / count * bilinear weights, with atomic adds, one per
+    distinct pixel of each 2x2 block of a bin's samples.
 
     dx is the float32 (float64) accumulation buffer, zero-filled by the launcher.
     """
     COMPUTE: tl.constexpr = tl.float64 if COMPUTE_FP64 else tl.float32
-    # ---- which RoI, bins and channels
-    k, offs_bin, offs_c, mask_bin, mask_c = roi_tile_ids(C, pooled_h, pooled_w, BLOCK_BINS,
-                                                         BLOCK_C)
+    C = aligned(C, VEC)  # a channel mask constant over VEC channels: vector loads
+    # ---- which RoI, bins, channels and share of the sample rows
+    k, split, offs_bin, offs_c, mask_bin, mask_c = roi_split_tile_ids(
+        C, pooled_h, pooled_w, num_splits, BLOCK_BINS, BLOCK_C)
     ph = offs_bin // pooled_w
     pw = offs_bin % pooled_w
 
@@ -187,6 +239,12 @@ def roi_align_bwd_kernel(
     n, in_range, y_base, x_base, step_h, step_w, grid_h, grid_w, count = _tile_samples(
         rois_ptr, scale_ptr, k, stride_rk, stride_rc, N, ph, pw, pooled_h, pooled_w,
         sampling_ratio, ALIGNED, COMPUTE, INDEX_64)
+    if INDEX_64:
+        # 64-bit offsets fill the registers already: the launcher does not split these
+        row_begin = 0
+        row_end = grid_h
+    else:
+        row_begin, row_end = split_rows(grid_h, split, num_splits)
 
     # ---- this tile's output gradient, already divided by the sample count
     mask = tl.where(in_range, mask_bin, False)[:, None] & mask_c[None, :]
@@ -196,29 +254,64 @@ def roi_align_bwd_kernel(
                + cast_index(offs_c, INDEX_64)[None, :] * stride_dyc)
     g = tl.load(dy_ptr + dy_offs, mask=mask, other=0.0).to(COMPUTE) / count.to(COMPUTE)
 
-    dx_img = dx_ptr + cast_index(n, INDEX_64) * stride_dxn
-    c_offs = cast_index(offs_c, INDEX_64)[None, :] * stride_dxc
+    # channels_last: unit channel stride and pixel strides VEC-aligned (the launcher's word)
+    stride_dxn, stride_dxh, stride_dxw = aligned_pixel_strides(stride_dxn, stride_dxh,
+                                                               stride_dxw, VEC)
+    dx_c = (dx_ptr + cast_index(n, INDEX_64) * stride_dxn
+            + cast_index(offs_c, INDEX_64)[None, :] * stride_dxc)
 
-    # ---- scatter every sample's four weighted gradients
-    for iy in range(0, grid_h):
-        ys = y_base + (iy + 0.5) * step_h
-        y_lo, y_hi, ly, hy, ok_y = _bilinear_axis(ys, H)
-        row_lo = cast_index(y_lo, INDEX_64) * stride_dxh
-        row_hi = cast_index(y_hi, INDEX_64) * stride_dxh
-        for ix in range(0, grid_w):
-            xs = x_base + (ix + 0.5) * step_w
-            x_lo, x_hi, lx, hx, ok_x = _bilinear_axis(xs, W)
-            col_lo = cast_index(x_lo, INDEX_64) * stride_dxw
-            col_hi = cast_index(x_hi, INDEX_64) * stride_dxw
-            m = mask & (ok_y & ok_x)[:, None]
-            tl.atomic_add(dx_img + (row_lo + col_lo)[:, None] + c_offs, g * (hy * hx)[:, None],
-                          mask=m, sem="relaxed")
-            tl.atomic_add(dx_img + (row_lo + col_hi)[:, None] + c_offs, g * (hy * lx)[:, None],
-                          mask=m, sem="relaxed")
-            tl.atomic_add(dx_img + (row_hi + col_lo)[:, None] + c_offs, g * (ly * hx)[:, None],
-                          mask=m, sem="relaxed")
-            tl.atomic_add(dx_img + (row_hi + col_hi)[:, None] + c_offs, g * (ly * lx)[:, None],
-                          mask=m, sem="relaxed")
+    if COMPUTE_FP64 or INDEX_64:
+        # the merged taps' weights (float64) and offsets (64-bit) spilled there: each sample
+        # adds its four taps (float64 is a reference type, 64-bit offsets a rare size)
+        for iy in range(row_begin, row_end):
+            y_lo, y_hi, ly, hy, ok_y = _bilinear_axis(y_base + (iy + 0.5) * step_h, H)
+            row_lo = cast_index(y_lo, INDEX_64) * stride_dxh
+            row_hi = cast_index(y_hi, INDEX_64) * stride_dxh
+            for ix in range(0, grid_w):
+                x_lo, x_hi, lx, hx, ok_x = _bilinear_axis(x_base + (ix + 0.5) * step_w, W)
+                col_lo = cast_index(x_lo, INDEX_64) * stride_dxw
+                col_hi = cast_index(x_hi, INDEX_64) * stride_dxw
+                m = mask & (ok_y & ok_x)[:, None]
+                tl.atomic_add(dx_c + (row_lo + col_lo)[:, None], g * (hy * hx)[:, None],
+                              mask=m, sem="relaxed")
+                tl.atomic_add(dx_c + (row_lo + col_hi)[:, None], g * (hy * lx)[:, None],
+                              mask=m, sem="relaxed")
+                tl.atomic_add(dx_c + (row_hi + col_lo)[:, None], g * (ly * hx)[:, None],
+                              mask=m, sem="relaxed")
+                tl.atomic_add(dx_c + (row_hi + col_hi)[:, None], g * (ly * lx)[:, None],
+                              mask=m, sem="relaxed")
+        return
+
+    # ---- scatter, a 2x2 block of samples at a time
+    for iy in range(row_begin, row_end, 2):
+        has_second = iy + 1 < row_end
+        r0, r1, r2, r3, wr0, wr1, wr2, wr3, vr0, vr1, vr2, vr3 = _pair_taps(
+            y_base, step_h, iy, has_second, H)
+        # tap rows of the block: two samples' four, or one's two
+        tap_rows = tl.where(has_second, 4, 2)
+        for ix in range(0, grid_w, 2):
+            c0, c1, c2, c3, wc0, wc1, wc2, wc3, vc0, vc1, vc2, vc3 = _pair_taps(
+                x_base, step_w, ix, ix + 1 < grid_w, W)
+            c0 = cast_index(c0, INDEX_64) * stride_dxw
+            c1 = cast_index(c1, INDEX_64) * stride_dxw
+            c2 = cast_index(c2, INDEX_64) * stride_dxw
+            c3 = cast_index(c3, INDEX_64) * stride_dxw
+            # a loop, not four unrolled rows: 16 atomics in flight at once held every address
+            # in registers and spilled
+            for t in range(0, tap_rows):
+                r = tl.where(t == 0, r0, tl.where(t == 1, r1, tl.where(t == 2, r2, r3)))
+                wr = tl.where(t == 0, wr0, tl.where(t == 1, wr1, tl.where(t == 2, wr2, wr3)))
+                vr = tl.where(t == 0, vr0, tl.where(t == 1, vr1, tl.where(t == 2, vr2, vr3)))
+                row = cast_index(r, INDEX_64) * stride_dxh
+                m = mask & vr[:, None]
+                tl.atomic_add(dx_c + (row + c0)[:, None], g * (wr * wc0)[:, None],
+                              mask=m & vc0[:, None], sem="relaxed")
+                tl.atomic_add(dx_c + (row + c1)[:, None], g * (wr * wc1)[:, None],
+                              mask=m & vc1[:, None], sem="relaxed")
+                tl.atomic_add(dx_c + (row + c2)[:, None], g * (wr * wc2)[:, None],
+                              mask=m & vc2[:, None], sem="relaxed")
+                tl.atomic_add(dx_c + (row + c3)[:, None], g * (wr * wc3)[:, None],
+                              mask=m & vc3[:, None], sem="relaxed")
 
 
 @triton.jit

@@ -13,7 +13,7 @@ bin's gradient to that element:
 import triton
 import triton.language as tl
 
-from ._common import cast_index
+from ._common import aligned, aligned_pixel_strides, cast_index
 from ._roi_common import div_rn, load_roi, roi_tile_ids
 
 # torchvision starts the maximum of a non-empty bin at -FLT_MAX
@@ -78,13 +78,15 @@ def roi_pool_fwd_kernel(
     stride_yk, stride_yc,
     # meta-parameters
     COMPUTE_FP64: tl.constexpr, INDEX_64: tl.constexpr,
-    BLOCK_BINS: tl.constexpr, BLOCK_C: tl.constexpr,
+    VEC: tl.constexpr, BLOCK_BINS: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """y[k, c, ph, pw] = max of x[n_k, c] over the bin's window; argmax alongside.
 
-    y and argmax are contiguous per RoI and channel, with the same strides.
+    y and argmax are contiguous per RoI and channel, with the same strides. In channels_last
+    each window element is a vector of channels, VEC elements a load (the launcher vouches).
     """
     COMPUTE: tl.constexpr = tl.float64 if COMPUTE_FP64 else tl.float32
+    C = aligned(C, VEC)  # a channel mask constant over VEC channels: vector loads
     # ---- which RoI, bins and channels
     k, offs_bin, offs_c, mask_bin, mask_c = roi_tile_ids(C, pooled_h, pooled_w, BLOCK_BINS,
                                                          BLOCK_C)
@@ -103,6 +105,7 @@ def roi_pool_fwd_kernel(
     max_w = tl.where(in_range & usable, span_w, 0)
 
     # ---- scan each window row by row, keeping the first strict maximum
+    stride_xn, stride_xh, stride_xw = aligned_pixel_strides(stride_xn, stride_xh, stride_xw, VEC)
     x_img = x_ptr + cast_index(n, INDEX_64) * stride_xn
     c_offs = cast_index(offs_c, INDEX_64)[None, :] * stride_xc
     best = tl.where(empty, 0.0, -FLT_MAX).to(COMPUTE)[:, None] + tl.zeros([BLOCK_BINS, BLOCK_C],

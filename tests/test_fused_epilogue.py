@@ -1,4 +1,6 @@
 """conv2d(..., activation=, residual=): the fused epilogue against the unfused torch composition."""
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -53,12 +55,13 @@ def test_fused_matches_unfused(family, activation, with_residual):
 def test_inference_keeps_no_preactivation(monkeypatch):
     """Without autograd, silu/gelu need no pre-activation buffer: the op is told so."""
     seen = []
-    real = torch.ops.fastconv.conv2d_activation
+    real = torch.ops.fastconv.conv2d_activation.default
 
     def spy(*args):
         seen.append(args[-1])
         return real(*args)
-    monkeypatch.setattr(torch.ops.fastconv, "conv2d_activation", spy)
+    monkeypatch.setattr(torch.ops.fastconv, "conv2d_activation",
+                        types.SimpleNamespace(default=spy))
     x, w = torch.randn(1, 16, 4, 4), torch.randn(16, 16, 1, 1)
     with torch.no_grad():
         FC.conv2d(x, w, activation="silu")

@@ -16,7 +16,8 @@ from helpers import assert_rel_close, aten_forbidden, bad, ints, t
 
 TV_OPS = ("roi_align", "_roi_align_backward", "roi_pool", "_roi_pool_backward")
 FASTCONV_OPS = ("roi_align", "roi_align_backward", "roi_pool", "roi_pool_backward")
-LAUNCHERS = ("roi_align_forward", "roi_align_backward", "roi_pool_forward", "roi_pool_backward")
+LAUNCHERS = ("roi_align_forward_launch", "roi_align_backward_launch", "roi_pool_forward_launch",
+             "roi_pool_backward_launch")
 ACCEPTED_ERRORS = (ValueError, TypeError, RuntimeError)
 
 
@@ -58,7 +59,7 @@ def test_launch_guards_catch_a_launch(monkeypatch, op):
     with fastconv_ops_forbidden(), pytest.raises(AssertionError, match=f"fastconv::roi_{op}"):
         _call(op, _base())
     _patch_launchers(monkeypatch)
-    with pytest.raises(pytest.fail.Exception, match=f"roi_launch.roi_{op}_forward was called"):
+    with pytest.raises(pytest.fail.Exception, match=f"roi_launch.roi_{op}_forward_launch was called"):
         _call(op, _base())
 
 

@@ -321,7 +321,8 @@ def roi_variants() -> Iterator[KernelVariant]:
         for dtype in DTYPES:
             for config in ROI_CONFIGS[table]:
                 for index_64 in (False, True):
-                    meta = roi_launch._meta(config, dtype, index_64, ordered=table == "ordered")
+                    meta = roi_launch._meta(config, dtype, index_64, ordered=table == "ordered",
+                                            vec=1 if "VEC" in declared else None)
                     for aligned in ((False, True) if "ALIGNED" in declared else (None,)):
                         if aligned is not None:
                             meta["ALIGNED"] = aligned

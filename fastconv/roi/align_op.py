@@ -33,8 +33,10 @@ def _forward_build(input, rois, spatial_scale, pooled_height, pooled_width, samp
         return [], out
     if h == 0 or w == 0:
         return [], Finish(torch.Tensor.zero_, out)  # no pixel to sample: bins average nothing
-    return [roi_launch.roi_align_forward_launch(input, rois, spatial_scale, pooled_height,
-                                                pooled_width, sampling_ratio, aligned, out)], out
+    # adaptive sampling: the forward and the reduction of its split partial sums
+    return roi_launch.roi_align_forward_launch(input, rois, spatial_scale, pooled_height,
+                                               pooled_width, sampling_ratio, aligned,
+                                               out).chain(), out
 
 
 def _roi_align(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,

@@ -11,11 +11,14 @@ static per-case report read the launch without a GPU.
 import torch
 import triton
 
+from fastconv.kernels import conv2d_split_reduce_kernel
 from fastconv.kernels import roi_align as roi_align_kernels
 from fastconv.kernels import roi_pool as roi_pool_kernels
-from fastconv.kernels.configs import ROI_CONFIGS, TileConfig
+from fastconv.kernels.configs import (ROI_ADAPTIVE_SPLIT, ROI_CONFIGS, SPLIT_REDUCE_CONFIG,
+                                      TileConfig)
 from fastconv.ops._runtime import needs_int64, new_output
 from fastconv.ops.launch_cache import KernelLaunch
+from fastconv.conv.launch import channel_vector
 from fastconv.ops.target import sm_count, target_of
 
 
@@ -76,18 +79,43 @@ def _scale(spatial_scale: float, like: torch.Tensor) -> torch.Tensor:
     return new_output((1,), like, dtype=dtype, fill=spatial_scale)
 
 
-def _meta(cfg: TileConfig, dtype: torch.dtype, index_64: bool, ordered: bool = False) -> dict:
+def _meta(cfg: TileConfig, dtype: torch.dtype, index_64: bool, ordered: bool = False,
+          vec=None) -> dict:
+    """Constexprs and launch options; ``vec``: the VEC of a kernel that takes one."""
     meta = {"COMPUTE_FP64": dtype == torch.float64, "INDEX_64": index_64,
             "BLOCK_C": cfg.block_n, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
     if cfg.max_registers:
         meta["maxnreg"] = cfg.max_registers
     if not ordered:
         meta["BLOCK_BINS"] = cfg.block_m
+    if vec is not None:
+        meta["VEC"] = vec
     return meta
 
 
-def _tile_grid(rois: torch.Tensor, channels: int, bins: int, cfg: TileConfig) -> tuple:
-    return (rois.shape[0] * triton.cdiv(bins, cfg.block_m) * triton.cdiv(channels, cfg.block_n),)
+def _tile_grid(rois: torch.Tensor, channels: int, bins: int, cfg: TileConfig,
+               splits: int = 1) -> tuple:
+    return (rois.shape[0] * triton.cdiv(bins, cfg.block_m) * triton.cdiv(channels, cfg.block_n)
+            * splits,)
+
+
+def roi_vector(t: torch.Tensor) -> int:
+    """The VEC of a RoI kernel reading or adding into the [N, C, H, W] tensor ``t`` along its
+    channels: up to 16 bytes in channels_last (unit channel stride) where C, the pixel strides
+    and the address allow, else 1 (NCHW)."""
+    if t.shape[1] <= 1:
+        return 1
+    n_stride, c_stride, h_stride, w_stride = t.stride()
+    return channel_vector([t], [c_stride], [t.shape[1], n_stride, h_stride, w_stride])
+
+
+def adaptive_split(sampling_ratio: int, device=None) -> int:
+    """Programs per RoIAlign tile sharing its sample rows: ``ROI_ADAPTIVE_SPLIT`` for adaptive
+    sampling (sampling_ratio <= 0), whose grid grows with the RoI; 1 for a fixed grid. The
+    interpreter splits in two, enough to run the split path in the tests."""
+    if sampling_ratio > 0:
+        return 1
+    return 2 if target_of(device).interpreter else ROI_ADAPTIVE_SPLIT
 
 
 # ---------------------------------------------------------------------------- RoIAlign
@@ -96,13 +124,44 @@ def roi_align_forward_launch(x, rois, spatial_scale, pooled_h, pooled_w, samplin
     """The launch of y [K, C, pooled_h, pooled_w] (contiguous) <- RoIAlign of x [N, C, H, W]
     (any strides)."""
     n, c, h, w = x.shape
-    cfg = roi_tile(c, pooled_h * pooled_w, ordered=False, device=x.device)
-    args = (x, rois, _scale(spatial_scale, x), y,
-            n, c, h, w, pooled_h, pooled_w, sampling_ratio,
-            *x.stride(), *rois.stride(), y.stride(0), y.stride(1))
+    bins = pooled_h * pooled_w
+    cfg = roi_tile(c, bins, ordered=False, device=x.device)
+    index_64 = needs_int64(x, rois, y)
+    splits = 1 if index_64 else adaptive_split(sampling_ratio, x.device)
+    if splits * rois.shape[0] * bins * c >= 2**31:
+        splits = 1  # a workspace this large would need 64-bit offsets, which do not split
+    if splits == 1:
+        out, out_strides = y, (0, y.stride(0), y.stride(1), 1)
+    else:
+        # partial means [splits, K * bins, C], added by the split-K reduction into y
+        acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        out = new_output((splits, rois.shape[0] * bins, c), x, dtype=acc_dtype)
+        out_strides = (out.stride(0), bins * c, 1, c)
+    args = (x, rois, _scale(spatial_scale, x), out,
+            n, c, h, w, pooled_h, pooled_w, sampling_ratio, splits,
+            *x.stride(), *rois.stride(), *out_strides)
+    then = None if splits == 1 else _split_sum_launch(out, y, index_64)
     return KernelLaunch(roi_align_kernels.roi_align_fwd_kernel,
-                        _tile_grid(rois, c, pooled_h * pooled_w, cfg), args,
-                        dict(ALIGNED=aligned, **_meta(cfg, x.dtype, needs_int64(x, rois, y))))
+                        _tile_grid(rois, c, bins, cfg, splits), args,
+                        dict(ALIGNED=aligned, **_meta(cfg, x.dtype, index_64, vec=roi_vector(x))),
+                        then)
+
+
+def _split_sum_launch(part: torch.Tensor, y: torch.Tensor, index_64: bool) -> KernelLaunch:
+    """y [K, C, ph, pw] <- the sum, in split order, of the partial means ``part``
+    [splits, K * ph * pw, C]: the split-K reduction, reading RoIs as images, bins as pixels
+    and no epilogue."""
+    k, c, ph, pw = y.shape
+    cfg = SPLIT_REDUCE_CONFIG
+    if target_of(y.device).interpreter:
+        cfg = TileConfig(min(triton.next_power_of_2(k * ph * pw), 128),
+                         min(triton.next_power_of_2(c), 128), 0, 4, 1)
+    grid = (triton.cdiv(k * ph * pw, cfg.block_m) * triton.cdiv(c, cfg.block_n),)
+    args = (part, y, y, y, y, k, ph, pw, c, part.shape[0], part.stride(0), part.stride(0),
+            part.stride(1), *y.stride(), *y.stride(), 0, 0, 0)
+    meta = {"HAS_BIAS": False, "INDEX_64": index_64, "BLOCK_M": cfg.block_m,
+            "BLOCK_N": cfg.block_n, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+    return KernelLaunch(conv2d_split_reduce_kernel, grid, args, meta)
 
 
 def roi_align_backward_launch(dy, rois, spatial_scale, sampling_ratio, aligned, dx,
@@ -113,7 +172,8 @@ def roi_align_backward_launch(dy, rois, spatial_scale, sampling_ratio, aligned, 
     pooled_h, pooled_w = dy.shape[2:]
     cfg = roi_tile(c, pooled_h * pooled_w, ordered=deterministic, device=dx.device)
     meta = dict(ALIGNED=aligned, **_meta(cfg, dx.dtype, needs_int64(dy, rois, dx),
-                                         ordered=deterministic))
+                                         ordered=deterministic,
+                                         vec=None if deterministic else roi_vector(dx)))
     head = (dy, rois, _scale(spatial_scale, dx), dx)
     strides = (*dy.stride(), *rois.stride(), *dx.stride())
     if deterministic:
@@ -122,9 +182,11 @@ def roi_align_backward_launch(dy, rois, spatial_scale, sampling_ratio, aligned, 
         args = (*head, n, c, h, w, rois.shape[0], pooled_h, pooled_w, sampling_ratio, rows,
                 bands, *strides)
         return KernelLaunch(roi_align_kernels.roi_align_bwd_ordered_kernel, grid, args, meta)
-    args = (*head, n, c, h, w, pooled_h, pooled_w, sampling_ratio, *strides)
+    # 64-bit offsets: no split (the kernel's registers are full)
+    splits = 1 if meta["INDEX_64"] else adaptive_split(sampling_ratio, dx.device)
+    args = (*head, n, c, h, w, pooled_h, pooled_w, sampling_ratio, splits, *strides)
     return KernelLaunch(roi_align_kernels.roi_align_bwd_kernel,
-                        _tile_grid(rois, c, pooled_h * pooled_w, cfg), args, meta)
+                        _tile_grid(rois, c, pooled_h * pooled_w, cfg, splits), args, meta)
 
 
 # ---------------------------------------------------------------------------- RoIPool
@@ -139,7 +201,7 @@ def roi_pool_forward_launch(x, rois, spatial_scale, y, argmax) -> KernelLaunch:
             *x.stride(), *rois.stride(), y.stride(0), y.stride(1))
     return KernelLaunch(roi_pool_kernels.roi_pool_fwd_kernel,
                         _tile_grid(rois, c, pooled_h * pooled_w, cfg), args,
-                        _meta(cfg, x.dtype, needs_int64(x, rois, y)))
+                        _meta(cfg, x.dtype, needs_int64(x, rois, y), vec=roi_vector(x)))
 
 
 def roi_pool_backward_launch(dy, rois, argmax, dx, deterministic: bool) -> KernelLaunch:
