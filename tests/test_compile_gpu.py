@@ -266,8 +266,8 @@ def test_batch1_layers_split_to_fill_the_gpu(case_report):
         what = f'{r["case"]} {r["pass"]} {r["dtype"]} {r["layout"]} on {arch}'
         assert int(r["reduce_programs"]) >= 1 and int(r["reduce_registers"]) > 0, what
         assert int(r["reduce_stack"]) == 0, what
-    for r in rows:
-        if r["pass"] != "wgrad":
+    for r in rows:  # (the RoIAlign adaptive-sampling forward has a reduction of its own)
+        if r["pass"] in ("fprop", "dgrad"):
             assert r["reduce_programs"] == "" or int(r["split"]) > 1, r
 
 
