@@ -404,7 +404,7 @@ def _tool(name: str) -> str:
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
 
 
-def _resource_usage(cubin: bytes) -> dict:
+def resource_usage(cubin: bytes) -> dict:
     """REG, STACK and SHARED of the (single) function in a cubin, from ``cuobjdump -res-usage``."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "kernel.cubin")
@@ -538,7 +538,7 @@ def compile_variant(variant: KernelVariant, arch) -> dict:
             options={"num_warps": variant.num_warps, "num_stages": variant.num_stages,
                      **({"maxnreg": variant.config.max_registers}
                         if variant.config.max_registers else {})})
-        usage = _resource_usage(compiled.asm["cubin"])
+        usage = resource_usage(compiled.asm["cubin"])
         # Triton's shared memory is dynamic (absent from the cubin); cuobjdump shows the static
         # part only (e.g. 1 KB on sm_90). A launch needs both.
         shared = usage["SHARED"] + int(compiled.metadata.shared)

@@ -9,21 +9,22 @@ stack and shared memory (``cuobjdump -res-usage``).
 
     python -m fastconv.bench.tma_report [--json FILE]
 
-needs a process without TRITON_INTERPRET. Only triton, torch and the kernel are used beyond
-``box_shape`` (copied below so that the module also runs beside another triton version, where
-``--kernels DIR`` loads the kernel package from a source tree).
+needs a process without TRITON_INTERPRET. ``--kernels DIR`` compiles the kernel package of a
+source tree instead of the installed one.
 """
 import argparse
 import importlib.util
 import json
 import os
 import re
-import subprocess
 import sys
-import tempfile
 import time
 
 import triton
+
+from fastconv.bench.compile_report import resource_usage
+from fastconv.conv.tma_launch import box_shape
+from fastconv.kernels.configs import TMA_CONFIGS
 
 # (name, N, C, H, W, K, R, S, stride, pad): ResNet-50 layers at batch 32
 LAYERS = (
@@ -33,27 +34,6 @@ LAYERS = (
     ("512->512 3x3 7x7", 32, 512, 7, 7, 512, 3, 3, 1, 1),
 )
 DTYPES = ("bf16", "fp16")
-# (block_m, block_n, block_k, num_warps, num_stages) of kernels.configs.TMA_CONFIGS["16"]
-# (read from there when fastconv imports; these are its values for --kernels runs)
-_FALLBACK_CONFIGS = ((128, 256, 64, 8, 3), (128, 128, 64, 8, 4))
-
-
-def _box_shape(block_m, N, P, Q):
-    # the same choice as fastconv.conv.tma_launch.box_shape (kept in step by a test)
-    best = None
-    for bw in (16, 8):
-        bh = 1
-        while bw * bh <= block_m:
-            bn = block_m // (bw * bh)
-            padded = (triton.cdiv(N, bn) * bn) * (triton.cdiv(P, bh) * bh) \
-                * (triton.cdiv(Q, bw) * bw)
-            key = (padded, -bw, bn)
-            if best is None or key < best[0]:
-                best = (key, (bn, bh, bw))
-            bh *= 2
-    return best[1]
-
-
 def _load_kernel(kernels_dir=None):
     if kernels_dir is None:
         from fastconv.kernels import conv2d_fprop_tma_kernel
@@ -68,12 +48,9 @@ def _load_kernel(kernels_dir=None):
 
 
 def _configs():
-    try:
-        from fastconv.kernels.configs import TMA_CONFIGS
-        return [(c.block_m, c.block_n, c.block_k, c.num_warps, c.num_stages)
-                for c in TMA_CONFIGS["16"]]
-    except ImportError:
-        return list(_FALLBACK_CONFIGS)
+    """(block_m, block_n, block_k, num_warps, num_stages) of TMA_CONFIGS["16"]."""
+    return [(c.block_m, c.block_n, c.block_k, c.num_warps, c.num_stages)
+            for c in TMA_CONFIGS["16"]]
 
 
 def launch_signature(kernel, dtype, config, layer):
@@ -84,7 +61,7 @@ def launch_signature(kernel, dtype, config, layer):
     bm, bn, bk, _, _ = config
     P = (H + 2 * pad - R) // stride + 1
     Q = (W + 2 * pad - S) // stride + 1
-    bn_img, bh, bw = _box_shape(bm, N, P, Q)
+    bn_img, bh, bw = box_shape(bm, N, P, Q)
     ints = dict(N=N, H=H, W=W, P=P, Q=Q, R=R, S=S, CG=C, CGP=triton.cdiv(C, bk) * bk, KG=K,
                 pad_h=pad, pad_w=pad, dil_h=1, dil_w=1,
                 stride_yn=P * Q * K, stride_yk=1, stride_yp=Q * K, stride_yq=K,
@@ -114,20 +91,6 @@ def launch_signature(kernel, dtype, config, layer):
     return signature, constexprs, attrs
 
 
-def _tool(name):
-    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
-
-
-def _resource_usage(cubin):
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "k.cubin")
-        with open(path, "wb") as f:
-            f.write(cubin)
-        out = subprocess.run([_tool("cuobjdump"), "-res-usage", path], capture_output=True,
-                             text=True, check=True).stdout
-    return {k: int(re.search(rf"\b{k}:(\d+)", out).group(1)) for k in ("REG", "STACK", "SHARED")}
-
-
 def compile_one(kernel, dtype, config, layer, arch=90):
     """One report row: the layer, dtype and config, and the compiled kernel's figures."""
     from triton.backends.compiler import GPUTarget
@@ -144,7 +107,7 @@ def compile_one(kernel, dtype, config, layer, arch=90):
                                   target=GPUTarget("cuda", arch, 32),
                                   options={"num_warps": config[3], "num_stages": config[4]})
         ptx = compiled.asm["ptx"]
-        usage = _resource_usage(compiled.asm["cubin"])
+        usage = resource_usage(compiled.asm["cubin"])
         row.update(
             registers=usage["REG"], spill_bytes=usage["STACK"],
             shared=usage["SHARED"] + int(compiled.metadata.shared),
