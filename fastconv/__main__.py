@@ -39,16 +39,6 @@ def _usage_error(command: str, option: str, message: str) -> int:
     return 2
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"takes a positive integer, got {text!r}")
-    return value
-
-
 def _dtype(name: str):
     import torch
     dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -322,6 +312,7 @@ class _Version(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fastconv.bench.run import positive_int
     parser = _Parser(prog="fastconv", description=__doc__)
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -333,12 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true",
                    help="verify every model of the zoo (under the interpreter, about 18 "
                         "minutes on two cores)")
-    p.add_argument("--batch", type=_positive_int, default=None,
+    p.add_argument("--batch", type=positive_int, default=None,
                    help="batch size (default: 2 on a GPU, 1 on the CPU)")
-    p.add_argument("--jobs", type=_positive_int, default=None,
+    p.add_argument("--jobs", type=positive_int, default=None,
                    help="on the CPU, models verified at a time in worker processes (default: "
                         "one per core, at most 8)")
-    p.add_argument("--size", type=_positive_int, default=None,
+    p.add_argument("--size", type=positive_int, default=None,
                    help="input height and width (default: each model's usual size on a GPU, "
                         "its smallest on the CPU)")
     p.add_argument("--dtype", type=_dtype, default=None,
@@ -356,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=_input_size, default=None,
                    help="one input without the batch axis, e.g. 3x224x224 (default: the "
                         "model's usual size)")
-    p.add_argument("--batch", type=_positive_int, default=1, help="batch size (default: 1)")
+    p.add_argument("--batch", type=positive_int, default=1, help="batch size (default: 1)")
     p.add_argument("--plot", help="also draw bar charts per layer into this PNG file")
     p.set_defaults(func=cmd_summary)
 

@@ -35,13 +35,15 @@ NO_GPU_MESSAGE = ("No CUDA GPU: nothing can be timed; showing the static compile
 DRY_E2E_BATCH = 2
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: a positive integer (``fastconv``'s --batch, --jobs, --size and
+    --batches)."""
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"--batches takes positive integers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"takes a positive integer, got {text!r}")
     return value
 
 
@@ -58,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="nchw channels_last (default: both)")
     f.add_argument("--directions", nargs="+", choices=DIRECTIONS, metavar="DIRECTION",
                    help="forward backward both (default: all three)")
-    f.add_argument("--batches", nargs="+", type=_positive_int, metavar="N",
+    f.add_argument("--batches", nargs="+", type=positive_int, metavar="N",
                    help=f"batch sizes (default: {' '.join(map(str, BATCHES))})")
     f.add_argument("--match", help="only cases whose name contains this text, e.g. layer3")
     f.add_argument("--e2e", action=argparse.BooleanOptionalAction, default=None,
