@@ -256,7 +256,7 @@ def test_host_cost_per_call_within_a_generous_margin_of_the_targets():
         both = _per_call_us(lambda: FC.conv2d(xg, wg, padding=1).backward(g), calls=100)
         # the replay went through the compiled-kernel path (the launcher stand-in)
         steps = [s for c in launch_cache.CACHES if isinstance(c, launch_cache.CallCache)
-                 for e in c.entries.values() for s in e.steps]
+                 for e in c.values() for s in e.steps]
     assert steps and all(s.compiled is not None and s.compiled[0] is _NoLaunch.run
                          for s in steps)
     assert forward < 4 * 20, f"{forward:.1f} us per forward"
@@ -331,7 +331,7 @@ def test_a_launcher_that_refuses_its_arguments_falls_back_to_the_jit(monkeypatch
     with launches_as_no_ops():
         FC.conv2d(x, w, padding=1)  # recorded: the JIT path, which keeps the stand-in
         steps = [s for c in launch_cache.CACHES if isinstance(c, launch_cache.CallCache)
-                 for e in c.entries.values() for s in e.steps]
+                 for e in c.values() for s in e.steps]
         assert steps and all(s.compiled is not None for s in steps)
         with pytest.warns(RuntimeWarning, match="compiled kernel failed"):
             FC.conv2d(x, w, padding=1)

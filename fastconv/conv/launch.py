@@ -330,8 +330,9 @@ def dgrad_launch(plan, pb, dy, w, dx, stride, padding, dilation, groups) -> Kern
 def conv2d_wgrad(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[int],
                  stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
                  groups: int) -> Tuple[Plan, list, object]:
-    """(plan, launches, result) of d conv2d / d weight: the result is a ``Finish`` that makes a
-    new contiguous tensor of ``weight_shape`` from the launches' split-K partial sums."""
+    """(plan, launches, result) of d conv2d / d weight: a contiguous tensor of ``weight_shape``,
+    written by the launch itself when it is not split, else a ``Finish`` that adds the
+    launches' split-K partial sums."""
     pb = conv_problem(x.shape, weight_shape, dy.shape, groups, x.dtype, stride, padding,
                       dilation)
     plan = plan_wgrad(x, dy, weight_shape, groups, stride, padding, dilation)
@@ -342,27 +343,32 @@ def conv2d_wgrad(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[int],
         return wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation, groups)
     plan = autotune.tuned(plan, pb, x.device, lambda p: launch(p)[0]())
     step, part = launch(plan)
+    if part.shape[0] == 1:  # unsplit: the launch wrote the gradient itself
+        return plan, [step], part[0]
     return plan, [step], Finish(_sum_partials(x.dtype), part)
 
 
 def _sum_partials(dtype):
     def total(part):
         # the partials are added in a fixed order: bitwise reproducible, no atomics
-        return (part[0] if part.shape[0] == 1 else part.sum(dim=0)).to(dtype)
+        return part.sum(dim=0).to(dtype)
     return total
 
 
 def wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation,
                  groups) -> Tuple[KernelLaunch, torch.Tensor]:
     """The launch of ``plan`` that ``conv2d_wgrad`` starts, and the split-K workspace
-    [split, *weight_shape] it writes its partial sums into (allocated here, like ``x``)."""
+    [split, *weight_shape] it writes its partial sums into (allocated here, like ``x``; in
+    the gradient's dtype when there is one split, which is then the gradient)."""
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     cfg = plan.config
     red = pb.N * pb.P * pb.Q
     step = cfg.block_m if plan.family == "direct" else cfg.block_k
     m_per_split = triton.cdiv(triton.cdiv(red, plan.split), step) * step
     split = max(1, triton.cdiv(red, max(m_per_split, 1)))
-    part = new_output((split, *weight_shape), x, dtype=acc_dtype)
+    # unsplit, the launch writes the gradient itself (its store casts to the dtype): no
+    # workspace to read back
+    part = new_output((split, *weight_shape), x, dtype=acc_dtype if split > 1 else x.dtype)
     meta = _meta(plan, x.dtype)
     grid = (wgrad_tiles(plan.family, pb, cfg), split)
     if plan.family == "gemm_1x1":

@@ -168,11 +168,11 @@ def conv_backward(input, weight, conv, grad_output, needs_input, needs_weight, n
     stride, padding, dilation, groups = conv
     grad_input = grad_weight = grad_bias = None
     if needs_input:
-        grad_input = conv2d_input_grad(grad_output, weight, list(input.shape), stride, padding,
-                                       dilation, groups)
+        grad_input = registry.call(conv2d_input_grad, grad_output, weight, list(input.shape),
+                                   stride, padding, dilation, groups)
     if needs_weight:
-        grad_weight = conv2d_weight_grad(grad_output, input, list(weight.shape), stride,
-                                         padding, dilation, groups)
+        grad_weight = registry.call(conv2d_weight_grad, grad_output, input, list(weight.shape),
+                                    stride, padding, dilation, groups)
     if needs_bias:
         grad_bias = grad_output.sum(dim=(0, 2, 3))
     return grad_input, grad_weight, grad_bias
@@ -180,20 +180,19 @@ def conv_backward(input, weight, conv, grad_output, needs_input, needs_weight, n
 
 class _Conv2d(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, input, weight, bias, stride, padding, dilation, groups):
+    def forward(ctx, run, input, weight, bias, stride, padding, dilation, groups):
         ctx.save_for_backward(input, weight)
         ctx.conv = (stride, padding, dilation, groups)
         ctx.has_bias = bias is not None
-        return registry.redispatch(conv2d, input, weight, bias, stride, padding, dilation,
-                                   groups)
+        return run(input, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx, grad_output):
         input, weight = ctx.saved_tensors
-        needs = ctx.needs_input_grad
+        _, *needs = ctx.needs_input_grad
         grads = conv_backward(input, weight, ctx.conv, grad_output, needs[0], needs[1],
                               ctx.has_bias and needs[2])
-        return (*grads, None, None, None, None)
+        return (None, *grads, None, None, None, None)
 
 
 registry.autograd(conv2d, _Conv2d, differentiable=3)
@@ -201,15 +200,14 @@ registry.autograd(conv2d, _Conv2d, differentiable=3)
 
 class _Conv2dActivation(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, input, weight, bias, residual, stride, padding, dilation, groups,
+    def forward(ctx, run, input, weight, bias, residual, stride, padding, dilation, groups,
                 activation, keep_preactivation):
         # the flag, not preact's size: an empty batch keeps an empty pre-activation
         if activation in _NEEDS_PREACT and not keep_preactivation:
             raise RuntimeError("fastconv::conv2d_activation: the backward of "
                                f"activation={activation!r} needs keep_preactivation=True")
-        out, preact = registry.redispatch(conv2d_activation, input, weight, bias, residual,
-                                          stride, padding, dilation, groups, activation,
-                                          keep_preactivation)
+        out, preact = run(input, weight, bias, residual, stride, padding, dilation, groups,
+                          activation, keep_preactivation)
         ctx.save_for_backward(input, weight, out, preact)
         ctx.conv = (stride, padding, dilation, groups)
         ctx.has_bias = bias is not None
@@ -220,12 +218,12 @@ class _Conv2dActivation(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out, _grad_preact):
         input, weight, out, preact = ctx.saved_tensors
-        needs = ctx.needs_input_grad
+        _, *needs = ctx.needs_input_grad
         grad_z = activation_backward(ctx.activation, grad_out, out, preact)
         grads = conv_backward(input, weight, ctx.conv, grad_z, needs[0], needs[1],
                               ctx.has_bias and needs[2])
         grad_residual = grad_z if needs[3] else None
-        return (*grads, grad_residual, None, None, None, None, None, None)
+        return (None, *grads, grad_residual, None, None, None, None, None, None)
 
 
 registry.autograd(conv2d_activation, _Conv2dActivation, differentiable=4)

@@ -56,6 +56,11 @@ MIN_SPLIT_STEPS = 4
 MAX_SPLIT_K = 16
 # ... except for a small tile that still leaves SMs idle, the plan's last resort (split_for)
 LAST_RESORT_SPLIT_STEPS = 2
+# A reduction of fewer steps than this is never split, whatever SMs it leaves idle: its loop
+# takes about as long as the second launch (the partial sums' reduction) takes to start, so a
+# split only adds a launch, a workspace and, on the eager path, a few us of host time. (Tiny
+# layers: 3x3 over 16 channels is 9 steps; a batch-1 3x3 layer over 64 channels, 18.)
+MIN_STEPS_TO_SPLIT = 16
 
 FAMILIES = ("implicit_gemm", "gemm_1x1", "direct")
 # The forward on Hopper's tensor memory accelerator: both operands by TMA, 128x128 and 128x256
@@ -388,6 +393,8 @@ def gemm_split(direction: str, family: str, pb: ConvProblem, cfg: TileConfig, de
     if tiles >= sms:
         return 1
     steps = reduction_steps(direction, family, pb, cfg)
+    if steps < MIN_STEPS_TO_SPLIT:
+        return 1
     rows, cols, _ = gemm_dims(direction, pb)
     # the workspace [split, groups, rows, cols] stays under 2**31 elements: no int64 forced
     fits_int32 = (2**31 - 1) // max(rows * cols * pb.groups, 1)
@@ -444,6 +451,8 @@ def wgrad_split(family: str, pb: ConvProblem, cfg: TileConfig, device,
         return 1
     red = pb.N * pb.P * pb.Q
     step = cfg.block_m if family == "direct" else cfg.block_k
+    if triton.cdiv(red, step) < MIN_STEPS_TO_SPLIT:
+        return 1
     cover = 1 if once else 2
     want = triton.cdiv(cover * sm_count(device), max(wgrad_tiles(family, pb, cfg), 1))
     # the workspace [split, K, CG, R, S] stays under 2**31 elements, so it never forces int64

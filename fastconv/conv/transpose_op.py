@@ -115,30 +115,31 @@ conv_transpose2d_input_grad = registry.define(
 # ---------------------------------------------------------------------------- autograd
 class _ConvTranspose2d(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, input, weight, bias, stride, padding, output_padding, groups, dilation):
+    def forward(ctx, run, input, weight, bias, stride, padding, output_padding, groups,
+                dilation):
         ctx.save_for_backward(input, weight)
         ctx.conv = (stride, padding, dilation, groups)
         ctx.has_bias = bias is not None
-        return registry.redispatch(conv_transpose2d, input, weight, bias, stride, padding,
-                                   output_padding, groups, dilation)
+        return run(input, weight, bias, stride, padding, output_padding, groups, dilation)
 
     @staticmethod
     def backward(ctx, grad_output):
         input, weight = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conv
         grad_input = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_input = conv_transpose2d_input_grad(
-                grad_output, weight, list(input.shape), stride, padding, dilation, groups)
-        if ctx.needs_input_grad[1]:
+        _, *needs = ctx.needs_input_grad
+        if needs[0]:
+            grad_input = registry.call(conv_transpose2d_input_grad, grad_output, weight,
+                                       list(input.shape), stride, padding, dilation, groups)
+        if needs[1]:
             # conv2d's weight gradient with grad_output as the conv2d input and ``input`` as
             # the conv2d output gradient; it reduces over the pixels of ``input``, so the
             # extra rows and columns of output_padding are read only where a tap reaches them
-            grad_weight = conv2d_weight_grad(input, grad_output, list(weight.shape), stride,
-                                             padding, dilation, groups)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_weight = registry.call(conv2d_weight_grad, input, grad_output,
+                                        list(weight.shape), stride, padding, dilation, groups)
+        if ctx.has_bias and needs[2]:
             grad_bias = grad_output.sum(dim=(0, 2, 3))
-        return grad_input, grad_weight, grad_bias, None, None, None, None, None
+        return None, grad_input, grad_weight, grad_bias, None, None, None, None, None
 
 
 registry.autograd(conv_transpose2d, _ConvTranspose2d, differentiable=3)

@@ -18,7 +18,6 @@ signature: integer arguments come from shapes and strides, and pointer alignment
 key. Under Triton's interpreter there is no compiled kernel, and the launch goes through
 ``kernel[grid]`` as before.
 """
-import collections
 import inspect
 import os
 import threading
@@ -361,11 +360,17 @@ def record(inputs: tuple, build: Callable, args: tuple, device) -> tuple:
 # ---------------------------------------------------------------------------- the cache
 class LRU:
     """A dictionary of at most ``capacity`` entries that forgets the least recently used, so
-    that memory stays flat however many signatures a process sees."""
+    that memory stays flat however many signatures a process sees.
+
+    A hit stamps its entry with a counter instead of moving it to the end of an ordered
+    dictionary: the key (a nested tuple, hashed anew by every dictionary operation) is hashed
+    once per call. Eviction, which only a new signature's insertion can cause, finds the oldest
+    stamp by a scan."""
 
     def __init__(self, capacity: int = 1024):
         self.capacity = capacity
-        self.entries = collections.OrderedDict()
+        self.entries = {}  # key -> [entry, stamp of its last use]
+        self.clock = 0
         self.hits = 0
         self.misses = 0
         CACHES.append(self)
@@ -373,22 +378,29 @@ class LRU:
     def __len__(self):
         return len(self.entries)
 
+    def values(self):
+        """The entries, in no particular order."""
+        return [slot[0] for slot in self.entries.values()]
+
     def clear(self):
         self.entries.clear()
 
     def get(self, key):
-        entry = self.entries.get(key)
-        if entry is not None:
-            self.hits += 1
-            self.entries.move_to_end(key)
-        else:
+        slot = self.entries.get(key)
+        if slot is None:
             self.misses += 1
-        return entry
+            return None
+        self.hits += 1
+        self.clock += 1
+        slot[1] = self.clock
+        return slot[0]
 
     def put(self, key, entry):
-        self.entries[key] = entry
+        self.clock += 1
+        self.entries[key] = [entry, self.clock]
         if len(self.entries) > self.capacity:
-            self.entries.popitem(last=False)
+            entries = self.entries
+            del entries[min(entries, key=lambda k: entries[k][1])]
 
 
 CACHES = []
@@ -444,14 +456,23 @@ def tensor_key(t: Optional[torch.Tensor]):
 
 def signature(op: str, tensors: tuple, args: tuple, settings: tuple = ()) -> tuple:
     """The cache key of a call: the op, each tensor's ``tensor_key``, the non-tensor
-    arguments, and the process-wide switches its launches depend on: TF32 for convolutions,
-    deterministic algorithms, and the family's plan ``settings`` (its target, and for the
-    convolutions the interpreter settings)."""
-    ids = [id(t) for t in tensors if t is not None]
+    arguments, and the process-wide switches its launches depend on: TF32 for convolutions
+    (``torch.backends.cudnn.allow_tf32``, read here at its source), deterministic algorithms,
+    and the family's plan ``settings`` (its target, and for the convolutions the interpreter
+    settings). Written out flat: it runs on every call."""
+    keys, ids = [], []
+    for t in tensors:
+        if t is None:
+            keys.append(None)
+        else:
+            ids.append(id(t))
+            keys.append((t.shape, t.stride(), t.dtype, t.get_device(), t.data_ptr() % 16))
     # the same tensor passed for two arguments (residual=input) replays with one slot for
     # both: a call that passes two tensors there is another signature
     aliased = len(set(ids)) < len(ids) and tuple(
         ids.index(id(t)) if t is not None else -1 for t in tensors)
-    return (op, tuple([tensor_key(t) for t in tensors]), args, aliased,
-            torch.backends.cudnn.allow_tf32, torch.are_deterministic_algorithms_enabled(),
-            settings)
+    return (op, tuple(keys), args, aliased, _cudnn_allow_tf32(),
+            torch.are_deterministic_algorithms_enabled(), settings)
+
+
+_cudnn_allow_tf32 = torch._C._get_cudnn_allow_tf32

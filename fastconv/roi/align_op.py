@@ -91,22 +91,22 @@ roi_align_backward = registry.define(
 # ---------------------------------------------------------------------------- autograd
 class _RoIAlign(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
-                aligned):
+    def forward(ctx, run, input, rois, spatial_scale, pooled_height, pooled_width,
+                sampling_ratio, aligned):
         ctx.save_for_backward(rois)
         ctx.args = (list(input.shape), spatial_scale, pooled_height, pooled_width,
                     sampling_ratio, aligned, memory_format_of(input) == torch.channels_last)
-        return registry.redispatch(roi_align, input, rois, spatial_scale, pooled_height,
-                                   pooled_width, sampling_ratio, aligned)
+        return run(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
+                   aligned)
 
     @staticmethod
     def backward(ctx, grad):
         rois, = ctx.saved_tensors
         grad_input = None
-        if ctx.needs_input_grad[0]:
-            grad_input = roi_align_backward(grad, rois, *ctx.args,
-                                            torch.are_deterministic_algorithms_enabled())
-        return grad_input, None, None, None, None, None, None
+        if ctx.needs_input_grad[1]:
+            grad_input = registry.call(roi_align_backward, grad, rois, *ctx.args,
+                                       torch.are_deterministic_algorithms_enabled())
+        return None, grad_input, None, None, None, None, None, None
 
 
 registry.autograd(roi_align, _RoIAlign, differentiable=1)

@@ -87,9 +87,8 @@ roi_pool_backward = registry.define(
 # ---------------------------------------------------------------------------- autograd
 class _RoIPool(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, input, rois, spatial_scale, pooled_height, pooled_width):
-        out, argmax = registry.redispatch(roi_pool, input, rois, spatial_scale, pooled_height,
-                                          pooled_width)
+    def forward(ctx, run, input, rois, spatial_scale, pooled_height, pooled_width):
+        out, argmax = run(input, rois, spatial_scale, pooled_height, pooled_width)
         ctx.save_for_backward(rois, argmax)
         ctx.mark_non_differentiable(argmax)
         ctx.args = (list(input.shape), memory_format_of(input) == torch.channels_last)
@@ -99,10 +98,10 @@ class _RoIPool(torch.autograd.Function):
     def backward(ctx, grad, _grad_argmax):
         rois, argmax = ctx.saved_tensors
         grad_input = None
-        if ctx.needs_input_grad[0]:
-            grad_input = roi_pool_backward(grad, rois, argmax, *ctx.args,
-                                           torch.are_deterministic_algorithms_enabled())
-        return grad_input, None, None, None, None
+        if ctx.needs_input_grad[1]:
+            grad_input = registry.call(roi_pool_backward, grad, rois, argmax, *ctx.args,
+                                       torch.are_deterministic_algorithms_enabled())
+        return None, grad_input, None, None, None, None
 
 
 registry.autograd(roi_pool, _RoIPool, differentiable=1)
