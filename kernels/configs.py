@@ -92,8 +92,8 @@ GEMM_CONFIGS_INT64 = {
 # 10x10 input pixels per 64 outputs of a 3x3 window (1.56x), where 4x4 reads 2.25x; 8x8x32 is
 # for the 32-channel layers, which no 64-wide tile fits. The small tiles (the rule above) are
 # for batch-1 depthwise layers at 7x7 and 14x14, which never split: 8x8 (two elements per thread
-# of one warp) gives a 7x7x232 layer 203 programs, 16x16 60. The weight gradient's block_m is
-# the pixel step of its reduction, and keeps its table.
+# of one warp) gives a 7x7x232 layer 203 programs, 16x16 60. The weight gradient takes the
+# same spatial tiles (its split of the tiles fills the SMs, so the 8x8 tiles win there too).
 _DIRECT = {cls: [_C(16, 64, 0, 4, 1), _C(32, 32, 0, 4, 1), _C(16, 32, 0, 2, 1),
                  _C(16, 16, 0, 1, 1), _C(8, 8, 0, 1, 1)] for cls in ("16", "32", "64")}
 _DIRECT_TILE = {cls: [_C(64, 64, 0, 8, 1), _C(64, 32, 0, 4, 1), *configs]
@@ -103,7 +103,7 @@ _DIRECT_TILE = {cls: [_C(64, 64, 0, 8, 1), _C(64, 32, 0, 4, 1), *configs]
 # warps is left out there: a float64 layer is never bandwidth-critical.
 _DIRECT_TILE["64"] = [replace(c, max_registers=168) if c.num_warps > 1 else c
                       for c in _DIRECT_TILE["64"] if (c.block_m, c.block_n) != (64, 64)]
-DIRECT_CONFIGS = {"fprop": _DIRECT_TILE, "dgrad": _DIRECT_TILE, "wgrad": _DIRECT}
+DIRECT_CONFIGS = {"fprop": _DIRECT_TILE, "dgrad": _DIRECT_TILE, "wgrad": _DIRECT_TILE}
 
 # The 1x1 GEMM has no per-tap index arithmetic, so its register budget differs from the
 # implicit GEMM's: it keeps the pixel-GEMM tiles (its epilogue included) and the int64 tiles.

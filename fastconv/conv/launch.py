@@ -12,6 +12,7 @@ A split-K fprop or dgrad (``Plan.split`` > 1) is two launches: the GEMM, which w
 sums to a workspace allocated here, then the reduction, which adds them and runs the epilogue.
 The GEMM's ``KernelLaunch`` carries the reduction as ``then``.
 """
+import dataclasses
 import functools
 from typing import Optional, Sequence, Tuple
 
@@ -23,8 +24,9 @@ from fastconv.ops._runtime import INTERPRETING, needs_int64, new_output
 from fastconv.conv.tma_launch import box_shape, tma_fprop_eligible, tma_fprop_launches
 from fastconv.ops.launch_cache import Finish, KernelLaunch, TorchOp, run_launches
 from fastconv.conv.plan import (TMA_FAMILY, ConvProblem, Plan, direct_extent, direct_tile,
-                               gemm_dims, pixel_tiles, plan_conv2d, reduction_steps,
-                               spatially_flat, split_reduce_config, tma_plan, wgrad_tiles)
+                               direct_wgrad_taps, direct_wgrad_tiles, gemm_dims, pixel_tiles,
+                               plan_conv2d, reduction_steps, spatially_flat,
+                               split_reduce_config, tma_plan, wgrad_tiles)
 
 
 def conv_problem(x_shape, w_shape, y_shape, groups: int, dtype: torch.dtype, stride=(1, 1),
@@ -47,10 +49,12 @@ def _meta(plan: Plan, dtype: torch.dtype) -> dict:
         # channels_last alignment the launch vouches for (channel_vector); 1 promises nothing,
         # and is what the compile report's unspecialised variants are built with
         meta["VEC"] = 1
-    if plan.family == "direct" and plan.direction != "wgrad":
+    if plan.family == "direct":
         # the spatial tile's width: the launch sets it from the image (direct_tile); this
         # default, the squarest tile, is what the compile report's unspecialised variants take
         meta["BLOCK_W"] = direct_tile(cfg.block_m, cfg.block_m)[1]
+        if plan.direction == "wgrad":  # likewise the taps per program: 3x3's by default
+            meta["TAPS"] = 16
     if plan.family != "direct":
         meta["BLOCK_K"] = cfg.block_k
         # the interpreter's tl.dot is wrong on bfloat16 operands (see kernels._common.mma)
@@ -330,8 +334,9 @@ def dgrad_launch(plan, pb, dy, w, dx, stride, padding, dilation, groups) -> Kern
 def conv2d_wgrad(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[int],
                  stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
                  groups: int) -> Tuple[Plan, list, object]:
-    """(plan, launches, result) of d conv2d / d weight: the result is a ``Finish`` that makes a
-    new contiguous tensor of ``weight_shape`` from the launches' split-K partial sums."""
+    """(plan, launches, result) of d conv2d / d weight: a new contiguous tensor of
+    ``weight_shape``, or for the GEMM families a ``Finish`` that makes one from the launches'
+    split-K partial sums."""
     pb = conv_problem(x.shape, weight_shape, dy.shape, groups, x.dtype, stride, padding,
                       dilation)
     plan = plan_wgrad(x, dy, weight_shape, groups, stride, padding, dilation)
@@ -341,8 +346,10 @@ def conv2d_wgrad(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[int],
     def launch(plan):
         return wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation, groups)
     plan = autotune.tuned(plan, pb, x.device, lambda p: launch(p)[0]())
-    step, part = launch(plan)
-    return plan, [step], Finish(_sum_partials(x.dtype), part)
+    step, out = launch(plan)
+    if plan.family == "direct":  # the split-K reduction (step.then) writes the gradient
+        return plan, step.chain(), out
+    return plan, [step], Finish(_sum_partials(x.dtype), out)
 
 
 def _sum_partials(dtype):
@@ -355,12 +362,14 @@ def _sum_partials(dtype):
 def wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation,
                  groups) -> Tuple[KernelLaunch, torch.Tensor]:
     """The launch of ``plan`` that ``conv2d_wgrad`` starts, and the split-K workspace
-    [split, *weight_shape] it writes its partial sums into (allocated here, like ``x``)."""
+    [split, *weight_shape] it writes its partial sums into (allocated here, like ``x``); for
+    the direct family, ``direct_wgrad_launch``'s launch and gradient."""
+    if plan.family == "direct":
+        return direct_wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation)
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     cfg = plan.config
     red = pb.N * pb.P * pb.Q
-    step = cfg.block_m if plan.family == "direct" else cfg.block_k
-    m_per_split = triton.cdiv(triton.cdiv(red, plan.split), step) * step
+    m_per_split = triton.cdiv(triton.cdiv(red, plan.split), cfg.block_k) * cfg.block_k
     split = max(1, triton.cdiv(red, max(m_per_split, 1)))
     part = new_output((split, *weight_shape), x, dtype=acc_dtype)
     meta = _meta(plan, x.dtype)
@@ -374,10 +383,63 @@ def wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation,
             (pb.CG, pb.KG, *_pixel_strides(x)[:2], *_pixel_strides(dy)[:2], part.stride(1)))
     else:
         sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG)
-        if plan.family == "direct":
-            sizes += (pb.K,)
         args = (x, dy, part, *sizes, m_per_split, *_conv_args(stride, padding, dilation),
                 *x.stride(), *dy.stride(), *part.stride())
-        if plan.family == "direct":
-            meta["VEC"] = _direct_vector((x, dy), pb.K)
     return KernelLaunch(plan.kernel, grid, args, meta), part
+
+
+def direct_wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding,
+                        dilation) -> Tuple[KernelLaunch, torch.Tensor]:
+    """The direct weight gradient of ``plan`` and the gradient it produces (a new contiguous
+    tensor of ``weight_shape``, like ``x``).
+
+    Stage one (conv2d_wgrad_direct_kernel): programs over (channel vector, input channel of
+    the group, chunk of taps) by ``plan.split`` ranges of spatial tiles, each summing its
+    range for all its taps into the float32 workspace [split, K, CG, R, S]. Stage two, its
+    ``then``: the split-K reduction adds the ranges in split order (bitwise reproducible)
+    and writes the gradient in its dtype, the workspace read as [split, 1, K, CG*R*S] and
+    the gradient as K "pixels" of CG*R*S channels. One range: stage one writes the gradient
+    itself, and there is no stage two.
+    """
+    from fastconv.kernels import conv2d_split_reduce_kernel
+
+    cfg = plan.config
+    meta = _meta(plan, x.dtype)
+    tiles = direct_wgrad_tiles(pb, cfg)
+    per_split = triton.cdiv(tiles, plan.split)
+    split = triton.cdiv(tiles, per_split)  # no empty range
+    dw = new_output(weight_shape, x)
+    part = dw
+    if split > 1:
+        acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        part = new_output((split, *weight_shape), x, dtype=acc_dtype)
+    part_strides = part.stride() if split > 1 else (0, *dw.stride())
+    meta.update(VEC=_direct_vector((x, dy), pb.K), BLOCK_W=direct_tile(cfg.block_m, pb.Q)[1],
+                TAPS=direct_wgrad_taps(pb))
+    first = KernelLaunch.from_kwargs(plan.kernel, (wgrad_tiles("direct", pb, cfg), split), dict(
+        x_ptr=x, dy_ptr=dy, part_ptr=part,
+        N=pb.N, H=pb.H, W=pb.W, P=pb.P, Q=pb.Q, R=pb.R, S=pb.S, CG=pb.CG, KG=pb.KG, K=pb.K,
+        TILES_PER_SPLIT=per_split,
+        stride_h=stride[0], stride_w=stride[1], pad_h=padding[0], pad_w=padding[1],
+        dil_h=dilation[0], dil_w=dilation[1],
+        stride_xn=x.stride(0), stride_xc=x.stride(1), stride_xh=x.stride(2),
+        stride_xw=x.stride(3),
+        stride_dyn=dy.stride(0), stride_dyk=dy.stride(1), stride_dyp=dy.stride(2),
+        stride_dyq=dy.stride(3),
+        stride_pt=part_strides[0], stride_pk=part_strides[1], stride_pc=part_strides[2],
+        stride_pr=part_strides[3], stride_ps=part_strides[4], **meta))
+    if split == 1:
+        return first, dw
+    cols = pb.CG * pb.R * pb.S
+    rcfg = split_reduce_config("wgrad", pb, x.device)
+    reduce = KernelLaunch.from_kwargs(
+        conv2d_split_reduce_kernel,
+        (triton.cdiv(pb.K, rcfg.block_m) * triton.cdiv(cols, rcfg.block_n),), dict(
+            part_ptr=part, b_ptr=dw, res_ptr=dw, y_ptr=dw, pre_ptr=dw,
+            N=pb.K, P=1, Q=1, COLS=cols, SPLIT=split,
+            stride_pt=part.stride(0), stride_pg=0, stride_pm=cols,
+            stride_yn=cols, stride_yc=1, stride_yp=0, stride_yq=0,
+            stride_rn=cols, stride_rc=1, stride_rp=0, stride_rq=0,
+            activation=0, has_residual=0, store_preact=0,
+            **_reduce_meta(rcfg, False, plan.index_64)))
+    return dataclasses.replace(first, then=reduce), dw
