@@ -31,9 +31,9 @@ shaped for bandwidth in channels_last:
   accumulator. Per-tap [BLOCK_M, BLOCK_N] accumulators would need R * S register tiles,
   which a runtime R, S cannot index; one row per tap costs a cross-thread sum per tap and
   tile instead, and reads dy once rather than once per tap. The range's sums go to the
-  workspace [split, K, CG, R, S]; the split-K reduction kernel adds the splits in split
-  order (bitwise reproducible) and writes the gradient in its dtype. Unsplit, the program
-  writes the gradient itself.
+  workspace [split, CG, R, S, K] (channel vectors, as loaded); the split-K reduction kernel
+  adds the splits in split order (bitwise reproducible) and writes the gradient in its
+  dtype. Unsplit, the program writes the gradient itself.
 * The input gradient is a depthwise (thin-group) convolution of its own: each input pixel
   gathers from the output pixels that read it; no atomics.
 
@@ -197,7 +197,7 @@ def conv2d_dgrad_direct_kernel(
 
 @triton.jit
 def conv2d_wgrad_direct_kernel(
-    # pointers (part: the partial sums [SPLIT, K, CG, R, S]; unsplit, the weight gradient)
+    # pointers (part: the partial sums [SPLIT, CG, R, S, K]; unsplit, the weight gradient)
     x_ptr, dy_ptr, part_ptr,
     # sizes (TILES_PER_SPLIT: spatial tiles each split sums over)
     N, H, W, P, Q, R, S, CG, KG, K, TILES_PER_SPLIT,

@@ -395,11 +395,12 @@ def direct_wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding,
 
     Stage one (conv2d_wgrad_direct_kernel): programs over (channel vector, input channel of
     the group, chunk of taps) by ``plan.split`` ranges of spatial tiles, each summing its
-    range for all its taps into the float32 workspace [split, K, CG, R, S]. Stage two, its
-    ``then``: the split-K reduction adds the ranges in split order (bitwise reproducible)
-    and writes the gradient in its dtype, the workspace read as [split, 1, K, CG*R*S] and
-    the gradient as K "pixels" of CG*R*S channels. One range: stage one writes the gradient
-    itself, and there is no stage two.
+    range for all its taps into the float32 workspace [split, CG, R, S, K] (channels
+    innermost, as in x and dy). Stage two, its ``then``: the split-K reduction adds the
+    ranges in split order (bitwise reproducible) and writes the gradient in its dtype, the
+    workspace read as [split, 1, CG*R*S, K] and the gradient as CG*R*S "pixels" of K
+    channels (stride CG*R*S: a transposing store, of a tensor K*R*S*CG elements small). One
+    range: stage one writes the gradient itself, and there is no stage two.
     """
     from fastconv.kernels import conv2d_split_reduce_kernel
 
@@ -409,15 +410,18 @@ def direct_wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding,
     per_split = triton.cdiv(tiles, plan.split)
     split = triton.cdiv(tiles, per_split)  # no empty range
     dw = new_output(weight_shape, x)
-    part = dw
+    # (split, k, c, r, s) strides of where stage one writes
+    part_strides = (0, *dw.stride())
     if split > 1:
+        # channels innermost: stage one stores, and the reduction loads, channel vectors
         acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        part = new_output((split, *weight_shape), x, dtype=acc_dtype)
-    part_strides = part.stride() if split > 1 else (0, *dw.stride())
+        part = new_output((split, pb.CG, pb.R, pb.S, pb.K), x, dtype=acc_dtype)
+        st, sc, sr, ss, sk = part.stride()
+        part_strides = (st, sk, sc, sr, ss)
     meta.update(VEC=_direct_vector((x, dy), pb.K), BLOCK_W=direct_tile(cfg.block_m, pb.Q)[1],
                 TAPS=direct_wgrad_taps(pb))
     first = KernelLaunch.from_kwargs(plan.kernel, (wgrad_tiles("direct", pb, cfg), split), dict(
-        x_ptr=x, dy_ptr=dy, part_ptr=part,
+        x_ptr=x, dy_ptr=dy, part_ptr=part if split > 1 else dw,
         N=pb.N, H=pb.H, W=pb.W, P=pb.P, Q=pb.Q, R=pb.R, S=pb.S, CG=pb.CG, KG=pb.KG, K=pb.K,
         TILES_PER_SPLIT=per_split,
         stride_h=stride[0], stride_w=stride[1], pad_h=padding[0], pad_w=padding[1],
@@ -430,16 +434,16 @@ def direct_wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding,
         stride_pr=part_strides[3], stride_ps=part_strides[4], **meta))
     if split == 1:
         return first, dw
-    cols = pb.CG * pb.R * pb.S
+    rows = pb.CG * pb.R * pb.S
     rcfg = split_reduce_config("wgrad", pb, x.device)
     reduce = KernelLaunch.from_kwargs(
         conv2d_split_reduce_kernel,
-        (triton.cdiv(pb.K, rcfg.block_m) * triton.cdiv(cols, rcfg.block_n),), dict(
+        (triton.cdiv(rows, rcfg.block_m) * triton.cdiv(pb.K, rcfg.block_n),), dict(
             part_ptr=part, b_ptr=dw, res_ptr=dw, y_ptr=dw, pre_ptr=dw,
-            N=pb.K, P=1, Q=1, COLS=cols, SPLIT=split,
-            stride_pt=part.stride(0), stride_pg=0, stride_pm=cols,
-            stride_yn=cols, stride_yc=1, stride_yp=0, stride_yq=0,
-            stride_rn=cols, stride_rc=1, stride_rp=0, stride_rq=0,
+            N=rows, P=1, Q=1, COLS=pb.K, SPLIT=split,
+            stride_pt=part.stride(0), stride_pg=0, stride_pm=pb.K,
+            stride_yn=1, stride_yc=rows, stride_yp=0, stride_yq=0,
+            stride_rn=1, stride_rc=rows, stride_rp=0, stride_rq=0,
             activation=0, has_residual=0, store_preact=0,
             **_reduce_meta(rcfg, False, plan.index_64)))
     return dataclasses.replace(first, then=reduce), dw

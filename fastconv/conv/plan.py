@@ -454,8 +454,8 @@ def split_reduce_config(direction: str, pb: ConvProblem, device=None) -> TileCon
     if not _interpreting(device):
         return SPLIT_REDUCE_CONFIG
     rows, cols, _ = gemm_dims(direction, pb)
-    if direction == "wgrad":  # the direct weight gradient's: the whole weight, K rows
-        rows = pb.K
+    if direction == "wgrad":  # the direct weight gradient's: the whole weight
+        rows, cols = pb.CG * pb.R * pb.S, pb.K
     x = _INTERPRETER_BLOCK_SCALE
     return TileConfig(_pow2_clamp(rows, 16, 128 * x), _pow2_clamp(cols, 16, 128 * x), 0, 4, 1)
 
