@@ -103,7 +103,14 @@ _DIRECT_TILE = {cls: [_C(64, 64, 0, 8, 1), _C(64, 32, 0, 4, 1), *configs]
 # warps is left out there: a float64 layer is never bandwidth-critical.
 _DIRECT_TILE["64"] = [replace(c, max_registers=168) if c.num_warps > 1 else c
                       for c in _DIRECT_TILE["64"] if (c.block_m, c.block_n) != (64, 64)]
-DIRECT_CONFIGS = {"fprop": _DIRECT_TILE, "dgrad": _DIRECT_TILE, "wgrad": _DIRECT_TILE}
+# The weight gradient's programs also hold a [TAPS, BLOCK_N] float32 row per tap; left to
+# itself ptxas held the 8-warp 8x8x64 tile to 64 registers and spilled 8 bytes at stride 2
+# (tests/test_depthwise_compile.py), so its multi-warp tiles may take up to 128 (float64's
+# keep their 168).
+_DIRECT_WGRAD = {cls: [c if c.max_registers or c.num_warps == 1 else
+                       replace(c, max_registers=128) for c in configs]
+                 for cls, configs in _DIRECT_TILE.items()}
+DIRECT_CONFIGS = {"fprop": _DIRECT_TILE, "dgrad": _DIRECT_TILE, "wgrad": _DIRECT_WGRAD}
 
 # The 1x1 GEMM has no per-tap index arithmetic, so its register budget differs from the
 # implicit GEMM's: it keeps the pixel-GEMM tiles (its epilogue included) and the int64 tiles.
@@ -114,7 +121,10 @@ GEMM_1X1_CONFIGS_INT64 = {"fprop": _INT64, "dgrad": _INT64, "wgrad": _INT64}
 # channels wide for unit-stride channels_last and workspace access; 32 rows keep its grid from
 # collapsing on the small outputs that are split in the first place (a 7x7x512 layer: 16
 # programs), and 16 elements per thread keep float64 with every epilogue switch in registers.
-SPLIT_REDUCE_CONFIG = _C(32, 64, 0, 4, 1)
+# The direct weight gradient's reduction (its workspace [split, CG*R*S, K] into a [K, CG*R*S]
+# gradient: a unit row stride that Triton makes a constant) spilled 8 bytes at the 64 registers
+# ptxas stopped at on its own; 128 leaves every launch of it spill-free.
+SPLIT_REDUCE_CONFIG = _C(32, 64, 0, 4, 1, max_registers=128)
 
 # RoIAlign / RoIPool: block_m = bins of one RoI per program, block_n = channels, no reduction
 # tile. "tile" serves the forward and the atomic backward (the first entry whose bins the RoI

@@ -70,8 +70,11 @@ def _meta(plan: Plan, dtype: torch.dtype) -> dict:
 
 def _reduce_meta(cfg, has_bias: bool, index_64: bool) -> dict:
     """The constexpr meta-parameters and launch options of a split-K reduction."""
-    return {"HAS_BIAS": has_bias, "INDEX_64": index_64, "BLOCK_M": cfg.block_m,
+    meta = {"HAS_BIAS": has_bias, "INDEX_64": index_64, "BLOCK_M": cfg.block_m,
             "BLOCK_N": cfg.block_n, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+    if cfg.max_registers:  # as in _meta
+        meta["maxnreg"] = cfg.max_registers
+    return meta
 
 
 def _split_workspace(plan: Plan, pb: ConvProblem, like: torch.Tensor, unsplit: torch.Tensor):
