@@ -123,8 +123,9 @@ GEMM_1X1_CONFIGS_INT64 = {"fprop": _INT64, "dgrad": _INT64, "wgrad": _INT64}
 # programs), and 16 elements per thread keep float64 with every epilogue switch in registers.
 # The direct weight gradient's reduction (its workspace [split, CG*R*S, K] into a [K, CG*R*S]
 # gradient: a unit row stride that Triton makes a constant) spilled 8 bytes at the 64 registers
-# ptxas stopped at on its own; 128 leaves every launch of it spill-free.
-SPLIT_REDUCE_CONFIG = _C(32, 64, 0, 4, 1, max_registers=128)
+# ptxas stopped at on its own; the hardware limit (255) lets it take what it needs (64-bit
+# offsets and float64: more than 128).
+SPLIT_REDUCE_CONFIG = _C(32, 64, 0, 4, 1, max_registers=255)
 
 # RoIAlign / RoIPool: block_m = bins of one RoI per program, block_n = channels, no reduction
 # tile. "tile" serves the forward and the atomic backward (the first entry whose bins the RoI
