@@ -92,8 +92,8 @@ GEMM_CONFIGS_INT64 = {
 # 10x10 input pixels per 64 outputs of a 3x3 window (1.56x), where 4x4 reads 2.25x; 8x8x32 is
 # for the 32-channel layers, which no 64-wide tile fits. The small tiles (the rule above) are
 # for batch-1 depthwise layers at 7x7 and 14x14, which never split: 8x8 (two elements per thread
-# of one warp) gives a 7x7x232 layer 203 programs, 16x16 60. The weight gradient's block_m is
-# the pixel step of its reduction, and keeps its table.
+# of one warp) gives a 7x7x232 layer 203 programs, 16x16 60. The weight gradient takes the
+# same spatial tiles (its split of the tiles fills the SMs, so the 8x8 tiles win there too).
 _DIRECT = {cls: [_C(16, 64, 0, 4, 1), _C(32, 32, 0, 4, 1), _C(16, 32, 0, 2, 1),
                  _C(16, 16, 0, 1, 1), _C(8, 8, 0, 1, 1)] for cls in ("16", "32", "64")}
 _DIRECT_TILE = {cls: [_C(64, 64, 0, 8, 1), _C(64, 32, 0, 4, 1), *configs]
@@ -103,7 +103,14 @@ _DIRECT_TILE = {cls: [_C(64, 64, 0, 8, 1), _C(64, 32, 0, 4, 1), *configs]
 # warps is left out there: a float64 layer is never bandwidth-critical.
 _DIRECT_TILE["64"] = [replace(c, max_registers=168) if c.num_warps > 1 else c
                       for c in _DIRECT_TILE["64"] if (c.block_m, c.block_n) != (64, 64)]
-DIRECT_CONFIGS = {"fprop": _DIRECT_TILE, "dgrad": _DIRECT_TILE, "wgrad": _DIRECT}
+# The weight gradient's programs also hold a [TAPS, BLOCK_N] float32 row per tap; left to
+# itself ptxas held the 8-warp 8x8x64 tile to 64 registers and spilled 8 bytes at stride 2
+# (tests/test_depthwise_compile.py), so its multi-warp tiles may take up to 128 (float64's
+# keep their 168).
+_DIRECT_WGRAD = {cls: [c if c.max_registers or c.num_warps == 1 else
+                       replace(c, max_registers=128) for c in configs]
+                 for cls, configs in _DIRECT_TILE.items()}
+DIRECT_CONFIGS = {"fprop": _DIRECT_TILE, "dgrad": _DIRECT_TILE, "wgrad": _DIRECT_WGRAD}
 
 # The 1x1 GEMM has no per-tap index arithmetic, so its register budget differs from the
 # implicit GEMM's: it keeps the pixel-GEMM tiles (its epilogue included) and the int64 tiles.
@@ -114,7 +121,11 @@ GEMM_1X1_CONFIGS_INT64 = {"fprop": _INT64, "dgrad": _INT64, "wgrad": _INT64}
 # channels wide for unit-stride channels_last and workspace access; 32 rows keep its grid from
 # collapsing on the small outputs that are split in the first place (a 7x7x512 layer: 16
 # programs), and 16 elements per thread keep float64 with every epilogue switch in registers.
-SPLIT_REDUCE_CONFIG = _C(32, 64, 0, 4, 1)
+# The direct weight gradient's reduction (its workspace [split, CG*R*S, K] into a [K, CG*R*S]
+# gradient: a unit row stride that Triton makes a constant) spilled 8 bytes at the 64 registers
+# ptxas stopped at on its own; the hardware limit (255) lets it take what it needs (64-bit
+# offsets and float64: more than 128).
+SPLIT_REDUCE_CONFIG = _C(32, 64, 0, 4, 1, max_registers=255)
 
 # RoIAlign / RoIPool: block_m = bins of one RoI per program, block_n = channels, no reduction
 # tile. "tile" serves the forward and the atomic backward (the first entry whose bins the RoI

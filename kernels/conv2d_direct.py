@@ -22,10 +22,18 @@ shaped for bandwidth in channels_last:
   A tile spans one image only, unlike the flat pixel blocks of the GEMM families: a flat block
   of 16 pixels is one row segment, whose 3x3 window reads 3 input rows for 1 output row (3x the
   bytes, from L2); a 4x4 tile reads 6x6 for 16 (2.25x), an 8x8 tile 10x10 for 64 (1.6x).
-* The weight gradient reduces over output pixels in two fixed-order stages and no atomics:
-  each program sums one split's range of pixels for one tap (c, r, s) of a channel vector and
-  stores the partial sum in the workspace [split, K, CG, R, S]; the launcher adds the splits in
-  order (bitwise reproducible).
+* The weight gradient reduces over output pixels in two fixed-order stages and no atomics.
+  Each program owns a channel vector and a range of spatial tiles (the forward's tiles, in
+  tile order) and loads each tile's grad_output block once and its input halo once for ALL
+  its taps (up to TAPS of them, the weight's R * S taps in one chunk up to 7x7): every tap
+  multiplies the tile's dy by its shifted x block (from L1 after the first tap) and sums the
+  product over the tile's pixels into the tap's row of a [TAPS, BLOCK_N] float32
+  accumulator. Per-tap [BLOCK_M, BLOCK_N] accumulators would need R * S register tiles,
+  which a runtime R, S cannot index; one row per tap costs a cross-thread sum per tap and
+  tile instead, and reads dy once rather than once per tap. The range's sums go to the
+  workspace [split, CG, R, S, K] (channel vectors, as loaded); the split-K reduction kernel
+  adds the splits in split order (bitwise reproducible) and writes the gradient in its
+  dtype. Unsplit, the program writes the gradient itself.
 * The input gradient is a depthwise (thin-group) convolution of its own: each input pixel
   gathers from the output pixels that read it; no atomics.
 
@@ -37,7 +45,7 @@ import triton
 import triton.language as tl
 
 from ._common import (aligned, aligned_pixel_strides, cast_index, conv_epilogue,
-                      dgrad_source_pixel, pixel_coords, zeros_acc)
+                      dgrad_source_pixel, zeros_acc)
 
 
 @triton.jit
@@ -189,64 +197,81 @@ def conv2d_dgrad_direct_kernel(
 
 @triton.jit
 def conv2d_wgrad_direct_kernel(
-    # pointers
+    # pointers (part: the partial sums [SPLIT, CG, R, S, K]; unsplit, the weight gradient)
     x_ptr, dy_ptr, part_ptr,
-    # sizes
-    N, H, W, P, Q, R, S, CG, KG, K, M_PER_SPLIT,
+    # sizes (TILES_PER_SPLIT: spatial tiles each split sums over)
+    N, H, W, P, Q, R, S, CG, KG, K, TILES_PER_SPLIT,
     # convolution parameters
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
     # strides (in elements)
     stride_xn, stride_xc, stride_xh, stride_xw,
     stride_dyn, stride_dyk, stride_dyp, stride_dyq,
     stride_pt, stride_pk, stride_pc, stride_pr, stride_ps,
-    # meta-parameters
+    # meta-parameters (TAPS: taps a program accumulates, a power of two)
     ACC_FP64: tl.constexpr, INDEX_64: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr, BLOCK_W: tl.constexpr,
+    TAPS: tl.constexpr,
 ):
     # channels_last alignment the launcher vouches for (see the forward)
     K = aligned(K, VEC)
     stride_xn, stride_xh, stride_xw = aligned_pixel_strides(stride_xn, stride_xh, stride_xw, VEC)
     stride_dyn, stride_dyp, stride_dyq = \
         aligned_pixel_strides(stride_dyn, stride_dyp, stride_dyq, VEC)
-    # grid: axis 0 -> (tap crs, pid_n), n fastest; axis 1 -> split of the reduction
+    # grid: axis 0 -> (input channel c of the group, chunk of TAPS taps, channel block), the
+    # channel block fastest; axis 1 -> split: a range of TILES_PER_SPLIT spatial tiles
     num_pid_n = tl.cdiv(K, BLOCK_N)
+    num_chunks = tl.cdiv(R * S, TAPS)
     pid = cast_index(tl.program_id(0), INDEX_64)
     split = cast_index(tl.program_id(1), INDEX_64)
     pid_n = pid % num_pid_n
-    crs = pid // num_pid_n
+    chunk = (pid // num_pid_n) % num_chunks
+    # c < CG, so "% CG" changes nothing, but with CG == 1 (depthwise) specialised it folds c
+    # to the constant 0, which keeps the channels_last loads' alignment (see the forward)
+    c = pid // num_pid_n // num_chunks % CG
+    rs_start = chunk * TAPS
+    rs_stop = tl.minimum(rs_start + TAPS, R * S)
 
-    # -- one tap (c, r, s) for a block of output channels (all groups)
-    # crs < CG*R*S, so "% CG" changes nothing, but with CG == 1 (depthwise) specialised it
-    # folds c to the constant 0, which keeps the channels_last loads' alignment (see forward)
-    c = crs // (R * S) % CG
-    r = (crs // S) % R
-    s = crs % S
+    # -- output channels (all groups); each reads input channel c of its own group
     offs_k = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_k = offs_k < K
     x_chan = x_ptr + ((offs_k // KG) * CG + c) * stride_xc
     dy_chan = dy_ptr + offs_k * stride_dyk
 
-    acc = zeros_acc(BLOCK_M, BLOCK_N, ACC_FP64)
+    # one row of sums per tap: a tap's products over a tile are summed across its pixels and
+    # added to its own row, so that the tile's dy and x are loaded once for all of its taps
+    offs_t = tl.arange(0, TAPS)
+    acc = zeros_acc(TAPS, BLOCK_N, ACC_FP64)
 
-    # -- reduction over this split's range of output pixels m -> (n, p, q)
-    m_total = cast_index(N, INDEX_64) * P * Q
-    m_start = split * M_PER_SPLIT
-    m_stop = tl.minimum(m_start + M_PER_SPLIT, m_total)
-    for m0 in range(m_start, m_stop, BLOCK_M):
-        offs_m = m0 + tl.arange(0, BLOCK_M)
-        mask_m = offs_m < m_stop
-        n, p, q = pixel_coords(offs_m, P, Q)
-        h = p * stride_h + r * dil_h - pad_h
-        w = q * stride_w + s * dil_w - pad_w
-        row_ok = mask_m & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+    # -- reduction over this split's spatial tiles, in tile order (always the same order)
+    tiles = N * tl.cdiv(P, BLOCK_M // BLOCK_W) * tl.cdiv(Q, BLOCK_W)
+    t_start = split * TILES_PER_SPLIT
+    t_stop = tl.minimum(t_start + TILES_PER_SPLIT, tiles)
+    for tile in range(t_start, t_stop):
+        n, p, q, mask_m = spatial_tile(tile, P, Q, BLOCK_M, BLOCK_W)
+        # the tile's output gradient, once for every tap
         dy_ptrs = (n * stride_dyn + p * stride_dyp + q * stride_dyq)[:, None] + dy_chan[None, :]
-        dyv = tl.load(dy_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-        x_ptrs = (n * stride_xn + h * stride_xh + w * stride_xw)[:, None] + x_chan[None, :]
-        xv = tl.load(x_ptrs, mask=row_ok[:, None] & mask_k[None, :], other=0.0)
-        acc += dyv.to(acc.dtype) * xv.to(acc.dtype)
+        dyv = tl.load(dy_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0).to(acc.dtype)
+        h0 = p * stride_h - pad_h
+        w0 = q * stride_w - pad_w
+        x_img = n * stride_xn
+        # each tap's shifted block of the tile's input halo: the first tap brings the halo's
+        # rows into L1, the others hit it (as in the forward)
+        for rs in range(rs_start, rs_stop):
+            r = rs // S
+            s = rs % S
+            h = h0 + r * dil_h
+            w = w0 + s * dil_w
+            row_ok = mask_m & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+            x_ptrs = (x_img + h * stride_xh + w * stride_xw)[:, None] + x_chan[None, :]
+            xv = tl.load(x_ptrs, mask=row_ok[:, None] & mask_k[None, :], other=0.0)
+            tap = tl.sum(dyv * xv.to(acc.dtype), axis=0)
+            acc += tl.where(offs_t[:, None] == rs - rs_start, tap[None, :], 0.0)
 
-    # -- epilogue: this split's partial sum for the tap
-    part = tl.sum(acc, axis=0)
-    part_ptrs = part_ptr + split * stride_pt + offs_k * stride_pk \
-        + c * stride_pc + r * stride_pr + s * stride_ps
-    tl.store(part_ptrs, part, mask=mask_k)
+    # -- epilogue: this split's partial sums for the chunk's taps (unsplit: the gradient itself,
+    # in its dtype)
+    chunk_rs = rs_start + offs_t
+    part_ptrs = part_ptr + split * stride_pt + c * stride_pc \
+        + ((chunk_rs // S) * stride_pr + (chunk_rs % S) * stride_ps)[:, None] \
+        + (offs_k * stride_pk)[None, :]
+    tl.store(part_ptrs, acc.to(part_ptr.dtype.element_ty),
+             mask=(chunk_rs < rs_stop)[:, None] & mask_k[None, :])

@@ -63,9 +63,9 @@ def test_depthwise_matches_torch(case):
     (3, 1, 8, True), (3, 2, 32, False), (5, 1, 32, True), (5, 2, 8, False), (7, 1, 16, False),
     (7, 2, 32, True)], ids=lambda v: str(v))
 def test_spatial_tiles_cover_the_image(monkeypatch, block_m, k, stride, channels_last):
-    """The forward and the input gradient tile each image spatially (``plan.direct_tile``):
-    with small tiles forced, several tiles by several images, ragged at both edges, in both
-    layouts, match torch."""
+    """The forward, the input gradient and the weight gradient tile each image spatially
+    (``plan.direct_tile``): with small tiles forced, several tiles by several images, ragged
+    at both edges, in both layouts, the weight gradient's tiles split 3 ways, match torch."""
     from fastconv.conv import plan as P
     from fastconv.ops import launch_cache
 
@@ -73,8 +73,9 @@ def test_spatial_tiles_cover_the_image(monkeypatch, block_m, k, stride, channels
     cfg = P.TileConfig(block_m, 16, 0, 4, 1)
 
     def config(d, fam, pb):
-        return cfg if fam == "direct" and d != "wgrad" else real(d, fam, pb)
+        return cfg if fam == "direct" else real(d, fam, pb)
     monkeypatch.setattr(P, "_interpreter_config", config)
+    monkeypatch.setattr(P, "wgrad_split", lambda *args, **kwargs: 3)
     widths = []
     record = launch_cache._Step.__init__
 
@@ -94,8 +95,10 @@ def test_spatial_tiles_cover_the_image(monkeypatch, block_m, k, stride, channels
         y = FC.conv2d(xl, wl, None, stride, pad, 1, c)
         grad = torch.randn(y.shape)
         y.backward(grad)
+    # forward, input gradient, weight gradient (its split reduction has no BLOCK_W)
     assert [v for v in widths if v is not None] == [P.direct_tile(block_m, y.shape[3])[1],
-                                                     P.direct_tile(block_m, w)[1]]
+                                                     P.direct_tile(block_m, w)[1],
+                                                     P.direct_tile(block_m, y.shape[3])[1]]
     xd, wd = x.double().requires_grad_(), wt.double().requires_grad_()
     ref = F.conv2d(xd, wd, None, stride, pad, 1, c)
     ref.backward(grad.double())

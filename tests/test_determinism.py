@@ -189,6 +189,13 @@ def _case(name: str):
         return (lambda x, w, b: FC.conv2d(x, w, b, stride=(2, 1), padding=1, groups=16),
                 lambda x, w, b: F.conv2d(x, w, b, stride=(2, 1), padding=1, groups=16),
                 (randn(2, 16, 17, 33), randn(16, 1, 3, 3, scale=0.3), randn(16)))
+    if name == "thin_groups":
+        # the direct kernels with 2 channels per group, a dilated 5x5 window at stride 2, in
+        # channels_last: the weight gradient's program sums every tap of one input channel
+        x = randn(2, 8, 13, 15).contiguous(memory_format=torch.channels_last)
+        return (lambda x, w: FC.conv2d(x, w, stride=2, padding=4, dilation=2, groups=4),
+                lambda x, w: F.conv2d(x, w, stride=2, padding=4, dilation=2, groups=4),
+                (x, randn(8, 2, 5, 5, scale=0.2)))
     if name == "conv1d":
         return (lambda x, w: FC.conv1d(x, w, padding=1), lambda x, w: F.conv1d(x, w, padding=1),
                 (randn(3, 32, 11), randn(16, 32, 3, scale=0.1)))
@@ -223,7 +230,8 @@ def _gradients(name: str, seed: int):
     return [t.grad for t in leaves], [t.grad for t in refs]
 
 
-OPS = ["conv2d", "depthwise", "conv1d", "conv_transpose2d", "roi_align", "roi_pool"]
+OPS = ["conv2d", "depthwise", "thin_groups", "conv1d", "conv_transpose2d", "roi_align",
+       "roi_pool"]
 
 
 @pytest.mark.parametrize("name", OPS)
@@ -243,11 +251,15 @@ def test_deterministic_backward_is_bitwise_reproducible_whatever_the_program_ord
     if name.startswith("roi"):  # in bands: 2 images x 1 channel tile x 5 bands
         assert [grid for fn, grid in launched
                 if fn.__name__ == f"{name}_bwd_ordered_kernel"] == [(10,)] * 2, launched
-    elif name == "depthwise":  # the direct kernels, which never split fprop or dgrad
-        assert {"conv2d_dgrad_direct_kernel", "conv2d_wgrad_direct_kernel"} <= names, names
+    elif name in ("depthwise", "thin_groups"):
+        # the direct kernels, which never split fprop or dgrad; the weight gradient's ranges
+        # of tiles are added by the split-K reduction
+        assert {"conv2d_dgrad_direct_kernel", "conv2d_wgrad_direct_kernel",
+                "conv2d_split_reduce_kernel"} <= names, names
     else:  # the splits the test asked for did run: split-K and its reduction
         assert "conv2d_split_reduce_kernel" in names, names
-    if name in ("conv2d", "depthwise"):  # and the weight gradient's partial sums (grid axis 1)
+    if name in ("conv2d", "depthwise", "thin_groups"):
+        # and the weight gradient's partial sums (grid axis 1)
         assert any("wgrad" in fn.__name__ and grid[1] > 1 for fn, grid in launched), launched
 
 

@@ -12,6 +12,7 @@ A split-K fprop or dgrad (``Plan.split`` > 1) is two launches: the GEMM, which w
 sums to a workspace allocated here, then the reduction, which adds them and runs the epilogue.
 The GEMM's ``KernelLaunch`` carries the reduction as ``then``.
 """
+import dataclasses
 import functools
 from typing import Optional, Sequence, Tuple
 
@@ -23,8 +24,9 @@ from fastconv.ops._runtime import INTERPRETING, needs_int64, new_output
 from fastconv.conv.tma_launch import box_shape, tma_fprop_eligible, tma_fprop_launches
 from fastconv.ops.launch_cache import Finish, KernelLaunch, TorchOp, run_launches
 from fastconv.conv.plan import (TMA_FAMILY, ConvProblem, Plan, direct_extent, direct_tile,
-                               gemm_dims, pixel_tiles, plan_conv2d, reduction_steps,
-                               spatially_flat, split_reduce_config, tma_plan, wgrad_tiles)
+                               direct_wgrad_taps, direct_wgrad_tiles, gemm_dims, pixel_tiles,
+                               plan_conv2d, reduction_steps, spatially_flat,
+                               split_reduce_config, tma_plan, wgrad_tiles)
 
 
 def conv_problem(x_shape, w_shape, y_shape, groups: int, dtype: torch.dtype, stride=(1, 1),
@@ -47,10 +49,12 @@ def _meta(plan: Plan, dtype: torch.dtype) -> dict:
         # channels_last alignment the launch vouches for (channel_vector); 1 promises nothing,
         # and is what the compile report's unspecialised variants are built with
         meta["VEC"] = 1
-    if plan.family == "direct" and plan.direction != "wgrad":
+    if plan.family == "direct":
         # the spatial tile's width: the launch sets it from the image (direct_tile); this
         # default, the squarest tile, is what the compile report's unspecialised variants take
         meta["BLOCK_W"] = direct_tile(cfg.block_m, cfg.block_m)[1]
+        if plan.direction == "wgrad":  # likewise the taps per program: 3x3's by default
+            meta["TAPS"] = 16
     if plan.family != "direct":
         meta["BLOCK_K"] = cfg.block_k
         # the interpreter's tl.dot is wrong on bfloat16 operands (see kernels._common.mma)
@@ -66,8 +70,11 @@ def _meta(plan: Plan, dtype: torch.dtype) -> dict:
 
 def _reduce_meta(cfg, has_bias: bool, index_64: bool) -> dict:
     """The constexpr meta-parameters and launch options of a split-K reduction."""
-    return {"HAS_BIAS": has_bias, "INDEX_64": index_64, "BLOCK_M": cfg.block_m,
+    meta = {"HAS_BIAS": has_bias, "INDEX_64": index_64, "BLOCK_M": cfg.block_m,
             "BLOCK_N": cfg.block_n, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+    if cfg.max_registers:  # as in _meta
+        meta["maxnreg"] = cfg.max_registers
+    return meta
 
 
 def _split_workspace(plan: Plan, pb: ConvProblem, like: torch.Tensor, unsplit: torch.Tensor):
@@ -331,8 +338,9 @@ def conv2d_wgrad(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[int],
                  stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
                  groups: int) -> Tuple[Plan, list, object]:
     """(plan, launches, result) of d conv2d / d weight: a contiguous tensor of ``weight_shape``,
-    written by the launch itself when it is not split, else a ``Finish`` that adds the
-    launches' split-K partial sums."""
+    written by the launches themselves when they are not split (the direct family's split-K
+    reduction writes it too), else a ``Finish`` that adds the GEMM launch's split-K partial
+    sums."""
     pb = conv_problem(x.shape, weight_shape, dy.shape, groups, x.dtype, stride, padding,
                       dilation)
     plan = plan_wgrad(x, dy, weight_shape, groups, stride, padding, dilation)
@@ -343,6 +351,8 @@ def conv2d_wgrad(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[int],
         return wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation, groups)
     plan = autotune.tuned(plan, pb, x.device, lambda p: launch(p)[0]())
     step, part = launch(plan)
+    if plan.family == "direct":  # the split-K reduction (step.then) writes the gradient
+        return plan, step.chain(), part
     if part.shape[0] == 1:  # unsplit: the launch wrote the gradient itself
         return plan, [step], part[0]
     return plan, [step], Finish(_sum_partials(x.dtype), part)
@@ -359,12 +369,14 @@ def wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation,
                  groups) -> Tuple[KernelLaunch, torch.Tensor]:
     """The launch of ``plan`` that ``conv2d_wgrad`` starts, and the split-K workspace
     [split, *weight_shape] it writes its partial sums into (allocated here, like ``x``; in
-    the gradient's dtype when there is one split, which is then the gradient)."""
+    the gradient's dtype when there is one split, which is then the gradient); for the direct
+    family, ``direct_wgrad_launch``'s launch and gradient."""
+    if plan.family == "direct":
+        return direct_wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation)
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     cfg = plan.config
     red = pb.N * pb.P * pb.Q
-    step = cfg.block_m if plan.family == "direct" else cfg.block_k
-    m_per_split = triton.cdiv(triton.cdiv(red, plan.split), step) * step
+    m_per_split = triton.cdiv(triton.cdiv(red, plan.split), cfg.block_k) * cfg.block_k
     split = max(1, triton.cdiv(red, max(m_per_split, 1)))
     # unsplit, the launch writes the gradient itself (its store casts to the dtype): no
     # workspace to read back
@@ -380,10 +392,67 @@ def wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation,
             (pb.CG, pb.KG, *_pixel_strides(x)[:2], *_pixel_strides(dy)[:2], part.stride(1)))
     else:
         sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG)
-        if plan.family == "direct":
-            sizes += (pb.K,)
         args = (x, dy, part, *sizes, m_per_split, *_conv_args(stride, padding, dilation),
                 *x.stride(), *dy.stride(), *part.stride())
-        if plan.family == "direct":
-            meta["VEC"] = _direct_vector((x, dy), pb.K)
     return KernelLaunch(plan.kernel, grid, args, meta), part
+
+
+def direct_wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding,
+                        dilation) -> Tuple[KernelLaunch, torch.Tensor]:
+    """The direct weight gradient of ``plan`` and the gradient it produces (a new contiguous
+    tensor of ``weight_shape``, like ``x``).
+
+    Stage one (conv2d_wgrad_direct_kernel): programs over (channel vector, input channel of
+    the group, chunk of taps) by ``plan.split`` ranges of spatial tiles, each summing its
+    range for all its taps into the float32 workspace [split, CG, R, S, K] (channels
+    innermost, as in x and dy). Stage two, its ``then``: the split-K reduction adds the
+    ranges in split order (bitwise reproducible) and writes the gradient in its dtype, the
+    workspace read as [split, 1, CG*R*S, K] and the gradient as CG*R*S "pixels" of K
+    channels (stride CG*R*S: a transposing store, of a tensor K*R*S*CG elements small). One
+    range: stage one writes the gradient itself, and there is no stage two.
+    """
+    from fastconv.kernels import conv2d_split_reduce_kernel
+
+    cfg = plan.config
+    meta = _meta(plan, x.dtype)
+    tiles = direct_wgrad_tiles(pb, cfg)
+    per_split = triton.cdiv(tiles, plan.split)
+    split = triton.cdiv(tiles, per_split)  # no empty range
+    dw = new_output(weight_shape, x)
+    # (split, k, c, r, s) strides of where stage one writes
+    part_strides = (0, *dw.stride())
+    if split > 1:
+        # channels innermost: stage one stores, and the reduction loads, channel vectors
+        acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        part = new_output((split, pb.CG, pb.R, pb.S, pb.K), x, dtype=acc_dtype)
+        st, sc, sr, ss, sk = part.stride()
+        part_strides = (st, sk, sc, sr, ss)
+    meta.update(VEC=_direct_vector((x, dy), pb.K), BLOCK_W=direct_tile(cfg.block_m, pb.Q)[1],
+                TAPS=direct_wgrad_taps(pb))
+    first = KernelLaunch.from_kwargs(plan.kernel, (wgrad_tiles("direct", pb, cfg), split), dict(
+        x_ptr=x, dy_ptr=dy, part_ptr=part if split > 1 else dw,
+        N=pb.N, H=pb.H, W=pb.W, P=pb.P, Q=pb.Q, R=pb.R, S=pb.S, CG=pb.CG, KG=pb.KG, K=pb.K,
+        TILES_PER_SPLIT=per_split,
+        stride_h=stride[0], stride_w=stride[1], pad_h=padding[0], pad_w=padding[1],
+        dil_h=dilation[0], dil_w=dilation[1],
+        stride_xn=x.stride(0), stride_xc=x.stride(1), stride_xh=x.stride(2),
+        stride_xw=x.stride(3),
+        stride_dyn=dy.stride(0), stride_dyk=dy.stride(1), stride_dyp=dy.stride(2),
+        stride_dyq=dy.stride(3),
+        stride_pt=part_strides[0], stride_pk=part_strides[1], stride_pc=part_strides[2],
+        stride_pr=part_strides[3], stride_ps=part_strides[4], **meta))
+    if split == 1:
+        return first, dw
+    rows = pb.CG * pb.R * pb.S
+    rcfg = split_reduce_config("wgrad", pb, x.device)
+    reduce = KernelLaunch.from_kwargs(
+        conv2d_split_reduce_kernel,
+        (triton.cdiv(rows, rcfg.block_m) * triton.cdiv(pb.K, rcfg.block_n),), dict(
+            part_ptr=part, b_ptr=dw, res_ptr=dw, y_ptr=dw, pre_ptr=dw,
+            N=rows, P=1, Q=1, COLS=pb.K, SPLIT=split,
+            stride_pt=part.stride(0), stride_pg=0, stride_pm=pb.K,
+            stride_yn=1, stride_yc=rows, stride_yp=0, stride_yq=0,
+            stride_rn=1, stride_rc=rows, stride_rp=0, stride_rq=0,
+            activation=0, has_residual=0, store_preact=0,
+            **_reduce_meta(rcfg, False, plan.index_64)))
+    return dataclasses.replace(first, then=reduce), dw

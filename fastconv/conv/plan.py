@@ -14,9 +14,11 @@ All rules live here, in one place, so that they can be read, tested and explaine
 | any       | implicit_gemm   | otherwise (strided 1x1 included); wgrad splits N*P*Q into partial   |
 |           |                 | sums added in a fixed order                                         |
 
-| direction   | split-K (``Plan.split``, GEMM families; the direct kernels never split)         |
+| direction   | split-K (``Plan.split``; the direct fprop and dgrad never split)                |
 |-------------|---------------------------------------------------------------------------------|
-| wgrad       | the reduction over N*P*Q, until the grid covers the SMs twice (``wgrad_split``) |
+| wgrad       | the reduction over N*P*Q, until the grid covers the SMs twice (``wgrad_split``; |
+|             | the direct kernel's in ranges of spatial tiles, its partial sums added by the   |
+|             | split-K reduction kernel)                                                       |
 | fprop/dgrad | the reduction over C*R*S (K*R*S) only when the output tiles are fewer than the  |
 |             | SMs (batch 1, late 7x7 stages): the fewest splits that give every SM a program, |
 |             | each at least MIN_SPLIT_STEPS reduction steps, at most MAX_SPLIT_K              |
@@ -295,9 +297,9 @@ def _interpreter_config(direction: str, family: str, pb: ConvProblem) -> TileCon
     rows, cols, red = gemm_dims(direction, pb)
     x = _INTERPRETER_BLOCK_SCALE
     if family == "direct":
-        if direction == "wgrad":
-            return TileConfig(_pow2_clamp(red, 16, 512 * x), _pow2_clamp(pb.K, 16, 128 * x),
-                              0, 4, 1)
+        if direction == "wgrad":  # spatial tiles of one image, as the forward's
+            return TileConfig(_pow2_clamp(pb.P * pb.Q, 16, 256 * x),
+                              _pow2_clamp(pb.K, 16, 128 * x), 0, 4, 1)
         chans = pb.K if direction == "fprop" else pb.C
         return TileConfig(_pow2_clamp(rows, 16, 256 * x), _pow2_clamp(chans, 16, 128 * x),
                           0, 4, 1)
@@ -351,10 +353,29 @@ def pixel_tiles(direction: str, family: str, pb: ConvProblem, cfg: TileConfig) -
     return triton.cdiv(rows, cfg.block_m) * triton.cdiv(cols, cfg.block_n) * pb.groups
 
 
+# The direct weight gradient accumulates one row per tap ([TAPS, BLOCK_N] in float32): up to
+# 7x7 in one program (64 rows, 16 registers a thread at 64x64 on 8 warps); larger windows
+# take several programs, each a chunk of taps that reloads the tile's dy.
+MAX_DIRECT_WGRAD_TAPS = 64
+
+
+def direct_wgrad_taps(pb: ConvProblem) -> int:
+    """TAPS of a direct weight-gradient launch: the taps one program sums (a power of two)."""
+    return min(triton.next_power_of_2(pb.R * pb.S), MAX_DIRECT_WGRAD_TAPS)
+
+
+def direct_wgrad_tiles(pb: ConvProblem, cfg: TileConfig) -> int:
+    """Spatial tiles (``direct_tile``) of the output pixels a direct weight gradient reduces
+    over: what its splits divide."""
+    bh, bw = direct_tile(cfg.block_m, pb.Q)
+    return pb.N * triton.cdiv(pb.P, bh) * triton.cdiv(pb.Q, bw)
+
+
 def wgrad_tiles(family: str, pb: ConvProblem, cfg: TileConfig) -> int:
     """Programs of one split of a wgrad launch (grid axis 0)."""
-    if family == "direct":
-        return triton.cdiv(pb.K, cfg.block_n) * pb.CG * pb.R * pb.S
+    if family == "direct":  # channel vectors by input channels of a group by chunks of taps
+        return triton.cdiv(pb.K, cfg.block_n) * pb.CG * \
+            triton.cdiv(pb.R * pb.S, direct_wgrad_taps(pb))
     cols = pb.CG if family == "gemm_1x1" else pb.R * pb.S * pb.CG
     return triton.cdiv(pb.KG, cfg.block_m) * triton.cdiv(cols, cfg.block_n) * pb.groups
 
@@ -435,10 +456,13 @@ def split_for(direction: str, family: str, pb: ConvProblem, cfg: TileConfig, dev
 
 def split_reduce_config(direction: str, pb: ConvProblem, device=None) -> TileConfig:
     """The tile of the split-K reduction (``conv2d_split_reduce_kernel``) of a fprop or dgrad
-    launch: the one compiled config on a GPU; sized to the problem under the interpreter."""
+    launch, or of the direct weight gradient: the one compiled config on a GPU; sized to the
+    problem under the interpreter."""
     if not _interpreting(device):
         return SPLIT_REDUCE_CONFIG
     rows, cols, _ = gemm_dims(direction, pb)
+    if direction == "wgrad":  # the direct weight gradient's: the whole weight
+        rows, cols = pb.CG * pb.R * pb.S, pb.K
     x = _INTERPRETER_BLOCK_SCALE
     return TileConfig(_pow2_clamp(rows, 16, 128 * x), _pow2_clamp(cols, 16, 128 * x), 0, 4, 1)
 
@@ -449,8 +473,9 @@ def wgrad_split(family: str, pb: ConvProblem, cfg: TileConfig, device,
     least ``min_steps`` steps long."""
     if _interpreting(device):
         return 1
-    red = pb.N * pb.P * pb.Q
-    step = cfg.block_m if family == "direct" else cfg.block_k
+    # the direct kernel's reduction steps are spatial tiles
+    red, step = (direct_wgrad_tiles(pb, cfg), 1) if family == "direct" else \
+        (pb.N * pb.P * pb.Q, cfg.block_k)
     if triton.cdiv(red, step) < MIN_STEPS_TO_SPLIT:
         return 1
     cover = 1 if once else 2
@@ -499,6 +524,11 @@ def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = F
                           None if direction == "wgrad" or family == "direct" else split,
                           None if family == "direct" else last_resort)
     split = split_for(direction, family, pb, cfg, device)
+    if family == "direct" and direction == "wgrad":
+        reason += (f"; each program sums {direct_wgrad_taps(pb)}-tap rows over spatial tiles, "
+                   f"loading a tile's dy and x halo once for all its taps"
+                   + (f", in {split} ranges whose partial sums a second kernel adds in a "
+                      "fixed order" if split > 1 else ""))
     if split > 1 and direction != "wgrad":
         steps = reduction_steps(direction, family, pb, cfg)
         why = "as interpreter_split_k asks" if interpreting else \
