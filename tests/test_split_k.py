@@ -242,16 +242,15 @@ def test_split_launch_is_described_for_the_report(gpu_plan):
     wt = torch.empty(2048, 512, 1, 1, dtype=torch.bfloat16, device="meta")
     b = torch.empty(2048, dtype=torch.bfloat16, device="meta")
     y = torch.empty(1, 2048, 7, 7, dtype=torch.bfloat16, device="meta")
-    plan = conv2d_launch.plan_fprop(x, wt, y, 1, (1, 1), (0, 0), (1, 1))
+    plan, (launch, reduce) = conv2d_launch.conv2d_fprop(x, wt, b, y, (1, 1), (0, 0), (1, 1), 1)
     pb = conv2d_launch.conv_problem(x.shape, wt.shape, y.shape, 1, x.dtype)
-    launch = conv2d_launch.fprop_launch(plan, pb, x, wt, b, y, (1, 1), (0, 0), (1, 1), 1)
     tiles = P.pixel_tiles("fprop", plan.family, pb, plan.config)
     assert plan.split > 1 and launch.grid == (tiles, plan.split)
     assert launch.programs == tiles * plan.split >= 132
     assert launch.meta["SPLIT_K"] and not launch.meta["HAS_BIAS"]  # the reduction adds it
-    part = launch.args[6]
+    part = launch.arguments["part_ptr"]
     assert part.shape == (plan.split, 1, 49, 2048) and part.dtype == torch.float32
-    reduce = launch.then
+    assert launch.then is reduce and reduce.arguments["part_ptr"] is part
     assert reduce.kernel.fn.__name__ == REDUCE and reduce.meta["HAS_BIAS"]
     assert reduce.programs == 2 * 32  # 49 rows, 2048 channels in 32x64 tiles
     assert (reduce.meta["BLOCK_M"], reduce.meta["BLOCK_N"]) == \
@@ -259,9 +258,7 @@ def test_split_launch_is_described_for_the_report(gpu_plan):
     # a batch-32 launch: one grid axis, no workspace, no reduction
     x32 = torch.empty(32, 512, 7, 7, dtype=torch.bfloat16, device="meta")
     y32 = torch.empty(32, 2048, 7, 7, dtype=torch.bfloat16, device="meta")
-    pb32 = conv2d_launch.conv_problem(x32.shape, wt.shape, y32.shape, 1, x.dtype)
-    plan32 = conv2d_launch.plan_fprop(x32, wt, y32, 1, (1, 1), (0, 0), (1, 1))
-    unsplit = conv2d_launch.fprop_launch(plan32, pb32, x32, wt, b, y32, (1, 1), (0, 0), (1, 1), 1)
+    _, (unsplit,) = conv2d_launch.conv2d_fprop(x32, wt, b, y32, (1, 1), (0, 0), (1, 1), 1)
     assert len(unsplit.grid) == 1 and unsplit.then is None and not unsplit.meta["SPLIT_K"]
 
 
