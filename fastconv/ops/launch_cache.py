@@ -137,18 +137,16 @@ class not_recorded:
 
 @dataclass(frozen=True)
 class Allocation:
-    """A tensor a call allocates: empty (poisoned under test), or filled with ``fill``."""
+    """A tensor a call allocates (``_runtime.allocate``), filled with ``fill`` if given."""
     shape: tuple
     stride: tuple
     dtype: torch.dtype
     fill: Optional[float]
 
     def __call__(self, device) -> torch.Tensor:
-        t = torch.empty_strided(self.shape, self.stride, dtype=self.dtype, device=device)
+        t = _runtime.allocate(self.shape, self.stride, self.dtype, device)
         if self.fill is not None:
             t.fill_(self.fill)
-        elif _runtime.POISON_OUTPUTS and self.dtype.is_floating_point:
-            t.fill_(float("nan"))
         return t
 
 
