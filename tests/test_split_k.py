@@ -2,7 +2,7 @@
 their reduction against torch, and the plan that decides when to split.
 
 Under the interpreter the plan never splits fprop or dgrad by itself (fewer programs run faster
-there), so the kernel tests force a split with ``plan.interpreter_split_k`` and record the
+there), so the kernel tests force a split with ``helpers.interpreter_split_k`` and record the
 launches to prove that the split GEMM and the reduction ran. The plan tests ask for GPU plans
 of real layers without a GPU (``planning_for("sm_90")``; nothing is launched).
 """
@@ -22,7 +22,7 @@ from fastconv.conv import plan as P
 from fastconv.conv.plan import ConvProblem, plan_conv2d
 from fastconv.ops.target import planning_for
 
-from helpers import LaunchView, assert_rel_close, aten_forbidden
+from helpers import LaunchView, assert_rel_close, aten_forbidden, interpreter_split_k
 
 REDUCE = "conv2d_split_reduce_kernel"
 ACTS = {None: lambda z: z, "relu": F.relu, "relu6": F.relu6, "silu": F.silu, "gelu": F.gelu}
@@ -73,7 +73,7 @@ def test_split_forward_and_input_gradient_match_torch(case, launches):
     res = torch.randn(n, k, *out_hw).to(dtype).contiguous(memory_format=fmt) if with_res else None
     leaves = [t.clone().requires_grad_() if t is not None else None for t in (x, wt, b, res)]
     family = "gemm_1x1" if r == 1 else "implicit_gemm"
-    with P.interpreter_split_k(split):
+    with interpreter_split_k(split):
         plans = explain(x, wt, stride, pad, 1, groups)
         assert (plans.fprop.family, plans.fprop.split) == (family, split)
         assert (plans.dgrad.family, plans.dgrad.split) == (family, split)
@@ -114,7 +114,7 @@ def test_split_conv_transpose2d_forward(dtype, cl, split, launches):
     x = torch.randn(1, 32, 4, 5).to(dtype).contiguous(memory_format=fmt)
     wt = (torch.randn(32, 12, 3, 3) / 12).to(dtype)
     b = torch.randn(24).to(dtype)
-    with P.interpreter_split_k(split), aten_forbidden():
+    with interpreter_split_k(split), aten_forbidden():
         y = FC.conv_transpose2d(x, wt, b, stride=2, padding=1, output_padding=1, groups=2)
     assert _split_launches(launches, "conv2d_dgrad_igemm_kernel") == [split]
     assert [name for name, _ in launches][-1] == REDUCE
@@ -137,7 +137,7 @@ def test_split_random_shapes_float64(n, cg, kg, groups, h, w, r, s, stride, pad,
     x = torch.randn(n, cg * groups, h, w, dtype=torch.float64).contiguous(memory_format=fmt)
     wt = torch.randn(kg * groups, cg, r, s, dtype=torch.float64)
     leaf = x.clone().requires_grad_()
-    with P.interpreter_split_k(split), aten_forbidden():
+    with interpreter_split_k(split), aten_forbidden():
         assert explain(x, wt, stride, pad, dilation, groups).fprop.split == split
         y = FC.conv2d(leaf, wt, None, stride, pad, dilation, groups)
         grad = torch.randn(y.shape, dtype=torch.float64)
@@ -153,10 +153,10 @@ def test_split_results_are_bitwise_reproducible(launches):
     x = torch.randn(1, 48, 6, 6)
     wt = torch.randn(40, 48, 3, 3) / 20
     b = torch.randn(40)
-    with P.interpreter_split_k(4), aten_forbidden():
+    with interpreter_split_k(4), aten_forbidden():
         first = FC.conv2d(x, wt, b, padding=1)
         second = FC.conv2d(x, wt, b, padding=1)
-        with P.interpreter_split_k(2):
+        with interpreter_split_k(2):
             other = FC.conv2d(x, wt, b, padding=1)
     assert _split_launches(launches, "conv2d_fprop_igemm_kernel") == [4, 4, 2]
     assert torch.equal(first, second)
@@ -164,16 +164,9 @@ def test_split_results_are_bitwise_reproducible(launches):
     assert_rel_close(other, first.double(), torch.float32, "split 2 against split 4")
 
 
-def test_interpreter_split_k_validates_and_restores():
-    for bad in (0, -2, 1.5, True, "2"):
-        with pytest.raises(ValueError, match="split must be an int >= 1"):
-            with P.interpreter_split_k(bad):
-                pass
-    with P.interpreter_split_k(3):
-        assert P._INTERPRETER_SPLIT_K == 3
-    assert P._INTERPRETER_SPLIT_K == 1
+def test_the_interpreter_does_not_split_by_default():
     pb = _layer(1, 16, 8, 16, 3, torch.float32)
-    assert plan_conv2d("fprop", pb).split == 1  # the interpreter's default: no split
+    assert plan_conv2d("fprop", pb).split == 1
 
 
 def test_direct_and_wgrad_are_not_forced(launches):
@@ -181,7 +174,7 @@ def test_direct_and_wgrad_are_not_forced(launches):
     loop to split, and wgrad keeps its own split."""
     x = torch.randn(1, 6, 5, 5, requires_grad=True)
     wt = torch.randn(6, 1, 3, 3, requires_grad=True)
-    with P.interpreter_split_k(4):
+    with interpreter_split_k(4):
         plans = explain(x, wt, 1, 1, 1, 6)
         assert (plans.fprop.family, plans.fprop.split) == ("direct", 1)
         assert (plans.dgrad.split, plans.wgrad.split) == (1, 1)
