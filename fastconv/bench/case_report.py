@@ -200,7 +200,7 @@ def case_launches(case, dtype: torch.dtype, layout: str, arch=90,
                     SPLIT_REDUCE_CONFIG, arch)
                 out.reduce_programs = then.programs
         except Exception as exc:  # noqa: BLE001 -- every failure belongs in the report
-            out.error = CR._one_line(exc)
+            out.error = CR.one_line(exc)
         yield out
 
 

@@ -121,7 +121,8 @@ class Plan:
         return self.kernel.fn.__name__ if hasattr(self.kernel, "fn") else self.kernel.__name__
 
 
-_KERNELS = {
+# (direction, family) -> the kernel a plan launches; the compile report builds each of them
+KERNELS = {
     ("fprop", "implicit_gemm"): kernels.conv2d_fprop_igemm_kernel,
     ("dgrad", "implicit_gemm"): kernels.conv2d_dgrad_igemm_kernel,
     ("wgrad", "implicit_gemm"): kernels.conv2d_wgrad_igemm_kernel,
@@ -150,7 +151,7 @@ def kernel_of(direction: str, family: str):
     """The kernel a plan of ``family`` launches in ``direction``."""
     if family == TMA_FAMILY:
         return kernels.conv2d_fprop_tma_kernel
-    return _KERNELS[(direction, family)]
+    return KERNELS[(direction, family)]
 
 
 def spatially_flat(t: torch.Tensor) -> bool:
@@ -474,7 +475,7 @@ def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = F
             f"{pixel_tiles(direction, family, pb, cfg)} output tiles for {sm_count(device)} SMs"
         reason += (f"; split-K {split} ({why}): the {steps} reduction steps run in {split} "
                    "ranges, whose partial sums a second kernel adds in a fixed order")
-    return Plan(direction, family, _KERNELS[(direction, family)], cfg, split, reason, index_64)
+    return Plan(direction, family, KERNELS[(direction, family)], cfg, split, reason, index_64)
 
 
 def tma_plan(pb: ConvProblem, device, box_shape, direction: str = "fprop") -> "Plan | None":
