@@ -129,3 +129,17 @@ class LaunchView:
 
     def __repr__(self):
         return repr(self._items())
+
+
+@contextlib.contextmanager
+def interpreter_split_k(split: int, wgrad: int = 1):
+    """Plan for Triton's interpreter with the fprop / dgrad GEMMs split ``split`` ways and the
+    weight gradients ``wgrad`` ways, as given (the interpreter's own target splits nothing;
+    a GPU's plan splits where the output has fewer tiles than the GPU has SMs), so that the
+    split-K kernels and their reduction run on the CPU."""
+    import dataclasses
+
+    from fastconv.ops.target import TARGETS, planning_for
+    target = dataclasses.replace(TARGETS["interpreter"], split_k=split, wgrad_split_k=wgrad)
+    with planning_for(target):
+        yield

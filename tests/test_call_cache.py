@@ -28,9 +28,9 @@ from fastconv.conv import autotune
 from fastconv.conv import launch as conv2d_launch
 from fastconv.ops import launch_cache
 from fastconv.conv.launch import conv_problem
-from fastconv.conv.plan import interpreter_split_k, plan_conv2d
+from fastconv.conv.plan import plan_conv2d
 from fastconv.ops.target import planning_for
-from helpers import aten_forbidden, rel_err
+from helpers import aten_forbidden, interpreter_split_k, rel_err
 
 TV_OPS = ("roi_align", "_roi_align_backward", "roi_pool", "_roi_pool_backward")
 

@@ -23,7 +23,7 @@ import pytest
 import fastconv.kernels
 from fastconv.bench import cases
 from fastconv.bench.compile_report import DTYPES, kernel_variants
-from fastconv.conv.plan import _KERNELS, CONFIG_TABLES, dtype_class
+from fastconv.conv.plan import KERNELS, CONFIG_TABLES, dtype_class
 
 ARCHS = ("sm_90", "sm_80")
 # The full report (every variant the dispatcher may choose) runs here for sm_90; for sm_80 the
@@ -136,7 +136,7 @@ def test_variants_cover_split_k():
     choosing the tile), without the bias it leaves to the reduction, and the reduction is built
     for every dtype, offset width and bias."""
     variants = list(kernel_variants())
-    for (direction, family), kernel in _KERNELS.items():
+    for (direction, family), kernel in KERNELS.items():
         if direction == "wgrad" or family == "direct":
             continue
         for table, index_64_values in CONFIG_TABLES[family]:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import fastconv.functional as FC
 from fastconv.conv import plan as P
-from helpers import LaunchView, assert_rel_close, aten_forbidden
+from helpers import LaunchView, assert_rel_close, aten_forbidden, interpreter_split_k
 
 WGRAD = "conv2d_wgrad_direct_kernel"
 REDUCE = "conv2d_split_reduce_kernel"
@@ -70,8 +70,8 @@ def test_direct_weight_gradient_matches_torch(case, dtype, channels_last, split,
                                               launches):
     # small spatial tiles, so that each image is several tiles and the ranges cross images
     monkeypatch.setattr(P, "_interpreter_config", _small_tiles(P._interpreter_config))
-    monkeypatch.setattr(P, "wgrad_split", lambda *args, **kwargs: split)
-    got, ref = _weight_grad(case, dtype, channels_last)
+    with interpreter_split_k(1, wgrad=split):
+        got, ref = _weight_grad(case, dtype, channels_last)
     assert got.dtype == dtype and got.is_contiguous()
     assert_rel_close(got, ref, dtype, f"{case[0]} grad weight")
     ran = [(name, grid, meta) for name, grid, meta in launches if name == WGRAD]

@@ -25,10 +25,9 @@ import triton
 import triton.language as tl
 
 import fastconv.functional as FC
-import fastconv.conv.plan as plan
 import fastconv.roi.launch as roi_launch
 from fastconv.ops.interpreter_speed import whole_model
-from helpers import assert_rel_close, aten_forbidden
+from helpers import assert_rel_close, aten_forbidden, interpreter_split_k
 
 TV_OPS = ("roi_align", "_roi_align_backward", "roi_pool", "_roi_pool_backward")
 
@@ -85,9 +84,8 @@ def split_everything(monkeypatch):
     """Split-K in every convolution direction under the interpreter (which does not split by
     default): fprop and dgrad 3 ways, wgrad's partial sums 3 ways where its reduction has more
     than one block; the deterministic RoI backwards in bands of 2 rows (5 per 9-row image)."""
-    monkeypatch.setattr(plan, "wgrad_split", lambda *args, **kwargs: 3)
     monkeypatch.setattr(roi_launch, "ordered_bands", _bands_of(2))
-    with plan.interpreter_split_k(3):
+    with interpreter_split_k(3, wgrad=3):
         yield
 
 

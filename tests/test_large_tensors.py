@@ -179,7 +179,7 @@ def split_k(build, split=2):
     """``build`` with the fprop / dgrad GEMMs split ``split`` ways under the interpreter (a
     GPU's plan splits where the output has fewer tiles than the GPU has SMs)."""
     def build_split(*args):
-        from fastconv.conv.plan import interpreter_split_k
+        from helpers import interpreter_split_k
         with interpreter_split_k(split):
             return build(*args)
     return build_split
@@ -513,7 +513,7 @@ INTERPRETER_RUNS = ["conv2d-igemm", "conv2d-1x1", "conv2d-direct", "conv2d-split
 
 @pytest.mark.parametrize("name", INTERPRETER_RUNS)
 def test_int64_variants_run_in_the_interpreter(int64_launches, name):
-    from fastconv.conv.plan import interpreter_split_k
+    from helpers import interpreter_split_k
     from helpers import assert_rel_close
     kernels, run = _interpreter_runs()[name]
     before = torch.are_deterministic_algorithms_enabled()

@@ -20,9 +20,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastconv.functional as FC
-import fastconv.conv.plan as plan
 from fastconv.ops.interpreter_speed import whole_model
-from helpers import aten_forbidden
+from helpers import aten_forbidden, interpreter_split_k
 
 TV_OPS = ("roi_align", "_roi_align_backward", "roi_pool", "_roi_pool_backward")
 WARM_UP = 50
@@ -70,8 +69,7 @@ def split_everything(monkeypatch):
     """Every convolution split along its reduction, so that each call allocates the split-K
     workspaces (fprop and dgrad) and the weight gradient's partial sums (where the reduction
     has more than one block: conv2d's, with the kernel tests' block sizes)."""
-    monkeypatch.setattr(plan, "wgrad_split", lambda *args, **kwargs: 2)
-    with plan.interpreter_split_k(2):
+    with interpreter_split_k(2, wgrad=2):
         yield
 
 

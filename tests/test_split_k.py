@@ -2,7 +2,7 @@
 their reduction against torch, and the plan that decides when to split.
 
 Under the interpreter the plan never splits fprop or dgrad by itself (fewer programs run faster
-there), so the kernel tests force a split with ``plan.interpreter_split_k`` and record the
+there), so the kernel tests force a split with ``helpers.interpreter_split_k`` and record the
 launches to prove that the split GEMM and the reduction ran. The plan tests ask for GPU plans
 of real layers without a GPU (``planning_for("sm_90")``; nothing is launched).
 """
@@ -22,7 +22,7 @@ from fastconv.conv import plan as P
 from fastconv.conv.plan import ConvProblem, plan_conv2d
 from fastconv.ops.target import planning_for
 
-from helpers import LaunchView, assert_rel_close, aten_forbidden
+from helpers import LaunchView, assert_rel_close, aten_forbidden, interpreter_split_k
 
 REDUCE = "conv2d_split_reduce_kernel"
 ACTS = {None: lambda z: z, "relu": F.relu, "relu6": F.relu6, "silu": F.silu, "gelu": F.gelu}
@@ -73,7 +73,7 @@ def test_split_forward_and_input_gradient_match_torch(case, launches):
     res = torch.randn(n, k, *out_hw).to(dtype).contiguous(memory_format=fmt) if with_res else None
     leaves = [t.clone().requires_grad_() if t is not None else None for t in (x, wt, b, res)]
     family = "gemm_1x1" if r == 1 else "implicit_gemm"
-    with P.interpreter_split_k(split):
+    with interpreter_split_k(split):
         plans = explain(x, wt, stride, pad, 1, groups)
         assert (plans.fprop.family, plans.fprop.split) == (family, split)
         assert (plans.dgrad.family, plans.dgrad.split) == (family, split)
@@ -114,7 +114,7 @@ def test_split_conv_transpose2d_forward(dtype, cl, split, launches):
     x = torch.randn(1, 32, 4, 5).to(dtype).contiguous(memory_format=fmt)
     wt = (torch.randn(32, 12, 3, 3) / 12).to(dtype)
     b = torch.randn(24).to(dtype)
-    with P.interpreter_split_k(split), aten_forbidden():
+    with interpreter_split_k(split), aten_forbidden():
         y = FC.conv_transpose2d(x, wt, b, stride=2, padding=1, output_padding=1, groups=2)
     assert _split_launches(launches, "conv2d_dgrad_igemm_kernel") == [split]
     assert [name for name, _ in launches][-1] == REDUCE
@@ -137,7 +137,7 @@ def test_split_random_shapes_float64(n, cg, kg, groups, h, w, r, s, stride, pad,
     x = torch.randn(n, cg * groups, h, w, dtype=torch.float64).contiguous(memory_format=fmt)
     wt = torch.randn(kg * groups, cg, r, s, dtype=torch.float64)
     leaf = x.clone().requires_grad_()
-    with P.interpreter_split_k(split), aten_forbidden():
+    with interpreter_split_k(split), aten_forbidden():
         assert explain(x, wt, stride, pad, dilation, groups).fprop.split == split
         y = FC.conv2d(leaf, wt, None, stride, pad, dilation, groups)
         grad = torch.randn(y.shape, dtype=torch.float64)
@@ -153,10 +153,10 @@ def test_split_results_are_bitwise_reproducible(launches):
     x = torch.randn(1, 48, 6, 6)
     wt = torch.randn(40, 48, 3, 3) / 20
     b = torch.randn(40)
-    with P.interpreter_split_k(4), aten_forbidden():
+    with interpreter_split_k(4), aten_forbidden():
         first = FC.conv2d(x, wt, b, padding=1)
         second = FC.conv2d(x, wt, b, padding=1)
-        with P.interpreter_split_k(2):
+        with interpreter_split_k(2):
             other = FC.conv2d(x, wt, b, padding=1)
     assert _split_launches(launches, "conv2d_fprop_igemm_kernel") == [4, 4, 2]
     assert torch.equal(first, second)
@@ -164,16 +164,9 @@ def test_split_results_are_bitwise_reproducible(launches):
     assert_rel_close(other, first.double(), torch.float32, "split 2 against split 4")
 
 
-def test_interpreter_split_k_validates_and_restores():
-    for bad in (0, -2, 1.5, True, "2"):
-        with pytest.raises(ValueError, match="split must be an int >= 1"):
-            with P.interpreter_split_k(bad):
-                pass
-    with P.interpreter_split_k(3):
-        assert P._INTERPRETER_SPLIT_K == 3
-    assert P._INTERPRETER_SPLIT_K == 1
+def test_the_interpreter_does_not_split_by_default():
     pb = _layer(1, 16, 8, 16, 3, torch.float32)
-    assert plan_conv2d("fprop", pb).split == 1  # the interpreter's default: no split
+    assert plan_conv2d("fprop", pb).split == 1
 
 
 def test_direct_and_wgrad_are_not_forced(launches):
@@ -181,7 +174,7 @@ def test_direct_and_wgrad_are_not_forced(launches):
     loop to split, and wgrad keeps its own split."""
     x = torch.randn(1, 6, 5, 5, requires_grad=True)
     wt = torch.randn(6, 1, 3, 3, requires_grad=True)
-    with P.interpreter_split_k(4):
+    with interpreter_split_k(4):
         plans = explain(x, wt, 1, 1, 1, 6)
         assert (plans.fprop.family, plans.fprop.split) == ("direct", 1)
         assert (plans.dgrad.split, plans.wgrad.split) == (1, 1)
@@ -242,16 +235,15 @@ def test_split_launch_is_described_for_the_report(gpu_plan):
     wt = torch.empty(2048, 512, 1, 1, dtype=torch.bfloat16, device="meta")
     b = torch.empty(2048, dtype=torch.bfloat16, device="meta")
     y = torch.empty(1, 2048, 7, 7, dtype=torch.bfloat16, device="meta")
-    plan = conv2d_launch.plan_fprop(x, wt, y, 1, (1, 1), (0, 0), (1, 1))
+    plan, (launch, reduce) = conv2d_launch.conv2d_fprop(x, wt, b, y, (1, 1), (0, 0), (1, 1), 1)
     pb = conv2d_launch.conv_problem(x.shape, wt.shape, y.shape, 1, x.dtype)
-    launch = conv2d_launch.fprop_launch(plan, pb, x, wt, b, y, (1, 1), (0, 0), (1, 1), 1)
     tiles = P.pixel_tiles("fprop", plan.family, pb, plan.config)
     assert plan.split > 1 and launch.grid == (tiles, plan.split)
     assert launch.programs == tiles * plan.split >= 132
     assert launch.meta["SPLIT_K"] and not launch.meta["HAS_BIAS"]  # the reduction adds it
-    part = launch.args[6]
+    part = launch.arguments["part_ptr"]
     assert part.shape == (plan.split, 1, 49, 2048) and part.dtype == torch.float32
-    reduce = launch.then
+    assert launch.then is reduce and reduce.arguments["part_ptr"] is part
     assert reduce.kernel.fn.__name__ == REDUCE and reduce.meta["HAS_BIAS"]
     assert reduce.programs == 2 * 32  # 49 rows, 2048 channels in 32x64 tiles
     assert (reduce.meta["BLOCK_M"], reduce.meta["BLOCK_N"]) == \
@@ -259,9 +251,7 @@ def test_split_launch_is_described_for_the_report(gpu_plan):
     # a batch-32 launch: one grid axis, no workspace, no reduction
     x32 = torch.empty(32, 512, 7, 7, dtype=torch.bfloat16, device="meta")
     y32 = torch.empty(32, 2048, 7, 7, dtype=torch.bfloat16, device="meta")
-    pb32 = conv2d_launch.conv_problem(x32.shape, wt.shape, y32.shape, 1, x.dtype)
-    plan32 = conv2d_launch.plan_fprop(x32, wt, y32, 1, (1, 1), (0, 0), (1, 1))
-    unsplit = conv2d_launch.fprop_launch(plan32, pb32, x32, wt, b, y32, (1, 1), (0, 0), (1, 1), 1)
+    _, (unsplit,) = conv2d_launch.conv2d_fprop(x32, wt, b, y32, (1, 1), (0, 0), (1, 1), 1)
     assert len(unsplit.grid) == 1 and unsplit.then is None and not unsplit.meta["SPLIT_K"]
 
 

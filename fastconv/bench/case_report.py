@@ -99,57 +99,48 @@ def _empty(shape, dtype, layout: str) -> torch.Tensor:
 
 
 def _conv_launch(case: C.ConvCase, pass_: str, dtype: torch.dtype, layout: str):
-    """(plan, KernelLaunch) of one pass of a convolution case, as the ops in
-    ``fastconv.conv.op`` / ``conv_transpose2d`` would launch it for these tensors."""
+    """(plan, KernelLaunch) of one pass of a convolution case: what the seam
+    (``fastconv.conv.launch.conv2d_fprop`` / ``_dgrad`` / ``_wgrad``) describes for these
+    tensors, as the ops in ``fastconv.conv.op`` / ``transpose_op`` call it."""
     from fastconv.conv import launch as L
-    from fastconv.ops._runtime import new_output
     from fastconv.conv.shapes import conv2d_output_shape, conv_memory_format, memory_format_of
     from fastconv.conv.transpose_op import conv_transpose2d_output_shape
+    from fastconv.ops.launch_cache import KernelLaunch
 
-    stride, padding, dilation, g = case.stride, case.padding, case.dilation, case.groups
+    conv = (case.stride, case.padding, case.dilation)
     # conv1d runs on a height-1 view of its input made contiguous (fastconv.functional.conv1d),
     # whatever layout the caller's [N, C, L] had
     layout = "nchw" if case.op == "conv1d" else layout
     x = _empty((case.N, case.C, case.H, case.W), dtype, layout)
     # conv1d's [K, C/g, k] weight is viewed as [K, C/g, 1, k]
-    w = _empty((case.K, case.C // g, 1, case.S) if case.op == "conv1d" else case.weight_shape,
-               dtype, layout)
+    w = _empty((case.K, case.C // case.groups, 1, case.S) if case.op == "conv1d"
+               else case.weight_shape, dtype, layout)
     if case.op == "conv_transpose2d":
         # forward: the dgrad kernel with dy = input; input gradient: fprop of grad_output;
         # weight gradient: wgrad with x = grad_output, dy = input
-        shape = conv_transpose2d_output_shape(x.shape, w.shape, stride, padding,
-                                              case.output_padding, g, dilation)
-        out = new_output(shape, x, conv_memory_format(x, w))
-        if pass_ == "fprop":
-            plan = L.plan_dgrad(x, w, out, g, stride, padding, dilation)
-            pb = L.conv_problem(out.shape, w.shape, x.shape, g, dtype)
-            return plan, L.dgrad_launch(plan, pb, x, w, out, stride, padding, dilation, g)
-        dout = torch.empty_like(out)
-        if pass_ == "dgrad":
-            dx = new_output(x.shape, dout, conv_memory_format(dout, w))
-            plan = L.plan_fprop(dout, w, dx, g, stride, padding, dilation)
-            pb = L.conv_problem(dout.shape, w.shape, dx.shape, g, dtype)
-            return plan, L.fprop_launch(plan, pb, dout, w, None, dx, stride, padding, dilation, g)
-        plan = L.plan_wgrad(dout, x, w.shape, g, stride, padding, dilation)
-        pb = L.conv_problem(dout.shape, w.shape, x.shape, g, dtype)
-        return plan, L.wgrad_launch(plan, pb, dout, x, w.shape, stride, padding, dilation, g)[0]
-
-    y = new_output(conv2d_output_shape(x.shape, w.shape, stride, padding, dilation), x,
-                   conv_memory_format(x, w))
-    if pass_ == "fprop":
+        out = torch.empty(conv_transpose2d_output_shape(x.shape, w.shape, *conv[:2],
+                                                        case.output_padding, case.groups,
+                                                        conv[2]),
+                          dtype=dtype, device="meta", memory_format=conv_memory_format(x, w))
+        described = (
+            L.conv2d_dgrad(x, w, out, *conv, case.groups) if pass_ == "fprop" else
+            L.conv2d_fprop(out, w, None, torch.empty_like(x, memory_format=conv_memory_format(
+                out, w)), *conv, case.groups) if pass_ == "dgrad" else
+            L.conv2d_wgrad(out, x, w.shape, *conv, case.groups))
+    else:
+        y = torch.empty(conv2d_output_shape(x.shape, w.shape, *conv), dtype=dtype,
+                        device="meta", memory_format=conv_memory_format(x, w))
         bias = torch.empty(case.K, dtype=dtype, device="meta") if case.bias else None
-        plan = L.plan_fprop(x, w, y, g, stride, padding, dilation)
-        pb = L.conv_problem(x.shape, w.shape, y.shape, g, dtype)
-        return plan, L.fprop_launch(plan, pb, x, w, bias, y, stride, padding, dilation, g)
-    dy = torch.empty_like(y)  # autograd's gradient keeps the output's layout
-    if pass_ == "dgrad":
-        dx = new_output(x.shape, dy, memory_format_of(dy))
-        plan = L.plan_dgrad(dy, w, dx, g, stride, padding, dilation)
-        pb = L.conv_problem(dx.shape, w.shape, dy.shape, g, dtype)
-        return plan, L.dgrad_launch(plan, pb, dy, w, dx, stride, padding, dilation, g)
-    plan = L.plan_wgrad(x, dy, w.shape, g, stride, padding, dilation)
-    pb = L.conv_problem(x.shape, w.shape, dy.shape, g, dtype)
-    return plan, L.wgrad_launch(plan, pb, x, dy, w.shape, stride, padding, dilation, g)[0]
+        # autograd's gradient keeps the output's layout
+        described = (
+            L.conv2d_fprop(x, w, bias, y, *conv, case.groups) if pass_ == "fprop" else
+            L.conv2d_dgrad(y, w, torch.empty_like(x, memory_format=memory_format_of(y)), *conv,
+                           case.groups) if pass_ == "dgrad" else
+            L.conv2d_wgrad(x, y, w.shape, *conv, case.groups))
+    plan, launches = described[:2]
+    # the kernel launch (a TMA forward may repack its weight first; a split one carries its
+    # reduction as ``then``)
+    return plan, next(one for one in launches if isinstance(one, KernelLaunch))
 
 
 def _roi_launch(case: C.RoICase, pass_: str, dtype: torch.dtype, layout: str):
@@ -209,7 +200,7 @@ def case_launches(case, dtype: torch.dtype, layout: str, arch=90,
                     SPLIT_REDUCE_CONFIG, arch)
                 out.reduce_programs = then.programs
         except Exception as exc:  # noqa: BLE001 -- every failure belongs in the report
-            out.error = CR._one_line(exc)
+            out.error = CR.one_line(exc)
         yield out
 
 

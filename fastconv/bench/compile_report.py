@@ -44,7 +44,7 @@ from fastconv import kernels
 from fastconv.kernels.configs import TileConfig
 from fastconv.conv import launch as conv2d_launch
 from fastconv.ops._runtime import INTERPRETING
-from fastconv.conv.plan import _KERNELS, CONFIG_TABLES, Plan, dtype_class
+from fastconv.conv.plan import KERNELS, CONFIG_TABLES, Plan, dtype_class
 
 # Every dtype the dispatcher accepts; the plan keys its config tables by dtype_class().
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -186,7 +186,7 @@ def _launcher_meta(direction: str, family: str, dtype: torch.dtype, config: Tile
     (INDEX_64 and SPLIT_K from the plan included) in one place. It reads
     ``torch.backends.cudnn.allow_tf32`` the way a launch does, so both values are tried here.
     """
-    plan = Plan(direction, family, _KERNELS[(direction, family)], config, split,
+    plan = Plan(direction, family, KERNELS[(direction, family)], config, split,
                 "compile report", index_64)
     saved = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = allow_tf32
@@ -206,7 +206,7 @@ def variants_for(direction: str, family: str, dtype: torch.dtype, config: TileCo
     Args:
         index_64_values: the INDEX_64 values (64-bit offsets) to build.
     """
-    kernel = _KERNELS[(direction, family)]
+    kernel = KERNELS[(direction, family)]
     name = kernel.fn.__name__
     expected = set(_constexpr_names(kernel))
     # fprop and dgrad GEMMs may split their reduction (any config: the plan splits after
@@ -254,7 +254,7 @@ def conv_variants() -> Iterator[KernelVariant]:
     otherwise, so every entry of the tables in ``plan.CONFIG_TABLES`` is reachable; those
     tables are the ones the plan reads, so the report cannot miss one.
     """
-    for (direction, family) in _KERNELS:
+    for (direction, family) in KERNELS:
         for dtype in DTYPES:
             for table, index_64_values in CONFIG_TABLES[family]:
                 for config in table[direction][dtype_class(dtype)]:
@@ -498,7 +498,8 @@ def occupancy(arch: int, registers: int, shared: int, num_warps: int) -> tuple:
     return limits[which] * num_warps, which
 
 
-def _one_line(exc: BaseException, limit: int = 600) -> str:
+def one_line(exc: BaseException, limit: int = 600) -> str:
+    """An exception as one line of at most ``limit`` characters: a report row's error."""
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
     return text if len(text) <= limit else text[:limit] + " ..."
 
@@ -552,7 +553,7 @@ def compile_variant(variant: KernelVariant, arch) -> dict:
             raise RuntimeError(f"needs {shared} bytes of shared memory per block, more than the "
                                f"{SM_LIMITS[arch].smem_per_block} sm_{arch} allows: cannot launch")
     except Exception as exc:  # noqa: BLE001 -- every failure belongs in the report
-        row["error"] = _one_line(exc)
+        row["error"] = one_line(exc)
     row["compile_s"] = round(time.perf_counter() - start, 2)
     return row
 
@@ -597,7 +598,7 @@ def compile_report(arch, jobs: int = 2,
                 rows.append(fut.result())
             except Exception as exc:  # noqa: BLE001 -- e.g. a worker killed by the OOM killer
                 row = dict.fromkeys(ROW_FIELDS, "")
-                row.update(v.describe(), arch=f"sm_{arch}", error=_one_line(exc))
+                row.update(v.describe(), arch=f"sm_{arch}", error=one_line(exc))
                 rows.append(row)
     return rows
 

@@ -78,40 +78,61 @@ def _reduce_meta(cfg, has_bias: bool, index_64: bool) -> dict:
 
 
 def _split_workspace(plan: Plan, pb: ConvProblem, like: torch.Tensor, unsplit: torch.Tensor):
-    """(workspace, ITERS_PER_SPLIT, workspace strides) of a fprop or dgrad GEMM launch.
+    """(workspace, the GEMM's split arguments by name) of a fprop or dgrad GEMM launch.
 
     Split: the partial sums [split, groups, rows, cols] in the accumulator dtype (allocated
     here, like ``like``) and the reduction steps per split. Unsplit: ``unsplit`` (a tensor of
     the launch, never touched) and constants, so an unsplit launch compiles one variant.
     """
     if plan.split == 1:
-        return unsplit, 1, (0, 0, 0)
+        return unsplit, dict(part_ptr=unsplit, ITERS_PER_SPLIT=1, stride_pt=0, stride_pg=0,
+                             stride_pm=0)
     rows, cols, _ = gemm_dims(plan.direction, pb)
     acc_dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
     part = new_output((plan.split, pb.groups, rows, cols), like, dtype=acc_dtype)
     steps = reduction_steps(plan.direction, plan.family, pb, plan.config)
-    return part, triton.cdiv(steps, plan.split), part.stride()[:3]
+    return part, dict(part_ptr=part, ITERS_PER_SPLIT=triton.cdiv(steps, plan.split),
+                      **strides_of("p", part, "tgm"))
 
 
-def _reduce_launch(plan: Plan, pb: ConvProblem, part, b, res, y, pre, epilogue,
+def _reduce_launch(plan: Plan, pb: ConvProblem, part, b, res, y, pre, epilogue: dict,
                    has_bias: bool) -> KernelLaunch:
     """The split-K reduction of ``part`` into ``y`` (its pixels (n, p, q) and ``cols`` channels
-    per group), with the epilogue arguments of ``conv_epilogue``."""
+    per group), with the epilogue arguments of ``conv_epilogue`` (``_epilogue``)."""
     from fastconv.kernels import conv2d_split_reduce_kernel
 
     rows, cols, _ = gemm_dims(plan.direction, pb)
     cfg = split_reduce_config(plan.direction, pb, part.device)
     grid = (triton.cdiv(rows, cfg.block_m) * triton.cdiv(cols, cfg.block_n) * pb.groups,)
     # output pixels (n, p, q) of the forward; input pixels (n, h, w) of the input gradient
-    pixels = (pb.P, pb.Q) if plan.direction == "fprop" else (pb.H, pb.W)
-    args = (part, b, res, y, pre, pb.N, *pixels, cols, plan.split, *part.stride()[:3],
-            *y.stride(), *res.stride(), *epilogue)
-    return KernelLaunch(conv2d_split_reduce_kernel, grid, args,
-                        _reduce_meta(cfg, has_bias, plan.index_64))
+    P, Q = (pb.P, pb.Q) if plan.direction == "fprop" else (pb.H, pb.W)
+    return KernelLaunch.from_kwargs(conv2d_split_reduce_kernel, grid, dict(
+        part_ptr=part, b_ptr=b, res_ptr=res, y_ptr=y, pre_ptr=pre,
+        N=pb.N, P=P, Q=Q, COLS=cols, SPLIT=plan.split, **strides_of("p", part, "tgm"),
+        **strides_of("y", y, "ncpq"), **strides_of("r", res, "ncpq"), **epilogue,
+        **_reduce_meta(cfg, has_bias, plan.index_64)))
 
 
-def _conv_args(stride, padding, dilation) -> tuple:
-    return (stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1])
+def strides_of(name: str, t: torch.Tensor, axes) -> dict:
+    """``t``'s strides as the kernels name them: ``stride_<name><axis>`` for each axis of
+    ``axes`` (a string of one-letter axes, or a sequence of names)."""
+    return {f"stride_{name}{a}": s for a, s in zip(axes, t.stride())}
+
+
+def _conv_args(stride, padding, dilation) -> dict:
+    return dict(stride_h=stride[0], stride_w=stride[1], pad_h=padding[0], pad_w=padding[1],
+                dil_h=dilation[0], dil_w=dilation[1])
+
+
+def _sizes(pb: ConvProblem) -> dict:
+    return dict(N=pb.N, H=pb.H, W=pb.W, P=pb.P, Q=pb.Q, R=pb.R, S=pb.S, CG=pb.CG, KG=pb.KG)
+
+
+def _epilogue(activation: int = 0, residual=None, preact=None) -> dict:
+    """The epilogue arguments of ``kernels._common.conv_epilogue`` (runtime values: one
+    compiled variant serves every activation)."""
+    return dict(activation=activation, has_residual=int(residual is not None),
+                store_preact=int(preact is not None))
 
 
 def channel_vector(tensors, unit, multiples) -> int:
@@ -252,35 +273,50 @@ def fprop_launch(plan, pb, x, w, bias, y, stride, padding, dilation, groups, res
     b = bias.contiguous() if bias is not None else y  # y: never read when HAS_BIAS is False
     res = residual if residual is not None else y      # never read when has_residual is 0
     pre = preact if preact is not None else y          # never written when store_preact is 0
-    epilogue = (activation, int(residual is not None), int(preact is not None))
+    epilogue = _epilogue(activation, residual, preact)
     # split: the reduction runs the epilogue, bias included; the GEMM only stores partial sums
     meta["HAS_BIAS"] = bias is not None and plan.split == 1
     grid = (pixel_tiles("fprop", plan.family, pb, cfg),)
     then = None
     if plan.family != "direct":
-        part, iters, p_strides = _split_workspace(plan, pb, x, y)
+        part, split_args = _split_workspace(plan, pb, x, y)
         if plan.split > 1:
             grid += (plan.split,)
             then = _reduce_launch(plan, pb, part, b, res, y, pre, epilogue, bias is not None)
     if plan.family == "gemm_1x1":
         # A = x as [pixels, channels]; B = w read as [c, k], one group KG rows further on
-        args = (x, w, b, res, y, pre, part, pb.N, pb.H * pb.W, pb.CG, pb.KG, iters,
-                *_pixel_strides(x)[:2], x.stride(1),
-                w.stride(1), w.stride(0), pb.KG * w.stride(0),
-                *_pixel_strides(y), *_pixel_strides(res), *p_strides, *epilogue)
         meta["VEC"] = _gemm_1x1_vector(x, w, y, res, pre, pb.CG, pb.KG)
-        return KernelLaunch(plan.kernel, grid, args, meta, then)
-    sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG)
-    r_strides = (res.stride(0), res.stride(1), res.stride(2), res.stride(3))
+        return KernelLaunch.from_kwargs(plan.kernel, grid, dict(
+            a_ptr=x, b_ptr=w, bias_ptr=b, res_ptr=res, y_ptr=y, pre_ptr=pre,
+            N=pb.N, HW=pb.H * pb.W, RED=pb.CG, COLS=pb.KG, **split_args,
+            **_gemm_1x1_strides(x, y, res), stride_br=w.stride(1), stride_bc=w.stride(0),
+            stride_bg=pb.KG * w.stride(0), **epilogue, **meta), then)
+    tensors = dict(x_ptr=x, w_ptr=w, b_ptr=b, res_ptr=res, y_ptr=y, pre_ptr=pre)
+    strides = dict(**strides_of("x", x, "nchw"), **strides_of("w", w, "kcrs"),
+                   **strides_of("y", y, "nkpq"), **strides_of("r", res, "nkpq"))
+    geometry = _conv_args(stride, padding, dilation)
     if plan.family == "direct":
-        args = (x, w, b, res, y, pre, *sizes, pb.K, *_conv_args(stride, padding, dilation),
-                *x.stride(), *w.stride(), *y.stride(), *r_strides, *epilogue)
         meta["VEC"] = _direct_vector((x, y, res, pre), pb.K)
         meta["BLOCK_W"] = direct_tile(cfg.block_m, direct_extent("fprop", pb)[1])[1]
-        return KernelLaunch(plan.kernel, grid, args, meta)
-    args = (x, w, b, res, y, pre, part, *sizes, iters, *_conv_args(stride, padding, dilation),
-            *x.stride(), *w.stride(), *y.stride(), *r_strides, *p_strides, *epilogue)
-    return KernelLaunch(plan.kernel, grid, args, meta, then)
+        return KernelLaunch.from_kwargs(plan.kernel, grid, dict(
+            **tensors, **_sizes(pb), K=pb.K, **geometry, **strides, **epilogue, **meta))
+    return KernelLaunch.from_kwargs(plan.kernel, grid, dict(
+        **tensors, **_sizes(pb), **geometry, **strides, **split_args, **epilogue, **meta),
+        then)
+
+
+def _pixel_strides_of(name: str, t: torch.Tensor, channel: str) -> dict:
+    """``_pixel_strides`` of ``t`` as a 1x1 GEMM kernel names them: ``stride_<name>n``,
+    ``stride_<name>hw`` and ``stride_<name><channel>``."""
+    return dict(zip((f"stride_{name}n", f"stride_{name}hw", f"stride_{name}{channel}"),
+                    _pixel_strides(t)))
+
+
+def _gemm_1x1_strides(a, y, res) -> dict:
+    """The strides of a 1x1 GEMM's A operand (pixels by reduced channels), output and
+    residual."""
+    return dict(**_pixel_strides_of("a", a, "r"), **_pixel_strides_of("y", y, "c"),
+                **_pixel_strides_of("r", res, "c"))
 
 
 def conv2d_dgrad(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor, stride: Sequence[int],
@@ -307,31 +343,33 @@ def dgrad_launch(plan, pb, dy, w, dx, stride, padding, dilation, groups) -> Kern
     """The launch of ``plan`` that ``conv2d_dgrad`` starts (arguments as there)."""
     meta = _meta(plan, dy.dtype)
     grid = (pixel_tiles("dgrad", plan.family, pb, plan.config),)
-    sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG)
+    strides = dict(**strides_of("dy", dy, "nkpq"), **strides_of("w", w, "kcrs"),
+                   **strides_of("dx", dx, "nchw"))
+    geometry = _conv_args(stride, padding, dilation)
     if plan.family == "direct":
-        args = (dy, w, dx, *sizes, pb.C, *_conv_args(stride, padding, dilation),
-                *dy.stride(), *w.stride(), *dx.stride())
         meta["VEC"] = _direct_vector((dy, dx), pb.C)
         meta["BLOCK_W"] = direct_tile(plan.config.block_m, direct_extent("dgrad", pb)[1])[1]
-        return KernelLaunch(plan.kernel, grid, args, meta)
-    part, iters, p_strides = _split_workspace(plan, pb, dy, dx)
+        return KernelLaunch.from_kwargs(plan.kernel, grid, dict(
+            dy_ptr=dy, w_ptr=w, dx_ptr=dx, **_sizes(pb), C=pb.C, **geometry, **strides,
+            **meta))
+    part, split_args = _split_workspace(plan, pb, dy, dx)
     then = None
     if plan.split > 1:
         grid += (plan.split,)
         # no bias, residual or activation: the reduction is a plain store into dx
-        then = _reduce_launch(plan, pb, part, dx, dx, dx, dx, (0, 0, 0), False)
+        then = _reduce_launch(plan, pb, part, dx, dx, dx, dx, _epilogue(), False)
     if plan.family == "gemm_1x1":
         meta["HAS_BIAS"] = False
-        # A = dy as [pixels, channels]; B = w read as [k, c], one group KG rows further on
-        args = (dy, w, dx, dx, dx, dx, part, pb.N, pb.H * pb.W, pb.KG, pb.CG, iters,
-                *_pixel_strides(dy)[:2], dy.stride(1),
-                w.stride(0), w.stride(1), pb.KG * w.stride(0),
-                *_pixel_strides(dx), *_pixel_strides(dx), *p_strides, 0, 0, 0)
         meta["VEC"] = _gemm_1x1_vector(dy, w, dx, dx, dx, pb.KG, pb.CG)
-        return KernelLaunch(plan.kernel, grid, args, meta, then)
-    args = (dy, w, dx, part, *sizes, iters, *_conv_args(stride, padding, dilation),
-            *dy.stride(), *w.stride(), *dx.stride(), *p_strides)
-    return KernelLaunch(plan.kernel, grid, args, meta, then)
+        # A = dy as [pixels, channels]; B = w read as [k, c], one group KG rows further on
+        return KernelLaunch.from_kwargs(plan.kernel, grid, dict(
+            a_ptr=dy, b_ptr=w, bias_ptr=dx, res_ptr=dx, y_ptr=dx, pre_ptr=dx,
+            N=pb.N, HW=pb.H * pb.W, RED=pb.KG, COLS=pb.CG, **split_args,
+            **_gemm_1x1_strides(dy, dx, dx), stride_br=w.stride(0), stride_bc=w.stride(1),
+            stride_bg=pb.KG * w.stride(0), **_epilogue(), **meta), then)
+    return KernelLaunch.from_kwargs(plan.kernel, grid, dict(
+        dy_ptr=dy, w_ptr=w, dx_ptr=dx, **_sizes(pb), **split_args, **geometry, **strides,
+        **meta), then)
 
 
 def conv2d_wgrad(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[int],
@@ -384,17 +422,17 @@ def wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation,
     meta = _meta(plan, x.dtype)
     grid = (wgrad_tiles(plan.family, pb, cfg), split)
     if plan.family == "gemm_1x1":
-        args = (x, dy, part, pb.N, pb.H * pb.W, pb.CG, pb.KG, m_per_split,
-                *_pixel_strides(x), *_pixel_strides(dy),
-                part.stride(0), part.stride(1), part.stride(2))
         meta["VEC"] = channel_vector(
             (x, dy, part), (x.stride(1), dy.stride(1), part.stride(2)),
             (pb.CG, pb.KG, *_pixel_strides(x)[:2], *_pixel_strides(dy)[:2], part.stride(1)))
-    else:
-        sizes = (pb.N, pb.H, pb.W, pb.P, pb.Q, pb.R, pb.S, pb.CG, pb.KG)
-        args = (x, dy, part, *sizes, m_per_split, *_conv_args(stride, padding, dilation),
-                *x.stride(), *dy.stride(), *part.stride())
-    return KernelLaunch(plan.kernel, grid, args, meta), part
+        return KernelLaunch.from_kwargs(plan.kernel, grid, dict(
+            x_ptr=x, dy_ptr=dy, part_ptr=part, N=pb.N, HW=pb.H * pb.W, CG=pb.CG, KG=pb.KG,
+            M_PER_SPLIT=m_per_split, **_pixel_strides_of("x", x, "c"),
+            **_pixel_strides_of("dy", dy, "k"), **strides_of("p", part, "tkc"), **meta)), part
+    return KernelLaunch.from_kwargs(plan.kernel, grid, dict(
+        x_ptr=x, dy_ptr=dy, part_ptr=part, **_sizes(pb), M_PER_SPLIT=m_per_split,
+        **_conv_args(stride, padding, dilation), **strides_of("x", x, "nchw"),
+        **strides_of("dy", dy, "nkpq"), **strides_of("p", part, "tkcrs"), **meta)), part
 
 
 def direct_wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding,

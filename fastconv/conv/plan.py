@@ -34,8 +34,8 @@ program, else the one with the most programs, whose split then fills what it lef
 of fewer than SMALL_TILE outputs only where the split cannot (``_gpu_config``), and split into
 ranges of LAST_RESORT_SPLIT_STEPS only where even they leave SMs idle (``split_for``).
 Under the interpreter blocks are sized to the problem, because every program step costs
-milliseconds there, and fprop and dgrad do not split unless a test asks for it
-(``interpreter_split_k``).
+milliseconds there, and the split-K is the target's (``Target.split_k``: 1 unless a test plans
+for an interpreter target that splits).
 """
 import contextlib
 from dataclasses import dataclass, field
@@ -128,7 +128,8 @@ class Plan:
         return self.kernel.fn.__name__ if hasattr(self.kernel, "fn") else self.kernel.__name__
 
 
-_KERNELS = {
+# (direction, family) -> the kernel a plan launches; the compile report builds each of them
+KERNELS = {
     ("fprop", "implicit_gemm"): kernels.conv2d_fprop_igemm_kernel,
     ("dgrad", "implicit_gemm"): kernels.conv2d_dgrad_igemm_kernel,
     ("wgrad", "implicit_gemm"): kernels.conv2d_wgrad_igemm_kernel,
@@ -157,7 +158,7 @@ def kernel_of(direction: str, family: str):
     """The kernel a plan of ``family`` launches in ``direction``."""
     if family == TMA_FAMILY:
         return kernels.conv2d_fprop_tma_kernel
-    return _KERNELS[(direction, family)]
+    return KERNELS[(direction, family)]
 
 
 def spatially_flat(t: torch.Tensor) -> bool:
@@ -259,26 +260,6 @@ def _gpu_config(configs: list, rows: int, cols: int, programs, sms: int,
 _INTERPRETER_BLOCK_SCALE = 1
 
 
-# Under the interpreter fprop and dgrad run unsplit (fewer programs run faster there); tests set
-# a split here (interpreter_split_k) to run the split-K kernels and their reduction on the CPU.
-_INTERPRETER_SPLIT_K = 1
-
-
-@contextlib.contextmanager
-def interpreter_split_k(split: int):
-    """Make every fprop and dgrad launch of the GEMM families under the interpreter split its
-    reduction ``split`` ways while the block runs, as given: a split with more ranges than the
-    reduction has steps leaves some empty (no effect on a GPU, whose split the plan sizes)."""
-    global _INTERPRETER_SPLIT_K
-    if isinstance(split, bool) or not isinstance(split, int) or split < 1:
-        raise ValueError(f"interpreter_split_k: split must be an int >= 1, got {split!r}")
-    saved, _INTERPRETER_SPLIT_K = _INTERPRETER_SPLIT_K, split
-    try:
-        yield
-    finally:
-        _INTERPRETER_SPLIT_K = saved
-    
-
 @contextlib.contextmanager
 def interpreter_block_scale(scale: int):
     """Let the interpreter's blocks grow ``scale`` times larger while the block runs (a power of
@@ -318,9 +299,9 @@ def _interpreting(device=None) -> bool:
 
 def settings() -> tuple:
     """What a convolution plan reads besides its problem and device: the target
-    (``planning_for``) and the interpreter settings (``interpreter_block_scale``,
-    ``interpreter_split_k``). Part of every cached call's key."""
-    return (target_settings(), _INTERPRETER_BLOCK_SCALE, _INTERPRETER_SPLIT_K)
+    (``planning_for``) and the interpreter's ``interpreter_block_scale``. Part of every cached
+    call's key."""
+    return (target_settings(), _INTERPRETER_BLOCK_SCALE)
 
 
 def direct_tile(block_m: int, width: int) -> Tuple[int, int]:
@@ -402,13 +383,10 @@ def gemm_split(direction: str, family: str, pb: ConvProblem, cfg: TileConfig, de
     A split of ``steps`` reduction steps gives each range ``cdiv(steps, split)`` of them (the
     launcher's ITERS_PER_SPLIT; the last range may be shorter). Allowed: ranges of at least
     ``min_steps`` steps, none of them empty, at most MAX_SPLIT_K of them, a workspace under
-    2**31 elements. Under the interpreter the split is 1 unless ``interpreter_split_k`` forces
-    one.
+    2**31 elements.
     """
     if family in ("direct", TMA_FAMILY) or direction == "wgrad":
         return 1
-    if _interpreting(device):
-        return _INTERPRETER_SPLIT_K
     tiles = pixel_tiles(direction, family, pb, cfg)
     sms = sm_count(device)
     if tiles >= sms:
@@ -447,7 +425,7 @@ def split_for(direction: str, family: str, pb: ConvProblem, cfg: TileConfig, dev
             return wgrad_split(family, pb, cfg, device, min_steps, once)
         return gemm_split(direction, family, pb, cfg, device, min_steps)
     split = split_of(MIN_SPLIT_STEPS)
-    if _interpreting(device) or family in ("direct", TMA_FAMILY) \
+    if family in ("direct", TMA_FAMILY) \
             or cfg.block_m * cfg.block_n >= SMALL_TILE \
             or launch_tiles(direction, family, pb, cfg) * split >= sm_count(device):
         return split
@@ -471,8 +449,6 @@ def wgrad_split(family: str, pb: ConvProblem, cfg: TileConfig, device,
                 min_steps: int = MIN_SPLIT_STEPS, once: bool = False) -> int:
     """Enough partial sums that the grid covers the GPU twice over (``once``: once), each at
     least ``min_steps`` steps long."""
-    if _interpreting(device):
-        return 1
     # the direct kernel's reduction steps are spatial tiles
     red, step = (direct_wgrad_tiles(pb, cfg), 1) if family == "direct" else \
         (pb.N * pb.P * pb.Q, cfg.block_k)
@@ -499,9 +475,12 @@ def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = F
             ``spatially_flat``), which the 1x1 GEMM needs.
     """
     family, reason = _family(direction, pb, flat)
-    interpreting = _interpreting(device)
-    if interpreting:
+    target = target_of(device)
+    if target.interpreter:
         cfg = _interpreter_config(direction, family, pb)
+        # a split with more ranges than the reduction has steps leaves some empty
+        split = target.wgrad_split_k if direction == "wgrad" else \
+            1 if family in ("direct", TMA_FAMILY) else target.split_k
     else:
         rows, cols, red = gemm_dims(direction, pb)
         if family == "direct":  # pixels by all channels; wgrad's pixels are its reduction
@@ -523,7 +502,7 @@ def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = F
         cfg = _gpu_config(configs, rows, cols, programs, sm_count(device),
                           None if direction == "wgrad" or family == "direct" else split,
                           None if family == "direct" else last_resort)
-    split = split_for(direction, family, pb, cfg, device)
+        split = split_for(direction, family, pb, cfg, device)
     if family == "direct" and direction == "wgrad":
         reason += (f"; each program sums {direct_wgrad_taps(pb)}-tap rows over spatial tiles, "
                    f"loading a tile's dy and x halo once for all its taps"
@@ -531,11 +510,11 @@ def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = F
                       "fixed order" if split > 1 else ""))
     if split > 1 and direction != "wgrad":
         steps = reduction_steps(direction, family, pb, cfg)
-        why = "as interpreter_split_k asks" if interpreting else \
+        why = f"the {target.name} target's" if target.interpreter else \
             f"{pixel_tiles(direction, family, pb, cfg)} output tiles for {sm_count(device)} SMs"
         reason += (f"; split-K {split} ({why}): the {steps} reduction steps run in {split} "
                    "ranges, whose partial sums a second kernel adds in a fixed order")
-    return Plan(direction, family, _KERNELS[(direction, family)], cfg, split, reason, index_64)
+    return Plan(direction, family, KERNELS[(direction, family)], cfg, split, reason, index_64)
 
 
 def tma_plan(pb: ConvProblem, device, box_shape, direction: str = "fprop") -> "Plan | None":

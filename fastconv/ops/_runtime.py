@@ -10,9 +10,6 @@ from fastconv.kernels import conv2d_fprop_igemm_kernel
 # the kernels themselves tell which mode this process is in.
 INTERPRETING = isinstance(conv2d_fprop_igemm_kernel, InterpretedFunction)
 
-# Tests set this so that every output is filled with NaN before a launch: an element a kernel
-# forgets to write then shows up as a mismatch instead of as leftover memory.
-POISON_OUTPUTS = False
 
 
 def check_device(name: str, t: torch.Tensor) -> None:
@@ -44,18 +41,24 @@ def fake_output(shape, like: torch.Tensor, memory_format) -> torch.Tensor:
     return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format)
 
 
+def allocate(shape, stride, dtype: torch.dtype, device) -> torch.Tensor:
+    """The memory of a tensor a call writes, on its first call (``new_output``) and on every
+    replay (``launch_cache.Allocation``) alike: the one place the tests hook to fill outputs
+    with NaN, so that an element a kernel forgets to write shows up as a mismatch."""
+    return torch.empty_strided(shape, stride, dtype=dtype, device=device)
+
+
 def new_output(shape, like: torch.Tensor, memory_format=torch.contiguous_format, dtype=None,
                fill=None):
-    """Allocate a tensor a call writes (poisoned with NaN when tests ask for it), or one
-    filled with ``fill``. While a call is being recorded (``launch_cache.record``) the
-    allocation is noted, so that a replay of the call allocates the same."""
+    """Allocate (``allocate``) a tensor a call writes, or one filled with ``fill``. While a
+    call is being recorded (``launch_cache.record``) the allocation is noted, so that a replay
+    of the call allocates the same."""
     from fastconv.ops.launch_cache import RECORDER
-    out = torch.empty(shape, dtype=dtype or like.dtype, device=like.device,
-                      memory_format=memory_format)
+    # the strides torch gives the memory format (with one channel, channels_last is NCHW's)
+    stride = torch.empty(shape, device="meta", memory_format=memory_format).stride()
+    out = allocate(shape, stride, dtype or like.dtype, like.device)
     if fill is not None:
         out.fill_(fill)
-    elif POISON_OUTPUTS and out.is_floating_point():
-        out.fill_(float("nan"))
     if RECORDER.allocations is not None:
         RECORDER.allocations.append((out, fill))
     return out

@@ -61,15 +61,27 @@ class KernelLaunch:
         return total
 
     @classmethod
-    def from_kwargs(cls, kernel, grid, kwargs: dict) -> "KernelLaunch":
-        """A launch described by keyword (``kernel[grid](**kwargs)``): the kernel's leading
-        non-constexpr parameters become ``args``, the rest ``meta``."""
-        args, meta = [], dict(kwargs)
-        for p in inspect.signature(kernel.fn).parameters.values():
-            if p.name not in meta or "constexpr" in str(p.annotation):
-                break
-            args.append(meta.pop(p.name))
-        return cls(kernel, tuple(grid), tuple(args), meta)
+    def from_kwargs(cls, kernel, grid, kwargs: dict, then=None) -> "KernelLaunch":
+        """A launch described by keyword (``kernel[grid](**kwargs)``), each argument named once:
+        the kernel's leading non-constexpr parameters become ``args`` (the record/replay cache
+        fills its tensor slots by position), the constexprs and launch options ``meta``.
+
+        Every non-constexpr parameter must be named, and every name must be a parameter or a
+        launch option: a tensor left to ``meta`` by mistake would be replayed stale."""
+        names, runtime = _parameters(kernel)
+        unknown = set(kwargs) - set(names) - _LAUNCH_OPTIONS
+        missing = [n for n in runtime if n not in kwargs]
+        if unknown or missing:
+            raise TypeError(f"{kernel.fn.__name__}: unknown arguments {sorted(unknown)}, "
+                            f"missing {missing}")
+        meta = dict(kwargs)
+        args = tuple(meta.pop(n) for n in runtime)
+        return cls(kernel, tuple(grid), args, meta, then)
+
+    @property
+    def arguments(self) -> dict:
+        """Every argument by name, constexprs and launch options included."""
+        return {**dict(zip(_parameters(self.kernel)[1], self.args)), **self.meta}
 
     def chain(self) -> list:
         """This launch and those that follow it, in order."""
@@ -82,6 +94,25 @@ class KernelLaunch:
     def __call__(self):
         for launch in self.chain():
             launch.kernel[launch.grid](*launch.args, **launch.meta)
+
+
+_LAUNCH_OPTIONS = {"num_warps", "num_stages", "maxnreg"}
+_PARAMETERS = {}
+
+
+def _parameters(kernel) -> tuple:
+    """(every parameter name, the leading non-constexpr ones) of a ``@triton.jit`` kernel;
+    read once per kernel (``inspect.signature`` costs more than a launch description)."""
+    found = _PARAMETERS.get(kernel)
+    if found is None:
+        params = list(inspect.signature(kernel.fn).parameters.values())
+        runtime = []
+        for p in params:
+            if "constexpr" in str(p.annotation):
+                break
+            runtime.append(p.name)
+        found = _PARAMETERS[kernel] = (tuple(p.name for p in params), tuple(runtime))
+    return found
 
 
 # ---------------------------------------------------------------------------- recording
@@ -105,18 +136,16 @@ class not_recorded:
 
 @dataclass(frozen=True)
 class Allocation:
-    """A tensor a call allocates: empty (poisoned under test), or filled with ``fill``."""
+    """A tensor a call allocates (``_runtime.allocate``), filled with ``fill`` if given."""
     shape: tuple
     stride: tuple
     dtype: torch.dtype
     fill: Optional[float]
 
     def __call__(self, device) -> torch.Tensor:
-        t = torch.empty_strided(self.shape, self.stride, dtype=self.dtype, device=device)
+        t = _runtime.allocate(self.shape, self.stride, self.dtype, device)
         if self.fill is not None:
             t.fill_(self.fill)
-        elif _runtime.POISON_OUTPUTS and self.dtype.is_floating_point:
-            t.fill_(float("nan"))
         return t
 
 

@@ -28,12 +28,16 @@ def sm_count(device) -> int:
 
 @dataclass(frozen=True)
 class Target:
-    """What a plan is made for: a GPU architecture (its SM count sizes the grids) or Triton's
-    interpreter (blocks sized to the problem, no split-K)."""
+    """What a plan is made for: a GPU architecture (its SM count sizes the grids and the
+    split-K) or Triton's interpreter (blocks sized to the problem, a fixed split-K)."""
     name: str
     interpreter: bool
     sms: int = 0  # 0: ask the device
     tma: bool = False  # tensor descriptors (TMA): sm_90 and newer
+    # The interpreter's split-K of fprop / dgrad GEMMs and of weight gradients: 1, since fewer
+    # programs run faster there (a target with more runs the split kernels on the CPU)
+    split_k: int = 1
+    wgrad_split_k: int = 1
 
 
 TARGETS = {"sm_90": Target("sm_90", False, 132, tma=True), "sm_80": Target("sm_80", False, 108),

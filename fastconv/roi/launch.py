@@ -18,7 +18,7 @@ from fastconv.kernels.configs import (ROI_ADAPTIVE_SPLIT, ROI_CONFIGS, SPLIT_RED
                                       TileConfig)
 from fastconv.ops._runtime import needs_int64, new_output
 from fastconv.ops.launch_cache import KernelLaunch
-from fastconv.conv.launch import channel_vector
+from fastconv.conv.launch import channel_vector, strides_of
 from fastconv.ops.target import sm_count, target_of
 
 
@@ -137,14 +137,15 @@ def roi_align_forward_launch(x, rois, spatial_scale, pooled_h, pooled_w, samplin
         acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         out = new_output((splits, rois.shape[0] * bins, c), x, dtype=acc_dtype)
         out_strides = (out.stride(0), bins * c, 1, c)
-    args = (x, rois, _scale(spatial_scale, x), out,
-            n, c, h, w, pooled_h, pooled_w, sampling_ratio, splits,
-            *x.stride(), *rois.stride(), *out_strides)
     then = None if splits == 1 else _split_sum_launch(out, y, index_64)
-    return KernelLaunch(roi_align_kernels.roi_align_fwd_kernel,
-                        _tile_grid(rois, c, bins, cfg, splits), args,
-                        dict(ALIGNED=aligned, **_meta(cfg, x.dtype, index_64, vec=roi_vector(x))),
-                        then)
+    return KernelLaunch.from_kwargs(roi_align_kernels.roi_align_fwd_kernel,
+                                    _tile_grid(rois, c, bins, cfg, splits), dict(
+        x_ptr=x, rois_ptr=rois, scale_ptr=_scale(spatial_scale, x), y_ptr=out,
+        N=n, C=c, H=h, W=w, pooled_h=pooled_h, pooled_w=pooled_w,
+        sampling_ratio=sampling_ratio, num_splits=splits, **strides_of("x", x, "nchw"),
+        **strides_of("r", rois, "kc"), **dict(zip(("stride_ys", "stride_yk", "stride_yc",
+                                                   "stride_yb"), out_strides)),
+        ALIGNED=aligned, **_meta(cfg, x.dtype, index_64, vec=roi_vector(x))), then)
 
 
 def _split_sum_launch(part: torch.Tensor, y: torch.Tensor, index_64: bool) -> KernelLaunch:
@@ -157,11 +158,14 @@ def _split_sum_launch(part: torch.Tensor, y: torch.Tensor, index_64: bool) -> Ke
         cfg = TileConfig(min(triton.next_power_of_2(k * ph * pw), 128),
                          min(triton.next_power_of_2(c), 128), 0, 4, 1)
     grid = (triton.cdiv(k * ph * pw, cfg.block_m) * triton.cdiv(c, cfg.block_n),)
-    args = (part, y, y, y, y, k, ph, pw, c, part.shape[0], part.stride(0), part.stride(0),
-            part.stride(1), *y.stride(), *y.stride(), 0, 0, 0)
-    meta = {"HAS_BIAS": False, "INDEX_64": index_64, "BLOCK_M": cfg.block_m,
-            "BLOCK_N": cfg.block_n, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
-    return KernelLaunch(conv2d_split_reduce_kernel, grid, args, meta)
+    # the splits are the reduction's split axis; with one group, its group stride is unused
+    return KernelLaunch.from_kwargs(conv2d_split_reduce_kernel, grid, dict(
+        part_ptr=part, b_ptr=y, res_ptr=y, y_ptr=y, pre_ptr=y, N=k, P=ph, Q=pw, COLS=c,
+        SPLIT=part.shape[0], stride_pt=part.stride(0), stride_pg=part.stride(0),
+        stride_pm=part.stride(1), **strides_of("y", y, "ncpq"), **strides_of("r", y, "ncpq"),
+        activation=0, has_residual=0, store_preact=0, HAS_BIAS=False, INDEX_64=index_64,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages))
 
 
 def roi_align_backward_launch(dy, rois, spatial_scale, sampling_ratio, aligned, dx,
@@ -174,19 +178,27 @@ def roi_align_backward_launch(dy, rois, spatial_scale, sampling_ratio, aligned, 
     meta = dict(ALIGNED=aligned, **_meta(cfg, dx.dtype, needs_int64(dy, rois, dx),
                                          ordered=deterministic,
                                          vec=None if deterministic else roi_vector(dx)))
-    head = (dy, rois, _scale(spatial_scale, dx), dx)
-    strides = (*dy.stride(), *rois.stride(), *dx.stride())
+    common = dict(dy_ptr=dy, rois_ptr=rois, scale_ptr=_scale(spatial_scale, dx), dx_ptr=dx,
+                  N=n, C=c, H=h, W=w, pooled_h=pooled_h, pooled_w=pooled_w,
+                  sampling_ratio=sampling_ratio, **_backward_strides(dy, rois, dx), **meta)
     if deterministic:
         rows, bands = ordered_bands(n, c, h, cfg, dx.device)
         grid = (n * triton.cdiv(c, cfg.block_n) * bands,)
-        args = (*head, n, c, h, w, rois.shape[0], pooled_h, pooled_w, sampling_ratio, rows,
-                bands, *strides)
-        return KernelLaunch(roi_align_kernels.roi_align_bwd_ordered_kernel, grid, args, meta)
+        return KernelLaunch.from_kwargs(roi_align_kernels.roi_align_bwd_ordered_kernel, grid,
+                                        dict(common, K=rois.shape[0], band_rows=rows,
+                                             num_bands=bands))
     # 64-bit offsets: no split (the kernel's registers are full)
     splits = 1 if meta["INDEX_64"] else adaptive_split(sampling_ratio, dx.device)
-    args = (*head, n, c, h, w, pooled_h, pooled_w, sampling_ratio, splits, *strides)
-    return KernelLaunch(roi_align_kernels.roi_align_bwd_kernel,
-                        _tile_grid(rois, c, pooled_h * pooled_w, cfg, splits), args, meta)
+    return KernelLaunch.from_kwargs(roi_align_kernels.roi_align_bwd_kernel,
+                                    _tile_grid(rois, c, pooled_h * pooled_w, cfg, splits),
+                                    dict(common, num_splits=splits))
+
+
+def _backward_strides(dy, rois, dx) -> dict:
+    """The strides of a RoI backward's output gradient [K, C, ph, pw], boxes and input
+    gradient."""
+    return dict(**strides_of("dy", dy, "kchw"), **strides_of("r", rois, "kc"),
+                **strides_of("dx", dx, "nchw"))
 
 
 # ---------------------------------------------------------------------------- RoIPool
@@ -196,12 +208,14 @@ def roi_pool_forward_launch(x, rois, spatial_scale, y, argmax) -> KernelLaunch:
     n, c, h, w = x.shape
     pooled_h, pooled_w = y.shape[2:]
     cfg = roi_tile(c, pooled_h * pooled_w, ordered=False, device=x.device)
-    args = (x, rois, _scale(spatial_scale, x), y, argmax,
-            n, c, h, w, pooled_h, pooled_w,
-            *x.stride(), *rois.stride(), y.stride(0), y.stride(1))
-    return KernelLaunch(roi_pool_kernels.roi_pool_fwd_kernel,
-                        _tile_grid(rois, c, pooled_h * pooled_w, cfg), args,
-                        _meta(cfg, x.dtype, needs_int64(x, rois, y), vec=roi_vector(x)))
+    # y and argmax share their strides (contiguous), passed once
+    return KernelLaunch.from_kwargs(roi_pool_kernels.roi_pool_fwd_kernel,
+                                    _tile_grid(rois, c, pooled_h * pooled_w, cfg), dict(
+        x_ptr=x, rois_ptr=rois, scale_ptr=_scale(spatial_scale, x), y_ptr=y, argmax_ptr=argmax,
+        N=n, C=c, H=h, W=w, pooled_h=pooled_h, pooled_w=pooled_w,
+        **strides_of("x", x, "nchw"), **strides_of("r", rois, "kc"),
+        stride_yk=y.stride(0), stride_yc=y.stride(1),
+        **_meta(cfg, x.dtype, needs_int64(x, rois, y), vec=roi_vector(x))))
 
 
 def roi_pool_backward_launch(dy, rois, argmax, dx, deterministic: bool) -> KernelLaunch:
@@ -211,13 +225,14 @@ def roi_pool_backward_launch(dy, rois, argmax, dx, deterministic: bool) -> Kerne
     pooled_h, pooled_w = dy.shape[2:]
     cfg = roi_tile(c, pooled_h * pooled_w, ordered=deterministic, device=dx.device)
     meta = _meta(cfg, dx.dtype, needs_int64(dy, rois, dx, argmax), ordered=deterministic)
-    strides = (*dy.stride(), *rois.stride(), argmax.stride(0), argmax.stride(1), *dx.stride())
+    common = dict(dy_ptr=dy, rois_ptr=rois, argmax_ptr=argmax, dx_ptr=dx, N=n, C=c, W=w,
+                  pooled_h=pooled_h, pooled_w=pooled_w, stride_ak=argmax.stride(0),
+                  stride_ac=argmax.stride(1), **_backward_strides(dy, rois, dx), **meta)
     if deterministic:
         rows, bands = ordered_bands(n, c, h, cfg, dx.device)
         grid = (n * triton.cdiv(c, cfg.block_n) * bands,)
-        args = (dy, rois, argmax, dx, n, c, w, rois.shape[0], pooled_h, pooled_w, rows, bands,
-                *strides)
-        return KernelLaunch(roi_pool_kernels.roi_pool_bwd_ordered_kernel, grid, args, meta)
-    args = (dy, rois, argmax, dx, n, c, w, pooled_h, pooled_w, *strides)
-    return KernelLaunch(roi_pool_kernels.roi_pool_bwd_kernel,
-                        _tile_grid(rois, c, pooled_h * pooled_w, cfg), args, meta)
+        return KernelLaunch.from_kwargs(roi_pool_kernels.roi_pool_bwd_ordered_kernel, grid,
+                                        dict(common, K=rois.shape[0], band_rows=rows,
+                                             num_bands=bands))
+    return KernelLaunch.from_kwargs(roi_pool_kernels.roi_pool_bwd_kernel,
+                                    _tile_grid(rois, c, pooled_h * pooled_w, cfg), common)
