@@ -22,7 +22,7 @@ import fastconv
 import fastconv.models as models
 from fastconv.numerics import AGREEMENT, rel_err
 from fastconv.ops import INTERPRETING
-from fastconv.ops.interpreter_speed import whole_model
+from fastconv.bench.interpreter_speed import whole_model
 
 # Model-level tolerances on the relative error: looser than one op's (DESIGN.md) because the
 # rounding of tens of layers in sequence adds up; TF32 is switched off for float32.
@@ -136,7 +136,7 @@ def verify_model(name: str, batch: int, size: Optional[int], dtype: torch.dtype,
     batch (``size`` x ``size`` pixels; None: the model's usual size on a GPU, its smallest on
     the CPU).
 
-    Under the interpreter the model runs in :func:`fastconv.ops.interpreter_speed.whole_model`
+    Under the interpreter the model runs in :func:`fastconv.bench.interpreter_speed.whole_model`
     mode (same results, about four times faster); ``check_overflow=True`` keeps the
     interpreter's integer-overflow sanitizer on, at twice the time."""
     step = step or (lambda _: None)

@@ -4,7 +4,7 @@ import copy
 
 import torch
 
-from fastconv.ops.interpreter_speed import whole_model
+from fastconv.bench.interpreter_speed import whole_model
 from fastconv.verify import TOLERANCE, randomize_weights
 from helpers import TOL, aten_forbidden, rel_err
 

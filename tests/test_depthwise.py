@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import fastconv.functional as FC
 from fastconv.functional.explain import explain
-from helpers import DTYPES, assert_rel_close, aten_forbidden
+from helpers import DTYPES, assert_rel_close, aten_forbidden, interpreter_split_k
 
 KERNELS = [(1, 1), (2, 2), (3, 3), (5, 5), (7, 7), (9, 9), (11, 11), (1, 3), (3, 1), (1, 7),
            (7, 1), (1, 11), (11, 1)]
@@ -72,10 +72,9 @@ def test_spatial_tiles_cover_the_image(monkeypatch, block_m, k, stride, channels
     real = P._interpreter_config
     cfg = P.TileConfig(block_m, 16, 0, 4, 1)
 
-    def config(d, fam, pb):
-        return cfg if fam == "direct" else real(d, fam, pb)
+    def config(d, fam, pb, *scale):
+        return cfg if fam == "direct" else real(d, fam, pb, *scale)
     monkeypatch.setattr(P, "_interpreter_config", config)
-    monkeypatch.setattr(P, "wgrad_split", lambda *args, **kwargs: 3)
     widths = []
     record = launch_cache._Step.__init__
 
@@ -91,7 +90,7 @@ def test_spatial_tiles_cover_the_image(monkeypatch, block_m, k, stride, channels
     wt = torch.randn(c, 1, k, k) / k
     pad = k // 2
     xl, wl = x.clone().requires_grad_(), wt.clone().requires_grad_()
-    with aten_forbidden():
+    with aten_forbidden(), interpreter_split_k(1, wgrad=3):
         y = FC.conv2d(xl, wl, None, stride, pad, 1, c)
         grad = torch.randn(y.shape)
         y.backward(grad)
@@ -99,6 +98,7 @@ def test_spatial_tiles_cover_the_image(monkeypatch, block_m, k, stride, channels
     assert [v for v in widths if v is not None] == [P.direct_tile(block_m, y.shape[3])[1],
                                                      P.direct_tile(block_m, w)[1],
                                                      P.direct_tile(block_m, y.shape[3])[1]]
+    assert widths.count(None) == 1  # the weight gradient was split, and its reduction ran
     xd, wd = x.double().requires_grad_(), wt.double().requires_grad_()
     ref = F.conv2d(xd, wd, None, stride, pad, 1, c)
     ref.backward(grad.double())

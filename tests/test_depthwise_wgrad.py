@@ -95,10 +95,10 @@ def _pow2(x: int) -> int:
 
 
 def _small_tiles(real):
-    def config(direction, family, pb):
+    def config(direction, family, pb, *scale):
         if family == "direct" and direction == "wgrad":
             return P.TileConfig(32, 16, 0, 4, 1)
-        return real(direction, family, pb)
+        return real(direction, family, pb, *scale)
     return config
 
 

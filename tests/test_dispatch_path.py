@@ -1,8 +1,8 @@
 """How an op call gets from the dispatcher to fastconv's Python, and back out again.
 
-- Plain CPU/CUDA tensors: the autograd kernel calls the op's implementation itself (one trip
-  from the dispatcher into Python, not two), and a backward calls its gradient ops' the same
-  way (``registry.call``).
+- Plain CPU/CUDA tensors: the functional layer calls the op's implementation (or its
+  autograd.Function) itself, without the dispatcher (``registry.call``), and a backward that
+  wants both gradients replays both gradient ops' launches as one call.
 - Anything else between autograd and the backend - a dispatch mode, fake or meta tensors,
   autocast, the profiler, a higher-order gradient - goes through the dispatcher, which sees
   the op by name.
@@ -60,17 +60,42 @@ def _conv(requires_grad=False):
     return x, w
 
 
+def _backward_signatures():
+    return [key for key in conv_op._CALLS.entries if key[0] == "conv2d_backward"]
+
+
 def test_plain_tensors_go_straight_to_the_implementations():
+    """The forward's implementation runs without the dispatcher; a backward that wants both
+    gradients replays both ops' launches as one call."""
     x, w = _conv(requires_grad=True)
     with direct_calls(*CONV_OPS) as counts:
         out = FC.conv2d(x, w, padding=1)
         out.backward(torch.ones_like(out))
-    assert counts == {"conv2d": 1, "conv2d_input_grad": 1, "conv2d_weight_grad": 1}
+    assert counts == {"conv2d": 1, "conv2d_input_grad": 0, "conv2d_weight_grad": 0}
+    assert len(_backward_signatures()) == 1
     ref_x, ref_w = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
     ref = torch.nn.functional.conv2d(ref_x, ref_w, padding=1)
     ref.backward(torch.ones_like(ref))
     assert rel_err(out, ref) < 1e-5
     assert rel_err(x.grad, ref_x.grad) < 1e-5 and rel_err(w.grad, ref_w.grad) < 1e-5
+
+
+@pytest.mark.parametrize("wanted", ["input", "weight"])
+def test_one_gradient_runs_its_own_op(wanted):
+    x, w = _conv()
+    (x if wanted == "input" else w).requires_grad_()
+    with direct_calls(*CONV_OPS) as counts:
+        out = FC.conv2d(x, w, padding=1)
+        out.backward(torch.ones_like(out))
+    assert counts == {"conv2d": 1, "conv2d_input_grad": int(wanted == "input"),
+                      "conv2d_weight_grad": int(wanted == "weight")}
+    assert not _backward_signatures()
+    ref_x, ref_w = x.detach().double(), w.detach().double()
+    (ref_x if wanted == "input" else ref_w).requires_grad_()
+    ref = torch.nn.functional.conv2d(ref_x, ref_w, padding=1)
+    ref.backward(torch.ones_like(ref))
+    got, expected = (x.grad, ref_x.grad) if wanted == "input" else (w.grad, ref_w.grad)
+    assert rel_err(got, expected) < 1e-5
 
 
 def test_a_dispatch_mode_sees_every_op_by_name():
@@ -80,6 +105,7 @@ def test_a_dispatch_mode_sees_every_op_by_name():
         out.backward(torch.ones_like(out))
     assert counts == dict.fromkeys(CONV_OPS, 0)
     assert {f"fastconv::{n}" for n in CONV_OPS} <= set(mode.names)
+    assert not _backward_signatures()
     assert x.grad is not None and w.grad is not None
 
 

@@ -250,7 +250,6 @@ JUSTIFIED = {
     ("functional/_args.py", "int(value)"): "a Python int or torch.SymInt, checked by is_int",
     ("functional/_args.py", "int(groups)"): "a Python int, checked by is_int",
     ("functional/roi.py", "bool(aligned)"): "a Python or numpy bool or int, checked above it",
-    ("ops/interpreter_speed.py", "int(p)"): "the digits of triton.__version__",
     ("conv/autotune.py", "int(n)"): "a shape: Python ints",
     ("conv/plan.py", "int(x)"): "a size: Python ints",
     ("conv/launch.py", "int(residual is not None)"): "a bool",

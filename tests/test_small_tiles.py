@@ -44,11 +44,11 @@ def test_small_tile_matches_torch(monkeypatch, family, direction, cls, cfg):
     real = P._interpreter_config
     forced = []
 
-    def config(d, fam, pb):  # this direction of this family takes the tile; the others as usual
-        if (d, fam) == (direction, family):
+    def config(d, fam, pb, *scale):  # this direction of this family takes the tile; the
+        if (d, fam) == (direction, family):  # others as usual
             forced.append(pb)
             return cfg
-        return real(d, fam, pb)
+        return real(d, fam, pb, *scale)
     monkeypatch.setattr(P, "_interpreter_config", config)
     blocks = []
     record = launch_cache._Step.__init__

@@ -45,7 +45,7 @@ from fastconv import numerics
 from fastconv.bench.roofline import GpuPeak, gpu_for
 from fastconv.numerics import AGREEMENT, AGREEMENT_TF32, MODEL_AGREEMENT, MODEL_AGREEMENT_TF32
 from fastconv.ops._runtime import INTERPRETING
-from fastconv.ops.interpreter_speed import whole_model
+from fastconv.bench.interpreter_speed import whole_model
 
 Case = Union[ConvCase, RoICase]
 
@@ -456,7 +456,7 @@ def contenders(case: Case, dtype: torch.dtype, layout: str, direction: str,
         device: where the tensors live ("cuda"; "cpu" under the interpreter).
         sets: input sets to rotate through (default :func:`rotation_sets`).
         dry: dry mode: fastconv runs in the interpreter's whole-model mode
-            (:func:`fastconv.ops.interpreter_speed.whole_model`; the kernel tests keep the
+            (:func:`fastconv.bench.interpreter_speed.whole_model`; the kernel tests keep the
             default settings, here they would only add time).
         guard: a context factory entered around everything fastconv runs, e.g. one that makes
             ATen's convolution raise, to prove that fastconv's kernels did the work.

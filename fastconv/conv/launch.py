@@ -454,8 +454,9 @@ def direct_wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding,
     cfg = plan.config
     meta = _meta(plan, x.dtype)
     tiles = direct_wgrad_tiles(pb, cfg)
-    per_split = triton.cdiv(tiles, plan.split)
-    split = triton.cdiv(tiles, per_split)  # no empty range
+    # no empty range; an empty batch (no tiles) runs one, which writes zeros
+    per_split = max(1, triton.cdiv(tiles, plan.split))
+    split = max(1, triton.cdiv(tiles, per_split))
     dw = new_output(weight_shape, x)
     # (split, k, c, r, s) strides of where stage one writes
     part_strides = (0, *dw.stride())

@@ -18,7 +18,7 @@ from fastconv.conv import plan
 from fastconv.ops import autocast, registry
 from fastconv.ops._runtime import check_devices, fake_output, new_output
 from fastconv.conv.shapes import conv2d_output_shape, conv_memory_format, memory_format_of
-from fastconv.ops.launch_cache import new_cache
+from fastconv.ops.launch_cache import Finish, new_cache
 
 _CALLS = new_cache()
 
@@ -163,10 +163,36 @@ conv2d_weight_grad = registry.define(
 
 
 # ---------------------------------------------------------------------------- autograd
+def _both_grads_build(grad_output, input, weight, stride, padding, dilation, groups):
+    launches, grad_input = _input_grad_build(grad_output, weight, tuple(input.shape), stride,
+                                             padding, dilation, groups)
+    more, grad_weight = _weight_grad_build(grad_output, input, tuple(weight.shape), stride,
+                                           padding, dilation, groups)
+    if isinstance(grad_weight, Finish):
+        total = grad_weight.fn
+        return launches + more, Finish(lambda gi, *part: (gi, total(*part)), grad_input,
+                                       *grad_weight.tensors)
+    return launches + more, (grad_input, grad_weight)
+
+
+def _both_grads(grad_output, input, weight, stride, padding, dilation, groups):
+    """(grad_input, grad_weight): both gradient ops' launches replayed as one call, under one
+    signature (a backward that wants both, on the eager path: one key and one lookup instead
+    of two)."""
+    args = (tuple(stride), tuple(padding), tuple(dilation), groups)
+    return _CALLS("conv2d_backward", (grad_output, input, weight), _both_grads_build, args,
+                  input.device, plan.settings())
+
+
 def conv_backward(input, weight, conv, grad_output, needs_input, needs_weight, needs_bias):
     """(grad_input, grad_weight, grad_bias) of conv2d, each only when asked for."""
     stride, padding, dilation, groups = conv
     grad_input = grad_weight = grad_bias = None
+    if needs_input and needs_weight and not torch.is_grad_enabled() and \
+            registry.straight(grad_output, input, weight):
+        grad_input, grad_weight = _both_grads(grad_output, input, weight, stride, padding,
+                                              dilation, groups)
+        needs_input = needs_weight = False
     if needs_input:
         grad_input = registry.call(conv2d_input_grad, grad_output, weight, list(input.shape),
                                    stride, padding, dilation, groups)

@@ -37,7 +37,6 @@ Under the interpreter blocks are sized to the problem, because every program ste
 milliseconds there, and the split-K is the target's (``Target.split_k``: 1 unless a test plans
 for an interpreter target that splits).
 """
-import contextlib
 from dataclasses import dataclass, field
 from typing import Tuple
 
@@ -254,29 +253,14 @@ def _gpu_config(configs: list, rows: int, cols: int, programs, sms: int,
 
 
 # Under the interpreter a program step costs milliseconds whatever its size, so blocks are
-# sized to the problem, up to this scale: 1 gives tiles of at most 128 (256 for the direct
-# family's pixels), which keeps the kernel tests' shapes spread over several tiles; whole-model
-# runs raise it (see interpreter_block_scale) for up to 16x fewer steps on wide layers.
-_INTERPRETER_BLOCK_SCALE = 1
-
-
-@contextlib.contextmanager
-def interpreter_block_scale(scale: int):
-    """Let the interpreter's blocks grow ``scale`` times larger while the block runs (a power of
-    two; no effect on a GPU, whose configs come from the tables)."""
-    global _INTERPRETER_BLOCK_SCALE
-    if scale < 1 or scale & (scale - 1):
-        raise ValueError(f"interpreter_block_scale: scale must be a power of two >= 1, got {scale}")
-    saved, _INTERPRETER_BLOCK_SCALE = _INTERPRETER_BLOCK_SCALE, scale
-    try:
-        yield
-    finally:
-        _INTERPRETER_BLOCK_SCALE = saved
-    
-
-def _interpreter_config(direction: str, family: str, pb: ConvProblem) -> TileConfig:
+# sized to the problem, up to the target's block_scale times: 1 gives tiles of at most 128 (256
+# for the direct family's pixels), which keeps the kernel tests' shapes spread over several
+# tiles; whole-model runs plan for an interpreter target with a larger scale.
+def _interpreter_config(direction: str, family: str, pb: ConvProblem,
+                        x: int = 1) -> TileConfig:
+    """A tile sized to the problem, at most ``x`` (the target's block_scale) times the
+    kernel tests' largest."""
     rows, cols, red = gemm_dims(direction, pb)
-    x = _INTERPRETER_BLOCK_SCALE
     if family == "direct":
         if direction == "wgrad":  # spatial tiles of one image, as the forward's
             return TileConfig(_pow2_clamp(pb.P * pb.Q, 16, 256 * x),
@@ -299,9 +283,8 @@ def _interpreting(device=None) -> bool:
 
 def settings() -> tuple:
     """What a convolution plan reads besides its problem and device: the target
-    (``planning_for``) and the interpreter's ``interpreter_block_scale``. Part of every cached
-    call's key."""
-    return (target_settings(), _INTERPRETER_BLOCK_SCALE)
+    (``planning_for``). Part of every cached call's key."""
+    return target_settings()
 
 
 def direct_tile(block_m: int, width: int) -> Tuple[int, int]:
@@ -441,7 +424,7 @@ def split_reduce_config(direction: str, pb: ConvProblem, device=None) -> TileCon
     rows, cols, _ = gemm_dims(direction, pb)
     if direction == "wgrad":  # the direct weight gradient's: the whole weight
         rows, cols = pb.CG * pb.R * pb.S, pb.K
-    x = _INTERPRETER_BLOCK_SCALE
+    x = target_of(device).block_scale
     return TileConfig(_pow2_clamp(rows, 16, 128 * x), _pow2_clamp(cols, 16, 128 * x), 0, 4, 1)
 
 
@@ -477,7 +460,7 @@ def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = F
     family, reason = _family(direction, pb, flat)
     target = target_of(device)
     if target.interpreter:
-        cfg = _interpreter_config(direction, family, pb)
+        cfg = _interpreter_config(direction, family, pb, target.block_scale)
         # a split with more ranges than the reduction has steps leaves some empty
         split = target.wgrad_split_k if direction == "wgrad" else \
             1 if family in ("direct", TMA_FAMILY) else target.split_k

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fastconv.conv import op as conv_op
+from fastconv.ops import registry
 from fastconv.functional._args import (check_bias, check_groups, check_same, check_tensor,
                                        check_weight_channels, check_window_fits, int_tuple,
                                        non_negative, positive)
@@ -85,7 +87,7 @@ def conv1d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     # not turn the output channels-last) but keeps the weight's strides; do the same, so the
     # output has torch's layout. A no-op for contiguous input.
     x = x.contiguous()
-    out = torch.ops.fastconv.conv2d(x.unsqueeze(2), weight.unsqueeze(2), bias, [1, stride],
-                                    [0, pad], [1, dilation], groups)
+    out = registry.call(conv_op.conv2d, x.unsqueeze(2), weight.unsqueeze(2), bias, [1, stride],
+                        [0, pad], [1, dilation], groups)
     out = out.squeeze(2)
     return out if batched else out.squeeze(0)

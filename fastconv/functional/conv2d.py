@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fastconv.conv import op as conv_op
 from fastconv.conv.op import ACTIVATIONS
+from fastconv.ops import registry
 from fastconv.ops.launch_cache import LRU
 from fastconv.functional._args import (check_bias, check_groups, check_same, check_tensor,
                                        check_weight_channels, check_window_fits, int_tuple,
@@ -195,12 +197,12 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     if extra[0] or extra[1]:
         x = F.pad(x, (0, extra[1], 0, extra[0]))
     if act == "none" and residual is None:
-        out = torch.ops.fastconv.conv2d.default(x, weight, bias, stride, pad, dilation, groups)
+        out = registry.call(conv_op.conv2d, x, weight, bias, stride, pad, dilation, groups)
     else:
         res = residual if residual is None or batched else residual.unsqueeze(0)
         wants_grad = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (input, weight, bias, residual))
-        out, _ = torch.ops.fastconv.conv2d_activation.default(
-            x, weight, bias, res, stride, pad, dilation, groups, act,
+        out, _ = registry.call(
+            conv_op.conv2d_activation, x, weight, bias, res, stride, pad, dilation, groups, act,
             wants_grad and act in ("silu", "gelu"))
     return out if batched else out.squeeze(0)

@@ -7,7 +7,9 @@ from torch import Tensor
 
 from fastconv.functional._args import (check_bias, check_groups, check_same, check_tensor,
                                        int_tuple, non_negative, positive)
+from fastconv.conv import transpose_op
 from fastconv.conv.transpose_op import conv_transpose_output_size
+from fastconv.ops import registry
 
 _FN = "conv_transpose2d"
 IntOrPair = Union[int, Sequence[int]]
@@ -93,6 +95,6 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = Non
                 f"input shape {list(input.shape)}, weight shape {list(weight.shape)}, "
                 f"stride={stride}, padding={padding}, output_padding={output_padding}, "
                 f"dilation={dilation}")
-    out = torch.ops.fastconv.conv_transpose2d(x, weight, bias, list(stride), list(padding),
-                                              list(output_padding), groups, list(dilation))
+    out = registry.call(transpose_op.conv_transpose2d, x, weight, bias, list(stride),
+                        list(padding), list(output_padding), groups, list(dilation))
     return out if batched else out.squeeze(0)

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fastconv.ops import registry
+from fastconv.roi import align_op, pool_op
 from fastconv.functional._args import check_same, check_tensor, int_tuple, is_int, positive
 
 Boxes = Union[Tensor, Sequence[Tensor]]
@@ -126,8 +128,8 @@ def roi_align(input: Tensor, boxes: Boxes, output_size: IntOrPair, spatial_scale
         raise TypeError(f"{fn}(): aligned must be a bool, got {type(aligned).__name__} "
                         f"{aligned!r}")
     rois = _rois(fn, input, boxes)
-    return torch.ops.fastconv.roi_align(input, rois, scale, pooled_h, pooled_w,
-                                        int(sampling_ratio), bool(aligned))
+    return registry.call(align_op.roi_align, input, rois, scale, pooled_h, pooled_w,
+                         int(sampling_ratio), bool(aligned))
 
 
 def roi_pool(input: Tensor, boxes: Boxes, output_size: IntOrPair,
@@ -156,7 +158,7 @@ def roi_pool(input: Tensor, boxes: Boxes, output_size: IntOrPair,
                          "channel; the argmax of a bin is an int32 index into H * W, so H * W "
                          "must be below 2**31")
     rois = _rois(fn, input, boxes)
-    output, _ = torch.ops.fastconv.roi_pool(input, rois, scale, pooled_h, pooled_w)
+    output, _ = registry.call(pool_op.roi_pool, input, rois, scale, pooled_h, pooled_w)
     return output
 
 
@@ -201,9 +203,9 @@ def multi_level_roi_align(features: Sequence[Tensor], boxes: Boxes, levels: Tens
     for level, (feature, scale) in enumerate(zip(features, scales)):
         index = torch.where(levels == level, rois[:, 0], -1.0)
         level_rois = torch.cat([index.to(rois.dtype)[:, None], rois[:, 1:]], dim=1)
-        pooled = torch.ops.fastconv.roi_align(feature, level_rois,
-                                              _check_spatial_scale(fn, scale), pooled_h,
-                                              pooled_w, int(sampling_ratio), False)
+        pooled = registry.call(align_op.roi_align, feature, level_rois,
+                               _check_spatial_scale(fn, scale), pooled_h, pooled_w,
+                               int(sampling_ratio), False)
         # under autocast the levels may come in different dtypes; the result has the first's
         result = pooled if result is None else result + pooled.to(result.dtype)
     return result

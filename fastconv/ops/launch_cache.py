@@ -19,6 +19,7 @@ key. Under Triton's interpreter there is no compiled kernel, and the launch goes
 ``kernel[grid]`` as before.
 """
 import inspect
+import operator
 import os
 import threading
 import warnings
@@ -387,6 +388,9 @@ def record(inputs: tuple, build: Callable, args: tuple, device) -> tuple:
 
 
 # ---------------------------------------------------------------------------- the cache
+_STAMP = operator.itemgetter(1)
+
+
 class LRU:
     """A dictionary of at most ``capacity`` entries that forgets the least recently used, so
     that memory stays flat however many signatures a process sees.
@@ -394,11 +398,11 @@ class LRU:
     A hit stamps its entry with a counter instead of moving it to the end of an ordered
     dictionary: the key (a nested tuple, hashed anew by every dictionary operation) is hashed
     once per call. Eviction, which only a new signature's insertion can cause, finds the oldest
-    stamp by a scan."""
+    stamp by a scan in C (about 20 us over 1,024 entries, on a call that records anyway)."""
 
     def __init__(self, capacity: int = 1024):
         self.capacity = capacity
-        self.entries = {}  # key -> [entry, stamp of its last use]
+        self.entries = {}  # key -> [entry, stamp of its last use, key]
         self.clock = 0
         self.hits = 0
         self.misses = 0
@@ -426,10 +430,9 @@ class LRU:
 
     def put(self, key, entry):
         self.clock += 1
-        self.entries[key] = [entry, self.clock]
+        self.entries[key] = [entry, self.clock, key]
         if len(self.entries) > self.capacity:
-            entries = self.entries
-            del entries[min(entries, key=lambda k: entries[k][1])]
+            del self.entries[min(self.entries.values(), key=_STAMP)[2]]
 
 
 CACHES = []

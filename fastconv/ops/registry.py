@@ -1,14 +1,19 @@
-"""How fastconv's ops are registered: ``torch.library.Library`` definitions, a cached real
-implementation, a fake one, and an autograd formula as a dispatcher kernel.
+"""How fastconv's ops are registered and called: ``torch.library.Library`` definitions, a cached
+real implementation, a fake one, an autograd formula as a dispatcher kernel, and a direct call
+for the eager path.
 
 ``torch.library.custom_op`` with ``register_autograd`` does the same through layers of Python
 that cost about 10 us per call and 25 us per forward and backward (measured in
 ``benchmarks/NOTES.md``); the definitions here keep what ``torch.compile``, ``opcheck``, autocast
 and CUDA graphs rely on - a schema, a fake (meta) kernel, an ``Autograd`` kernel, the
-``fastconv::`` names - with one dispatch to the real kernel.
+``fastconv::`` names - with one trip from the dispatcher into Python per call.
 
-The autograd kernel of an op (``autograd``) runs its ``torch.autograd.Function`` when some
-tensor argument requires a gradient, and otherwise redispatches straight to the real kernel.
+The eager path skips even that one where nothing but the op's own Python would run
+(``call``): the functional layer and the backward formulas call the op's implementation, and
+its ``torch.autograd.Function`` when a gradient is wanted, directly. Each trip from the
+dispatcher into Python costs about 4 us (its arguments converted there and back); a call that
+a dispatch mode, a tensor subclass, autocast, a functorch transform, the profiler or a tracing
+compiler must see goes through the dispatcher as before.
 """
 from typing import Callable
 
@@ -18,6 +23,9 @@ from torch.autograd import profiler as _profiler
 _LIB = torch.library.Library("fastconv", "DEF")
 # "fastconv::name" -> the Python function behind the op's real kernel
 IMPLEMENTATIONS = {}
+# "fastconv::name" -> (its torch.autograd.Function, how many leading arguments are
+# differentiable), for the ops with an autograd formula
+AUTOGRAD = {}
 
 
 def define(schema: str, impl: Callable, fake: Callable):
@@ -45,6 +53,7 @@ def autograd(op, function: type, differentiable: int):
     redispatches to the keys below autograd."""
     after_autograd = torch._C._after_autograd_keyset
     name = op._schema.name
+    AUTOGRAD[name] = (function, differentiable)
 
     def kernel(keyset, *args):
         below = keyset & after_autograd
@@ -68,25 +77,42 @@ _DK = torch._C.DispatchKey
 
 
 def call(op, *args):
-    """``op(*args)`` for an op without an autograd formula (a gradient op, called from a
-    backward): its Python implementation called directly where the dispatcher would lead
-    straight to it, and the dispatcher otherwise. Saves the trip through the dispatcher into
-    Python (about 4 us).
-
-    Straight to it means: plain CPU or CUDA tensors (no subclass such as fake or functional
-    tensors, no meta tensor), no dispatch mode, no autocast, no functorch transform, and
-    nothing for autograd to record (a higher-order gradient goes through the dispatcher, whose
-    autograd fallback records that the op has no derivative); and no profiler running, which
-    records the op's name at the dispatcher. Each check is a flag read
-    (about 0.1 us); computing the dispatcher's key set in Python would cost 4 us."""
-    grad_mode = torch.is_grad_enabled()
-    for a in args:
-        if isinstance(a, torch.Tensor) and (type(a) is not torch.Tensor or a.is_meta or
-                                            (grad_mode and a.requires_grad)):
-            return op(*args)
-    if _C._len_torch_dispatch_stack() or _profiler._is_profiler_enabled or \
-            not _C._dispatch_tls_is_dispatch_key_excluded(_DK.AutocastCUDA) or \
-            not _C._dispatch_tls_is_dispatch_key_excluded(_DK.AutocastCPU) or \
-            _C._dispatch_tls_is_dispatch_key_included(_DK.FuncTorchDynamicLayerFrontMode):
+    """``op(*args)``, as the dispatcher would compute it, without the dispatcher where it would
+    lead straight to the op's Python (``straight``): the implementation itself, or for an op
+    with an autograd formula whose differentiable arguments require a gradient, its
+    ``torch.autograd.Function`` applied to it (as the op's autograd kernel does). What the
+    functional layer and the backward formulas call."""
+    if not straight(*args):
         return op(*args)
-    return IMPLEMENTATIONS[op._schema.name](*args)
+    name = op._schema.name
+    impl = IMPLEMENTATIONS[name]
+    if torch.is_grad_enabled():
+        formula = AUTOGRAD.get(name)
+        for i, a in enumerate(args):
+            if isinstance(a, torch.Tensor) and a.requires_grad:
+                if formula is None:
+                    # the dispatcher's autograd fallback records that the op has no
+                    # derivative, so a higher-order gradient fails instead of being zero
+                    return op(*args)
+                function, differentiable = formula
+                if i < differentiable:
+                    return function.apply(impl, *args)
+    return impl(*args)
+
+
+def straight(*args) -> bool:
+    """Whether the dispatcher would take a call with these arguments straight to an op's
+    Python implementation (or its autograd kernel): plain CPU or CUDA tensors (no subclass
+    such as fake or functional tensors, no meta tensor), no dispatch mode, no autocast, no
+    functorch transform, no profiler (it records the op's name at the dispatcher) and no
+    tracing compiler. Each check is a flag read (about 0.1 us); computing the dispatcher's key
+    set in Python would cost 4 us."""
+    if torch.compiler.is_compiling():  # traced: the graph must hold the op itself
+        return False
+    for a in args:
+        if isinstance(a, torch.Tensor) and (type(a) is not torch.Tensor or a.is_meta):
+            return False
+    return not (_C._len_torch_dispatch_stack() or _profiler._is_profiler_enabled or
+                not _C._dispatch_tls_is_dispatch_key_excluded(_DK.AutocastCUDA) or
+                not _C._dispatch_tls_is_dispatch_key_excluded(_DK.AutocastCPU) or
+                _C._dispatch_tls_is_dispatch_key_included(_DK.FuncTorchDynamicLayerFrontMode))

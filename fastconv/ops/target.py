@@ -38,6 +38,14 @@ class Target:
     # programs run faster there (a target with more runs the split kernels on the CPU)
     split_k: int = 1
     wgrad_split_k: int = 1
+    # How much larger than the kernel tests' the interpreter's blocks may grow (a power of
+    # two): whole-model runs take 4, for up to 16x fewer program steps on wide layers
+    block_scale: int = 1
+
+    def __post_init__(self):
+        s = self.block_scale
+        if isinstance(s, bool) or not isinstance(s, int) or s < 1 or s & (s - 1):
+            raise ValueError(f"Target: block_scale must be a power of two >= 1, got {s!r}")
 
 
 TARGETS = {"sm_90": Target("sm_90", False, 132, tma=True), "sm_80": Target("sm_80", False, 108),

@@ -9,7 +9,8 @@ network's forward and backward pass, and each has a switch here:
   (Triton 3.8 patches the language for the launch, then again, never restored, for each device
   function call, which is most of a small program's time): :func:`cached_device_calls` patches
   once per launch and module set instead, which is what the repeated patching amounts to;
-* program steps: :func:`fastconv.conv.plan.interpreter_block_scale` lets blocks grow.
+* program steps: an interpreter target with a larger ``block_scale`` (``fastconv.ops.target``)
+  lets blocks grow.
 
 :func:`whole_model` combines them; ``fastconv verify`` and the model tests run under it. The
 kernel tests keep the sanitizer on and the default blocks, since that is where an int32 offset
@@ -21,7 +22,8 @@ import dataclasses
 import inspect
 import threading
 
-from fastconv.conv.plan import interpreter_block_scale
+from fastconv.ops import _runtime
+from fastconv.ops.target import TARGETS, named_target, planning_for
 
 _state = threading.local()
 
@@ -121,6 +123,14 @@ def cached_device_calls():
 def whole_model(check_overflow: bool = False, block_scale: int = 4):
     """All three switches: the sanitizer as ``check_overflow`` says, device calls cached, blocks
     up to ``block_scale`` times larger. About 4x faster on ResNet-50's forward and backward."""
-    with overflow_checks(check_overflow), cached_device_calls(), \
-            interpreter_block_scale(block_scale):
+    with overflow_checks(check_overflow), cached_device_calls(), _larger_blocks(block_scale):
         yield
+
+
+def _larger_blocks(scale: int):
+    """Plan for the interpreter target in force (``planning_for``'s, else the interpreter's own)
+    with blocks up to ``scale`` times larger; nothing to change when plans are for a GPU."""
+    target = named_target() or (TARGETS["interpreter"] if _runtime.INTERPRETING else None)
+    if target is None or not target.interpreter:
+        return contextlib.nullcontext()
+    return planning_for(dataclasses.replace(target, block_scale=scale))
