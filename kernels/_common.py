@@ -147,6 +147,23 @@ def dgrad_source_pixel(hp, wp, r, s, dil_h, dil_w, stride_h, stride_w, P, Q, mas
 
 
 @triton.jit
+def phase_taps(offset, dil, stride, R):
+    """(first, step, count): the taps r in [0, R) with (offset - r*dil) divisible by ``stride``
+    are first, first + step, ... (count of them; none: count 0). With offset = ph + pad, the
+    taps through which input pixels of stride phase ph receive (the input gradient)."""
+    first = R
+    for r in range(0, stride):
+        hit = ((offset - r * dil) % stride == 0) & (first == R) & (r < R)
+        first = tl.where(hit, r, first)
+    # stride / gcd(stride, dil): the smallest t >= 1 with t*dil divisible by stride
+    step = stride
+    for t in range(1, stride):
+        step = tl.where(((t * dil) % stride == 0) & (step == stride), t, step)
+    count = tl.where(first < R, tl.cdiv(R - first, step), 0)
+    return first, step, count
+
+
+@triton.jit
 def group_tile_ids(num_pid_m, num_pid_n, INDEX_64: tl.constexpr):
     """Flat program id -> (group, row tile, column tile), column tiles fastest.
 

@@ -303,6 +303,21 @@ def direct_extent(direction: str, pb: ConvProblem) -> Tuple[int, int]:
     return (pb.H, pb.W) if direction == "dgrad" else (pb.P, pb.Q)
 
 
+def _phase_taps(offset: int, dil: int, stride: int, taps: int) -> int:
+    """Taps r in [0, taps) with (offset - r*dil) divisible by ``stride`` (kernels' phase_taps)."""
+    return sum(1 for r in range(taps) if (offset - r * dil) % stride == 0)
+
+
+def dgrad_phases(pb: ConvProblem) -> Tuple[int, int, int]:
+    """(stride phases, rows of the largest, taps of the one with the most) of the implicit-GEMM
+    input gradient, which runs each stride phase's pixels through that phase's taps only."""
+    (sh, sw), (ph, pw), (dh, dw) = pb.stride, pb.padding, pb.dilation
+    rows = pb.N * triton.cdiv(pb.H, sh) * triton.cdiv(pb.W, sw)
+    taps = max(_phase_taps(p + ph, dh, sh, pb.R) for p in range(sh)) * \
+        max(_phase_taps(q + pw, dw, sw, pb.S) for q in range(sw))
+    return sh * sw, rows, taps
+
+
 def pixel_tiles(direction: str, family: str, pb: ConvProblem, cfg: TileConfig) -> int:
     """Programs of a fprop or dgrad launch (one grid axis): pixel tiles by channel tiles, per
     group; the direct kernels tile all channels at once, and their pixel tiles are spatial
@@ -314,6 +329,10 @@ def pixel_tiles(direction: str, family: str, pb: ConvProblem, cfg: TileConfig) -
         bh, bw = direct_tile(cfg.block_m, width)
         return pb.N * triton.cdiv(height, bh) * triton.cdiv(width, bw) * \
             triton.cdiv(chans, cfg.block_n)
+    if (direction, family) == ("dgrad", "implicit_gemm"):
+        phases, rows, _ = dgrad_phases(pb)
+        return phases * triton.cdiv(rows, cfg.block_m) * triton.cdiv(cols, cfg.block_n) * \
+            pb.groups
     return triton.cdiv(rows, cfg.block_m) * triton.cdiv(cols, cfg.block_n) * pb.groups
 
 
@@ -355,6 +374,8 @@ def reduction_steps(direction: str, family: str, pb: ConvProblem, cfg: TileConfi
     """Iterations of the flat reduction loop of a fprop or dgrad GEMM launch: (r, s, channel
     block) for the implicit GEMM, channel blocks for the 1x1 GEMM (R = S = 1)."""
     chans = pb.CG if direction == "fprop" else pb.KG
+    if (direction, family) == ("dgrad", "implicit_gemm"):  # the taps of one stride phase
+        return dgrad_phases(pb)[2] * triton.cdiv(chans, cfg.block_k)
     return pb.R * pb.S * triton.cdiv(chans, cfg.block_k)
 
 
@@ -491,6 +512,10 @@ def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = F
                    f"loading a tile's dy and x halo once for all its taps"
                    + (f", in {split} ranges whose partial sums a second kernel adds in a "
                       "fixed order" if split > 1 else ""))
+    if (direction, family) == ("dgrad", "implicit_gemm") and tuple(pb.stride) != (1, 1):
+        phases, _, taps = dgrad_phases(pb)
+        reason += (f"; by stride phase: each of the {phases} phases of the input's pixels "
+                   f"loops over its own taps only (at most {taps} of {pb.R * pb.S})")
     if split > 1 and direction != "wgrad":
         steps = reduction_steps(direction, family, pb, cfg)
         why = f"the {target.name} target's" if target.interpreter else \
