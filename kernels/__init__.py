@@ -4,6 +4,7 @@ Only ``@triton.jit`` code lives here: no autograd, no argument checking. The lau
 dispatch plan and the config lists are in :mod:`fastconv.ops`.
 """
 from .conv2d_fprop_igemm import conv2d_fprop_igemm_kernel
+from .conv2d_fprop_stem import conv2d_fprop_stem_kernel
 # Importable, but not yet in __all__: __all__ lists the kernels the dispatcher launches, which
 # the compile report and the 64-bit-offset tests must each cover; the plan does not launch the
 # TMA forward yet (fastconv.conv.tma_launch; checked by tests/test_conv2d_tma.py).
@@ -26,6 +27,7 @@ from .roi_pool import roi_pool_fwd_kernel, roi_pool_bwd_kernel, roi_pool_bwd_ord
 
 __all__ = [
     "conv2d_fprop_igemm_kernel",
+    "conv2d_fprop_stem_kernel",
     "conv2d_dgrad_igemm_kernel",
     "conv2d_wgrad_igemm_kernel",
     "conv2d_1x1_gemm_kernel",

@@ -117,6 +117,26 @@ DIRECT_CONFIGS = {"fprop": _DIRECT_TILE, "dgrad": _DIRECT_TILE, "wgrad": _DIRECT
 GEMM_1X1_CONFIGS = {"fprop": _PIXEL_GEMM, "dgrad": _PIXEL_GEMM, "wgrad": GEMM_CONFIGS["wgrad"]}
 GEMM_1X1_CONFIGS_INT64 = {"fprop": _INT64, "dgrad": _INT64, "wgrad": _INT64}
 
+# The stem forward (fastconv.kernels.conv2d_fprop_stem): few input channels, a reduction over
+# the flat (r, s, c) index of R*S*C, 27 (3x3x3) to 147 (7x7x3) long, against N*P*Q rows in the
+# hundreds of thousands at batch 32 and 16-64 output channels. BLOCK_K 16 and 32 waste the same
+# there (147 -> 160, 92% useful; 27 -> 32, 84%; 64 would give 192 and 64). Its A tile is a
+# gather of single elements with [BLOCK_M, BLOCK_K] tiles of offsets and window tests, which
+# no asynchronous copy takes, so num_stages buys nothing and registers set the tile: with the
+# fused epilogue 128x64x32 on 8 warps spilled 72-160 bytes and 64x64x32 on 4 warps 304-368
+# (128x64x16 on 8 warps: 244-254 registers, no spill). Columns of 32 too, so a 32-channel
+# stem (MobileNet) does not multiply a half-empty B. Ends in the pixel GEMM's small tiles.
+STEM_CONFIGS = {
+    "fprop": {
+        "16": [_C(128, 64, 16, 8, 2), _C(128, 32, 32, 8, 2), _C(64, 64, 32, 8, 2),
+               _C(64, 32, 32, 4, 2), _C(32, 32, 32, 4, 2), *_SMALL["16"]],
+        "32": [_C(64, 64, 16, 8, 2, max_registers=255), _C(64, 32, 16, 4, 2, max_registers=255),
+               _C(32, 32, 16, 4, 2, max_registers=255), *_SMALL["32"]],
+        "64": [_C(64, 32, 16, 4, 2), _C(32, 32, 16, 4, 1), *_SMALL["64"]],
+    },
+}
+STEM_CONFIGS_INT64 = {"fprop": GEMM_CONFIGS_INT64["fprop"]}
+
 # The split-K reduction (fastconv.kernels.conv2d_split_reduce): elementwise, memory-bound. 64
 # channels wide for unit-stride channels_last and workspace access; 32 rows keep its grid from
 # collapsing on the small outputs that are split in the first place (a 7x7x512 layer: 16

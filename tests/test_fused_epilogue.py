@@ -15,6 +15,7 @@ ACTS = {None: lambda z: z, "relu": F.relu, "relu6": F.relu6, "silu": F.silu, "ge
 SHAPES = {
     "implicit_gemm": (2, 16, 5, 6, 20, 3, 3, 2, 1, 1),
     "gemm_1x1": (2, 32, 4, 3, 24, 1, 1, 1, 0, 2),
+    "stem": (1, 3, 7, 6, 16, 3, 3, 2, 1, 1),
     "direct": (1, 6, 5, 5, 12, 3, 3, 1, 1, 6),
 }
 
@@ -27,7 +28,8 @@ EPILOGUES = [(a, r) for a in ACTS for r in (False, True) if a is not None or r]
 @pytest.mark.parametrize("activation,with_residual", EPILOGUES)
 def test_fused_matches_unfused(family, activation, with_residual):
     n, c, h, w, k, r, s, stride, pad, groups = SHAPES[family]
-    dtype = {"implicit_gemm": torch.float32, "gemm_1x1": torch.bfloat16, "direct": torch.float16}[family]
+    dtype = {"implicit_gemm": torch.float32, "gemm_1x1": torch.bfloat16, "stem": torch.bfloat16,
+             "direct": torch.float16}[family]
     x = torch.randn(n, c, h, w).to(dtype)
     if family != "implicit_gemm":
         x = x.contiguous(memory_format=torch.channels_last)

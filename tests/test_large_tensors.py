@@ -210,6 +210,11 @@ CASES: Dict[str, Tuple[bool, Callable[..., Described]]] = {
                                             padding=1, **DW)),
     "fprop-direct-y-at": (True, conv2d_case("fprop", (1, 16, H_AT, W_AT // 2), (32, 1, 3, 3),
                                             padding=1, **DW)),
+    # the stem: 8 input channels (3 would not reach 2**31 exactly), its flat 3x3x8 reduction
+    "fprop-stem-below": (False, conv2d_case("fprop", (1, 8, H_AT, 2 * W_AT - 1), (8, 8, 3, 3),
+                                            padding=1)),
+    "fprop-stem-x-at": (True, conv2d_case("fprop", (1, 8, H_AT, 2 * W_AT), (8, 8, 3, 3),
+                                          padding=1)),
     "fprop-direct-huge-stride": (True, strided_fprop_case((2, 16, 7, 9), BIG, (16, 1, 3, 3), 1,
                                                           16)),
     # split-K: the GEMM writes partial sums to a workspace [split, groups, pixels, channels],
@@ -299,6 +304,7 @@ for _op in ("roi_align", "roi_pool"):
 COMPILED = {
     "fprop-igemm-x-at": torch.float16,
     "fprop-igemm-huge-stride": torch.float16,
+    "fprop-stem-x-at": torch.bfloat16,
     "dgrad-direct-dx-at": torch.bfloat16,
     "wgrad-1x1-weight-at": torch.float32,
     "roi_align-backward-pooled-at": torch.float32,
@@ -482,6 +488,10 @@ def _interpreter_runs():
                           lambda: _conv_run(lambda x, w: FC.conv2d(x, w, padding=1, groups=16),
                                             lambda x, w: F.conv2d(x, w, padding=1, groups=16),
                                             x16, wdw)),
+        "conv2d-stem": (("conv2d_fprop_stem",) + igemm[1:], lambda: _conv_run(
+            lambda x, w: FC.conv2d(x, w, padding=1, stride=2),
+            lambda x, w: F.conv2d(x, w, padding=1, stride=2), torch.randn(2, 3, 9, 11),
+            torch.randn(16, 3, 3, 3) / 5)),
         "conv2d-split-k": (igemm + ("conv2d_split_reduce",), lambda: _conv_run(
             lambda x, w, b: FC.conv2d(x, w, b, padding=1, activation="relu"),
             lambda x, w, b: F.relu(F.conv2d(x, w, b, padding=1)), x16, w3, torch.randn(16))),
@@ -506,7 +516,8 @@ def _interpreter_runs():
     }
 
 
-INTERPRETER_RUNS = ["conv2d-igemm", "conv2d-1x1", "conv2d-direct", "conv2d-split-k", "conv1d",
+INTERPRETER_RUNS = ["conv2d-igemm", "conv2d-1x1", "conv2d-direct", "conv2d-stem", "conv2d-split-k",
+                    "conv1d",
                     "conv_transpose2d", "roi_align", "roi_align-deterministic", "roi_pool",
                     "roi_pool-deterministic"]
 

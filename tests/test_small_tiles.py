@@ -22,6 +22,7 @@ DTYPES = {"16": torch.float16, "32": torch.float32, "64": torch.float64}
 LAYERS = {
     "implicit_gemm": (1, 24, 6, 5, 20, 3, 1, 1, 1),
     "gemm_1x1": (2, 24, 5, 7, 20, 1, 1, 0, 1),
+    "stem": (1, 3, 9, 10, 20, 3, 2, 1, 1),     # 3x3x3 = 27 flat reduction
     "direct": (1, 20, 9, 9, 20, 3, 2, 1, 20),  # depthwise
 }
 

@@ -5,9 +5,14 @@ All rules live here, in one place, so that they can be read, tested and explaine
 
 | direction | family          | when                                                                |
 |-----------|-----------------|---------------------------------------------------------------------|
-| any       | direct          | the channels the GEMM would reduce over (or, for wgrad, both channel |
-|           |                 | counts) are fewer than 16 per group: tl.dot needs a reduction >= 16; |
-|           |                 | depthwise convolutions land here                                    |
+| fprop     | stem            | fewer than 16 input channels, groups == 1 and R*S*C >= 16 (the 7x7  |
+|           |                 | and 3x3 stems over 3-channel images): an implicit GEMM reducing     |
+|           |                 | over the flat (r, s, c) index, so one tl.dot step spans several     |
+|           |                 | taps (147 = 7*7*3 in 5 steps of 32) instead of 16 channels per tap  |
+| any       | direct          | otherwise, the channels the GEMM would reduce over (or, for wgrad,  |
+|           |                 | both channel counts) are fewer than 16 per group: tl.dot needs a    |
+|           |                 | reduction >= 16; depthwise and thin-group convolutions land here,   |
+|           |                 | and windows of fewer than 16 taps*channels (a 1x1 over 3 channels)  |
 | any       | gemm_1x1        | otherwise, for a 1x1 kernel with stride 1 and padding 0 whose        |
 |           |                 | tensors' spatial axes flatten (NCHW or channels_last): a plain GEMM  |
 |           |                 | over pixels, no per-tap index arithmetic                            |
@@ -46,7 +51,8 @@ import triton
 from fastconv import kernels
 from fastconv.kernels.configs import (DIRECT_CONFIGS, GEMM_1X1_CONFIGS, GEMM_1X1_CONFIGS_INT64,
                                       GEMM_CONFIGS, GEMM_CONFIGS_INT64, SMALL_TILE,
-                                      SPLIT_REDUCE_CONFIG, TMA_CONFIGS, TileConfig)
+                                      SPLIT_REDUCE_CONFIG, STEM_CONFIGS, STEM_CONFIGS_INT64,
+                                      TMA_CONFIGS, TileConfig)
 from fastconv.ops.target import named_target, sm_count, target_of, target_settings
 
 THIN = 16  # smallest reduction tl.dot accepts
@@ -63,7 +69,7 @@ LAST_RESORT_SPLIT_STEPS = 2
 # layers: 3x3 over 16 channels is 9 steps; a batch-1 3x3 layer over 64 channels, 18.)
 MIN_STEPS_TO_SPLIT = 16
 
-FAMILIES = ("implicit_gemm", "gemm_1x1", "direct")
+FAMILIES = ("implicit_gemm", "gemm_1x1", "stem", "direct")
 # The forward on Hopper's tensor memory accelerator: both operands by TMA, 128x128 and 128x256
 # tiles (kernels/conv2d_fprop_tma.py). Chosen by ``tma_plan`` where a call can take it; not in
 # CONFIG_TABLES, whose entries the compile report builds for sm_90 and sm_80 alike.
@@ -74,6 +80,7 @@ TMA_FAMILY = "implicit_gemm_tma"
 CONFIG_TABLES = {
     "implicit_gemm": [(GEMM_CONFIGS, (False,)), (GEMM_CONFIGS_INT64, (True,))],
     "gemm_1x1": [(GEMM_1X1_CONFIGS, (False,)), (GEMM_1X1_CONFIGS_INT64, (True,))],
+    "stem": [(STEM_CONFIGS, (False,)), (STEM_CONFIGS_INT64, (True,))],
     "direct": [(DIRECT_CONFIGS, (False, True))],
 }
 
@@ -135,6 +142,7 @@ KERNELS = {
     ("fprop", "gemm_1x1"): kernels.conv2d_1x1_gemm_kernel,
     ("dgrad", "gemm_1x1"): kernels.conv2d_1x1_gemm_kernel,
     ("wgrad", "gemm_1x1"): kernels.conv2d_1x1_wgrad_kernel,
+    ("fprop", "stem"): kernels.conv2d_fprop_stem_kernel,
     ("fprop", "direct"): kernels.conv2d_fprop_direct_kernel,
     ("dgrad", "direct"): kernels.conv2d_dgrad_direct_kernel,
     ("wgrad", "direct"): kernels.conv2d_wgrad_direct_kernel,
@@ -179,8 +187,14 @@ def _family(direction: str, pb: ConvProblem, flat: bool) -> tuple:
     else:
         thin = pb.CG < THIN and pb.KG < THIN
         why = f"{pb.CG} input and {pb.KG} output channels per group"
+    if thin and direction == "fprop" and pb.groups == 1 and pb.R * pb.S * pb.CG >= THIN:
+        return "stem", (f"{why} < {THIN}, but {pb.R}x{pb.S} taps x {pb.CG} = "
+                        f"{pb.R * pb.S * pb.CG} >= {THIN}: a tensor-core GEMM reducing over "
+                        "the flat (r, s, c) index, taps and channels packed along K")
     if thin:
         depthwise = " (depthwise)" if pb.CG == 1 and pb.groups == pb.C else ""
+        if direction == "fprop" and pb.groups == 1:  # the stem's rule, above, left it here
+            why += f" and {pb.R}x{pb.S} taps x {pb.CG} = {pb.R * pb.S * pb.CG}"
         return "direct", (f"{why} < {THIN}{depthwise}: tl.dot needs a reduction of at least "
                           f"{THIN}, so a sliding window over channels-vectorised tiles")
     if pb.pointwise and flat:
@@ -271,6 +285,9 @@ def _interpreter_config(direction: str, family: str, pb: ConvProblem,
     if direction == "wgrad":
         return TileConfig(_pow2_clamp(rows, 16, 128 * x), _pow2_clamp(cols, 16, 128 * x),
                           _pow2_clamp(red, 16, 256 * x), 4, 1)
+    if family == "stem":  # the flat (r, s, c) reduction, a few steps of it (as on a GPU)
+        return TileConfig(_pow2_clamp(rows, 16, 128 * x), _pow2_clamp(cols, 16, 128 * x),
+                          _pow2_clamp(red, 16, 64 * x), 4, 1)
     # the reduction block covers one tap's channels (implicit GEMM) or all of them (1x1)
     chans = pb.CG if direction == "fprop" else pb.KG
     return TileConfig(_pow2_clamp(rows, 16, 128 * x), _pow2_clamp(cols, 16, 128 * x),
@@ -372,7 +389,10 @@ def launch_tiles(direction: str, family: str, pb: ConvProblem, cfg: TileConfig) 
 
 def reduction_steps(direction: str, family: str, pb: ConvProblem, cfg: TileConfig) -> int:
     """Iterations of the flat reduction loop of a fprop or dgrad GEMM launch: (r, s, channel
-    block) for the implicit GEMM, channel blocks for the 1x1 GEMM (R = S = 1)."""
+    block) for the implicit GEMM, channel blocks for the 1x1 GEMM (R = S = 1), blocks of the
+    flat (r, s, c) index for the stem."""
+    if family == "stem":
+        return triton.cdiv(pb.R * pb.S * pb.CG, cfg.block_k)
     chans = pb.CG if direction == "fprop" else pb.KG
     if (direction, family) == ("dgrad", "implicit_gemm"):  # the taps of one stride phase
         return dgrad_phases(pb)[2] * triton.cdiv(chans, cfg.block_k)
@@ -528,9 +548,11 @@ def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = F
 def tma_plan(pb: ConvProblem, device, box_shape, direction: str = "fprop") -> "Plan | None":
     """The TMA forward's plan for ``pb`` (for ``direction`` "dgrad", ``pb`` is the forward
     convolution that computes the input gradient), or None where the pointer kernels stay: a
-    target without TMA; a plan for no device in particular (the static reports, which plan from meta
-    tensors, are not yet able to compile TMA launches); or a grid that would leave SMs idle
-    with either TMA tile (batch-1 and late 7x7 layers, which the pointer kernels split).
+    target without TMA; a plan for no device in particular (the static reports, which plan
+    from meta tensors, are not yet able to compile TMA launches); a forward the stem kernel
+    takes (8 input channels: TMA's smallest, an eighth of its 64-channel steps); or a grid
+    that would leave SMs idle with either TMA tile (batch-1 and late 7x7 layers, which the
+    pointer kernels split).
 
     ``box_shape(block_m, N, P, Q)`` gives the tile's output box (``conv2d_tma.box_shape``).
     The caller has checked that the call's tensors can take the kernel."""
@@ -538,6 +560,10 @@ def tma_plan(pb: ConvProblem, device, box_shape, direction: str = "fprop") -> "P
     on_gpu = device is not None and torch.device(device).type == "cuda"
     if pb.dtype not in (torch.float16, torch.bfloat16) or not target.tma or \
             (named_target() is None and not on_gpu):
+        return None
+    # the TMA kernel steps tap by tap over 64 channels: 8 channels (the smallest TMA takes)
+    # would fill an eighth of each step, where the stem packs the taps along K
+    if direction == "fprop" and _family("fprop", pb, True)[0] == "stem":
         return None
     sms = sm_count(device)
     for cfg in TMA_CONFIGS["16"]:
