@@ -1,5 +1,4 @@
 """conv2d(..., activation=, residual=): the fused epilogue against the unfused torch composition."""
-import types
 
 import pytest
 import torch
@@ -56,14 +55,15 @@ def test_fused_matches_unfused(family, activation, with_residual):
 
 def test_inference_keeps_no_preactivation(monkeypatch):
     """Without autograd, silu/gelu need no pre-activation buffer: the op is told so."""
+    from fastconv.ops import registry
     seen = []
-    real = torch.ops.fastconv.conv2d_activation.default
+    real = registry.call
 
-    def spy(*args):
-        seen.append(args[-1])
-        return real(*args)
-    monkeypatch.setattr(torch.ops.fastconv, "conv2d_activation",
-                        types.SimpleNamespace(default=spy))
+    def spy(op, *args):
+        if op is torch.ops.fastconv.conv2d_activation.default:
+            seen.append(args[-1])
+        return real(op, *args)
+    monkeypatch.setattr(registry, "call", spy)
     x, w = torch.randn(1, 16, 4, 4), torch.randn(16, 16, 1, 1)
     with torch.no_grad():
         FC.conv2d(x, w, activation="silu")
