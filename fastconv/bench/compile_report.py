@@ -316,8 +316,7 @@ def case_launches(case, pass_: str, dtype: torch.dtype, layout: str) -> list:
         family, chain = case.op, launch.chain()
     else:
         plan, chain = _conv_case_launches(case, pass_, dtype, layout)
-        direction, family = plan.direction, plan.family
-        chain = [one for launch in chain for one in launch.chain()]
+        direction, family = plan.direction, plan.family  # (the seam lists every launch)
     label = dict(case=case.name, layout=layout, dtype=dtype, family=family)
     label["pass"] = pass_
     return [(dict(label, direction=direction if i == 0 else SPLIT_REDUCE), one)
