@@ -251,20 +251,14 @@ def cmd_compile_report(args) -> int:
     argv = ["--arch", args.arch, "--jobs", str(args.jobs)] + (["--wide"] if args.wide else [])
     if args.csv:
         argv += ["--csv", args.csv]
-    if not args.cases:
-        if args.models or args.match or args.specialise:
-            print("--models, --match and --specialise select benchmark cases: add --cases",
-                  file=sys.stderr)
-            return 2
-        from fastconv.bench import compile_report
-        return compile_report.main(argv)
-    from fastconv.bench import case_report
-    if args.models:
-        argv += ["--models", *args.models]
-    if args.match:
-        argv += ["--match", args.match]
-    argv += ["--specialise", args.specialise or "generic"]
-    return case_report.main(argv)
+    if not args.cases and (args.models or args.match):
+        print("--models and --match select benchmark cases: add --cases", file=sys.stderr)
+        return 2
+    if args.cases:
+        argv += ["--cases"] + (["--models", *args.models] if args.models else []) + \
+            (["--match", args.match] if args.match else [])
+    from fastconv.bench import compile_report
+    return compile_report.main(argv)
 
 
 def cmd_bench(args) -> int:
@@ -359,21 +353,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("compile-report",
-                       help="compile every kernel config for a GPU architecture (no GPU needed)")
+                       help="compile every kernel config for a GPU architecture and report "
+                            "errors, spills, tensor cores and load widths (no GPU needed)")
     p.add_argument("--arch", default="sm_90", choices=["sm_90", "sm_80"])
     p.add_argument("--csv", help="also write the table to this CSV file")
     p.add_argument("--jobs", type=int, default=2, help="compiler processes (default: 2)")
     p.add_argument("--wide", action="store_true",
-                   help="every column in the table (the default fits 120 columns)")
+                   help="flags and load widths in the table (the default fits 120 columns)")
     p.add_argument("--cases", action="store_true",
-                   help="per benchmark case, dtype, layout and pass: the launch the dispatcher "
-                        "picks, compiled, with programs, waves and the roofline floor "
-                        "(python -m fastconv.bench.case_report has more filters)")
+                   help="per benchmark case, dtype, layout and pass: the launches the plan "
+                        "picks, compiled (python -m fastconv.bench.compile_report has more "
+                        "filters)")
     p.add_argument("--models", nargs="+", help="with --cases: model groups to keep")
     p.add_argument("--match", help="with --cases: keep cases whose name contains this")
-    p.add_argument("--specialise", choices=["generic", "launch"],
-                   help="with --cases: compile each launch's generic variant (default) or the "
-                        "launch as Triton specialises it (shows load widths; slower)")
     p.set_defaults(func=cmd_compile_report)
     return parser
 

@@ -5,54 +5,11 @@ outputs, batch 1, thin and wide groups, depthwise, 1xk kernels, dilation with st
 that barely fit the padded input, both memory formats, all three dtypes and bias on/off.
 """
 import random
-from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+from typing import Optional
 
-import torch
-
+from fastconv.bench.cases import ConvCase
+from fastconv.conv.shapes import conv_output_size
 from helpers import DTYPES
-
-
-@dataclass(frozen=True)
-class ConvCase:
-    N: int
-    C: int
-    H: int
-    W: int
-    K: int
-    R: int
-    S: int
-    stride: Tuple[int, int]
-    padding: Union[str, Tuple[int, int]]
-    dilation: Tuple[int, int]
-    groups: int
-    dtype: torch.dtype
-    channels_last: bool
-    bias: bool
-
-    @property
-    def id(self) -> str:
-        pad = self.padding if isinstance(self.padding, str) else "x".join(map(str, self.padding))
-        return (f"n{self.N}c{self.C}h{self.H}w{self.W}k{self.K}r{self.R}s{self.S}"
-                f"-st{self.stride[0]}x{self.stride[1]}-p{pad}-d{self.dilation[0]}x{self.dilation[1]}"
-                f"-g{self.groups}-{str(self.dtype)[6:]}{'-cl' if self.channels_last else ''}"
-                f"{'-bias' if self.bias else ''}")
-
-    def tensors(self, seed: int):
-        gen = torch.Generator().manual_seed(seed)
-        x = torch.randn(self.N, self.C, self.H, self.W, generator=gen)
-        fan_in = self.C // self.groups * self.R * self.S
-        w = torch.randn(self.K, self.C // self.groups, self.R, self.S, generator=gen) / fan_in ** 0.5
-        b = torch.randn(self.K, generator=gen) if self.bias else None
-        x, w = x.to(self.dtype), w.to(self.dtype)
-        b = b.to(self.dtype) if b is not None else None
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, w, b
-
-
-def _out(size, k, s, p, d):
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
 def random_case(rng: random.Random) -> Optional[ConvCase]:
@@ -86,8 +43,8 @@ def random_case(rng: random.Random) -> Optional[ConvCase]:
     h, w = rng.randint(1, 13), rng.randint(1, 13)
     pads = (0, 0) if padding == "valid" else (
         tuple((d * (k - 1) + 1) // 2 for d, k in zip(dilation, (r, s))) if padding == "same" else padding)
-    if padding != "same" and (_out(h, r, stride[0], pads[0], dilation[0]) < 1
-                              or _out(w, s, stride[1], pads[1], dilation[1]) < 1):
+    if padding != "same" and (conv_output_size(h, r, stride[0], pads[0], dilation[0]) < 1
+                              or conv_output_size(w, s, stride[1], pads[1], dilation[1]) < 1):
         return None
     return ConvCase(n, cg * groups, h, w, kg * groups, r, s, stride, padding, dilation, groups,
                     rng.choice(DTYPES), rng.random() < 0.4, rng.random() < 0.6)

@@ -226,30 +226,18 @@ def test_default_csv_path_does_not_overwrite(tmp_path, monkeypatch):
 
 
 def test_bench_without_gpu_shows_the_static_report(monkeypatch, capsys):
+    from fastconv.bench import compile_report
     calls = []
-    fake = types.ModuleType("fastconv.bench.case_report")
-    fake.main = lambda argv: calls.append(argv) or 0
-    monkeypatch.setitem(sys.modules, "fastconv.bench.case_report", fake)
-    monkeypatch.setattr("fastconv.bench.case_report", fake, raising=False)
+    monkeypatch.setattr(compile_report, "main", lambda argv: calls.append(argv) or 0)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert cli.main(["bench", "--arch", "sm_80"]) == 0
-    assert calls == [["--arch", "sm_80"]]
+    assert calls == [["--arch", "sm_80", "--cases"]]
     assert R.NO_GPU_MESSAGE in capsys.readouterr().out
     # the case filters the report shares go with it
     assert cli.main(["bench", "--models", "roi", "--dtypes", "float16", "--batches", "32",
                      "--match", "sr2", "--directions", "forward"]) == 0
-    assert calls[-1] == ["--arch", "sm_90", "--models", "roi", "--batches", "32",
+    assert calls[-1] == ["--arch", "sm_90", "--cases", "--models", "roi", "--batches", "32",
                          "--dtypes", "float16", "--match", "sr2"]
-
-
-def test_bench_without_gpu_or_case_report(monkeypatch, capsys):
-    import fastconv.bench
-    monkeypatch.setitem(sys.modules, "fastconv.bench.case_report", None)
-    monkeypatch.delattr(fastconv.bench, "case_report", raising=False)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert cli.main(["bench"]) == 2
-    captured = capsys.readouterr()
-    assert R.NO_GPU_MESSAGE in captured.out and "case_report" in captured.err
 
 
 def test_bench_argument_errors(capsys, tiny_model):

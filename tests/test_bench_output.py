@@ -106,18 +106,17 @@ def _compile_row(**over):
     from fastconv.bench.compile_report import ROW_FIELDS
     row = dict.fromkeys(ROW_FIELDS, "")
     row.update(kernel="conv2d_wgrad_direct_kernel", direction="wgrad", family="direct",
-               dtype="bfloat16", block_m=128, block_n=64, block_k=32, num_warps=8,
-               num_stages=3, flags="ACC_FP64=0 INDEX_64=1 DOT_IN_FP32=0 ALLOW_TF32=0 SPLIT_K=1",
-               arch="sm_90", registers=168, stack=0, shared=73728,
-               tensor_cores="wgmma.m64n64k16", global_loads="16 8 4", occupancy_warps=16,
-               occupancy_limit="registers", error="")
+               dtype="bfloat16", tile="128x64x32", num_warps=8, num_stages=3,
+               flags="ACC_FP64=0 INDEX_64=1 DOT_IN_FP32=0 ALLOW_TF32=0 SPLIT_K=1",
+               arch="sm_90", registers=168, stack=0, shared=73728, tensor_cores="wgmma",
+               global_loads="cp.async:16/8 ld:4", load_bytes=16, error="")
     row.update(over)
     return row
 
 
 def test_compile_report_table_fits_120_columns(capsys):
     """The default compile-report table fits 120 columns without folding a kernel name;
-    --wide shows every column."""
+    --wide adds the flags and the load widths."""
     from fastconv.bench import compile_report
     rows = [_compile_row(), _compile_row(kernel="conv2d_fprop_igemm_kernel",
                                          error="CompilationError: " + "x" * 300)]
@@ -125,6 +124,6 @@ def test_compile_report_table_fits_120_columns(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert max(map(len, lines)) <= 120
     assert any("wgrad_direct" in line for line in lines)  # not folded mid-name
-    assert not any("occupancy" in line for line in lines)
+    assert not any("INDEX_64" in line for line in lines)
     compile_report.print_table(rows, wide=True)
-    assert any("occupancy" in line for line in capsys.readouterr().out.splitlines())
+    assert any("INDEX_64" in line for line in capsys.readouterr().out.splitlines())

@@ -1,7 +1,7 @@
 """Static GPU check of the channels_last depthwise launches: forward, input gradient and both
 stages of the weight gradient (the direct kernel and the split-K reduction of its ranges), for
 3x3 at strides 1 and 2, 5x5 and 7x7 windows, compiled for sm_90 as Triton's JIT specialises
-each launch (``compile_report.variant_of_launch``) on the GPU plan (as ``case_report``): every launch
+each launch (``compile_report.variant_of_launch``) on the GPU plan (``compile_report.case_launches``): every launch
 builds with 0 bytes of spill stack, and reads its channel vectors 16 bytes a load
 (``ld.global.v4.b32``; the launcher's VEC at 16 bytes of elements), channel counts that
 allow it (multiples of 8) by design.
@@ -32,26 +32,22 @@ def _compile(job):
     """One JSON-able row per launch (the weight gradient: its stages)."""
     import torch
 
-    from fastconv.bench import case_report as CRp
     from fastconv.bench import cases as C
     from fastconv.bench import compile_report as CR
-    from fastconv.kernels.configs import SPLIT_REDUCE_CONFIG
+    from fastconv.ops.target import planning_for
 
     index, dtype_name, pass_ = job
     layer, n, c, h, w, k, stride, _ = CASES[index]
-    case = C.ConvCase("conv2d", "depthwise", layer, n, c, h, w, c, k, k, (stride, stride),
-                      (k // 2, k // 2), (1, 1), c)
+    case = C.ConvCase(n, c, h, w, c, k, k, (stride, stride), (k // 2, k // 2), (1, 1), c,
+                      model="depthwise", layer=layer)
     dtype = getattr(torch, dtype_name)
-    plan, launch = CRp._conv_launch(case, pass_, dtype, "channels_last")
     rows = []
-    for i, one in enumerate(launch.chain()):
-        # the reduction's tile and launch options are its own (case_report does the same)
-        config = plan.config if i == 0 else SPLIT_REDUCE_CONFIG
-        variant = CR.variant_of_launch(one, plan.direction if i == 0 else "split_reduce",
-                                       plan.family, dtype, config, 90)
-        row = CR.compile_variant(variant, 90)
+    with planning_for("sm_90"):
+        launches = CR.case_launches(case, pass_, dtype, "channels_last")
+    for i, (label, one) in enumerate(launches):
+        row = CR.compile_variant(CR.variant_of_launch(one, **label), 90)
         rows.append(dict(case=layer, dtype=dtype_name, pass_=pass_, stage=i + 1,
-                         kernel=row["kernel"], family=plan.family, vec=one.meta.get("VEC"),
+                         kernel=row["kernel"], family=label["family"], vec=one.meta.get("VEC"),
                          grid=list(one.grid), registers=row["registers"], stack=row["stack"],
                          loads=row["global_loads"], load_bytes=row["load_bytes"],
                          error=row["error"]))

@@ -381,8 +381,8 @@ def gpu_report(arch: str) -> dict:
         first = CASES[case_id][1](dtype)
         for launch in _chain(first.launch):
             direction = first.direction if launch is first.launch else "split_reduce"
-            variants.append(CR.variant_of_launch(launch, direction, first.family, dtype,
-                                                 first.config, arch))
+            variants.append(CR.variant_of_launch(launch, direction=direction,
+                                                 family=first.family, dtype=dtype))
             rows.append({"case": case_id, "kernel": _kernel_name(launch),
                          "index_64": launch.meta["INDEX_64"]})
     # one process: CI's test workers already keep every core busy

@@ -38,28 +38,26 @@ def _compile(job):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from fastconv.bench import case_report as CRp
     from fastconv.bench import compile_report as CR
+    from fastconv.ops.target import planning_for
 
     case_index, dtype_name, pass_ = job
     case = _cases()[case_index]
     dtype = getattr(torch, dtype_name)
-    direction, family, config, launch = CRp._roi_launch(case, pass_, dtype, "channels_last")
+    with planning_for("sm_90"):
+        launches = CR.case_launches(case, pass_, dtype, "channels_last")
     rows = []
-    for i, one in enumerate(launch.chain()):
-        variant = CR.variant_of_launch(one, direction if i == 0 else "split_reduce", family,
-                                       dtype, config, 90)
+    for i, (label, one) in enumerate(launches):
+        variant = CR.variant_of_launch(one, **label)
         row = CR.compile_variant(variant, 90)
         atomics = []
         if not row["error"]:  # the same compile again: Triton's cache has it
             attrs = {(variant.kernel.arg_names.index(n),): [["tt.divisibility", 16]]
                      for n in variant.divisible_16}
-            opts = {"num_warps": variant.num_warps, "num_stages": variant.num_stages}
-            if variant.config.max_registers and i == 0:
-                opts["maxnreg"] = variant.config.max_registers
             ptx = triton.compile(ASTSource(variant.kernel, variant.signature,
                                            variant.constexprs, attrs),
-                                 target=GPUTarget("cuda", 90, 32), options=opts).asm["ptx"]
+                                 target=GPUTarget("cuda", 90, 32),
+                                 options=variant.options).asm["ptx"]
             atomics = sorted(set(re.findall(r"\b(?:atom|red)\.global[.\w]*", ptx)))
         rows.append(dict(case=case.name, C=case.C, dtype=dtype_name, pass_=pass_,
                          kernel=row["kernel"], vec=one.meta.get("VEC"),

@@ -15,7 +15,7 @@ two numbers a roofline needs.
 """
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -34,11 +34,14 @@ def _pair(v) -> Tuple[int, int]:
 
 @dataclass(frozen=True)
 class ConvCase:
-    """One convolution: torch's conv2d / conv1d / conv_transpose2d arguments plus where it
-    comes from. conv1d is stored as a conv2d with H = 1 (R = 1), which is how it runs."""
-    op: str                     # "conv2d" | "conv1d" | "conv_transpose2d"
-    model: str                  # source model, or "depthwise" / "conv1d" / "conv_transpose2d"
-    layer: str                  # the first module with this shape (e.g. "layer1.0.conv2")
+    """One convolution: torch's conv2d / conv1d / conv_transpose2d arguments, and where it comes
+    from; the benchmark's cases and the tests' sweeps alike. conv1d is stored as a conv2d with
+    H = 1 (R = 1), which is how it runs. A benchmark case leaves ``dtype`` and the layout to the
+    benchmark (it runs each case in every dtype and layout); a test case fixes them.
+
+    ``padding`` may also be conv2d's "same" or "valid". The shape arithmetic is the library's
+    (:mod:`fastconv.conv.shapes`); :meth:`problem` is the case as the plan sees it.
+    """
     N: int
     C: int
     H: int
@@ -47,11 +50,16 @@ class ConvCase:
     R: int
     S: int
     stride: Tuple[int, int] = (1, 1)
-    padding: Tuple[int, int] = (0, 0)
+    padding: Union[str, Tuple[int, int]] = (0, 0)
     dilation: Tuple[int, int] = (1, 1)
     groups: int = 1
-    output_padding: Tuple[int, int] = (0, 0)
+    dtype: Optional[torch.dtype] = None   # None: every dtype the benchmark runs
+    channels_last: bool = False
     bias: bool = False
+    op: str = "conv2d"          # "conv2d" | "conv1d" | "conv_transpose2d"
+    model: str = ""             # source model, or "depthwise" / "conv1d" / "conv_transpose2d"
+    layer: str = ""             # the first module with this shape (e.g. "layer1.0.conv2")
+    output_padding: Tuple[int, int] = (0, 0)
 
     @property
     def depthwise(self) -> bool:
@@ -59,8 +67,18 @@ class ConvCase:
 
     @property
     def name(self) -> str:
-        """Short, unique within the list: model/layer/batch."""
+        """Short, unique within the benchmark's list: model/layer/batch."""
         return f"{self.model}/{self.layer}/n{self.N}"
+
+    @property
+    def id(self) -> str:
+        """Every argument in one string (a test's parameter id)."""
+        pad = self.padding if isinstance(self.padding, str) else "x".join(map(str, self.padding))
+        dtype = "" if self.dtype is None else "-" + str(self.dtype)[6:]
+        return (f"n{self.N}c{self.C}h{self.H}w{self.W}k{self.K}r{self.R}s{self.S}"
+                f"-st{self.stride[0]}x{self.stride[1]}-p{pad}-d{self.dilation[0]}x{self.dilation[1]}"
+                f"-g{self.groups}{dtype}{'-cl' if self.channels_last else ''}"
+                f"{'-bias' if self.bias else ''}")
 
     @property
     def input_shape(self) -> Tuple[int, ...]:
@@ -75,28 +93,50 @@ class ConvCase:
         return (self.K, self.C // self.groups, self.R, self.S)
 
     @property
+    def pads(self) -> Tuple[int, int]:
+        """The padding in elements ("same": the left side's, as conv2d pads it)."""
+        if self.padding == "valid":
+            return (0, 0)
+        if self.padding == "same":
+            return tuple(d * (k - 1) // 2 for d, k in zip(self.dilation, (self.R, self.S)))
+        return tuple(self.padding)
+
+    @property
     def output_hw(self) -> Tuple[int, int]:
-        out = []
-        for size, k, s, p, d, op in zip((self.H, self.W), (self.R, self.S), self.stride,
-                                        self.padding, self.dilation, self.output_padding):
-            if self.op == "conv_transpose2d":
-                out.append((size - 1) * s - 2 * p + d * (k - 1) + op + 1)
-            else:
-                out.append((size + 2 * p - d * (k - 1) - 1) // s + 1)
-        return tuple(out)
+        if self.padding == "same":
+            return (self.H, self.W)
+        if self.op == "conv_transpose2d":
+            from fastconv.conv.transpose_op import conv_transpose2d_output_shape
+            return tuple(conv_transpose2d_output_shape(
+                (self.N, self.C, self.H, self.W), self.weight_shape, self.stride, self.pads,
+                self.output_padding, self.groups, self.dilation)[2:])
+        from fastconv.conv.shapes import conv2d_output_shape
+        return tuple(conv2d_output_shape((self.N, self.C, self.H, self.W),
+                                         (self.K, self.C // self.groups, self.R, self.S),
+                                         self.stride, self.pads, self.dilation)[2:])
 
     @property
     def output_shape(self) -> Tuple[int, ...]:
         p, q = self.output_hw
         return (self.N, self.K, q) if self.op == "conv1d" else (self.N, self.K, p, q)
 
+    def problem(self, dtype: Optional[torch.dtype] = None):
+        """The conv2d whose fprop, dgrad and wgrad the case's passes run, as the plan sees it
+        (:class:`fastconv.conv.plan.ConvProblem`). A transposed convolution's is the conv2d
+        from its output back to its input (its forward is that conv2d's dgrad)."""
+        from fastconv.conv.plan import ConvProblem
+        dtype = dtype or self.dtype or torch.float32
+        p, q = self.output_hw
+        if self.op == "conv_transpose2d":
+            return ConvProblem(self.N, self.K, p, q, self.C, self.H, self.W, self.R, self.S,
+                               self.groups, dtype, self.stride, self.pads, self.dilation)
+        return ConvProblem(self.N, self.C, self.H, self.W, self.K, p, q, self.R, self.S,
+                           self.groups, dtype, self.stride, self.pads, self.dilation)
+
     def macs(self) -> int:
         """Multiply-accumulates of the forward pass (a transposed conv: per input pixel)."""
-        per_tap = (self.C // self.groups) * self.R * self.S
-        if self.op == "conv_transpose2d":
-            return self.N * self.H * self.W * (self.K // self.groups) * self.C * self.R * self.S
-        p, q = self.output_hw
-        return self.N * self.K * p * q * per_tap
+        pb = self.problem()
+        return pb.N * pb.P * pb.Q * pb.K * pb.CG * pb.R * pb.S
 
     def flops(self, direction: str = "forward") -> int:
         """2 x MACs per pass: the forward is one pass, the backward two (input and weight
@@ -117,6 +157,21 @@ class ConvCase:
 
     def at_batch(self, n: int) -> "ConvCase":
         return replace(self, N=n)
+
+    def tensors(self, seed: int):
+        """(x, w, bias or None) of a conv2d test case on the CPU: seeded normal values (the
+        weight scaled by 1/sqrt(fan-in)) in the case's dtype, x in its layout."""
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(self.N, self.C, self.H, self.W, generator=gen)
+        fan_in = self.C // self.groups * self.R * self.S
+        w = torch.randn(self.K, self.C // self.groups, self.R, self.S, generator=gen) / fan_in ** 0.5
+        b = torch.randn(self.K, generator=gen) if self.bias else None
+        dtype = self.dtype or torch.float32
+        x, w = x.to(dtype), w.to(dtype)
+        b = b.to(dtype) if b is not None else None
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, w, b
 
 
 @dataclass(frozen=True)
@@ -268,14 +323,14 @@ def conv_cases(models=CONV_MODELS, batches=BATCHES) -> List[ConvCase]:
 
 
 def conv1d_cases(batches=BATCHES) -> List[ConvCase]:
-    return [ConvCase("conv1d", "conv1d", name, n, c, 1, length, k, 1, ks, (1, s), (0, p),
-                     (1, d), g)
+    return [ConvCase(n, c, 1, length, k, 1, ks, (1, s), (0, p), (1, d), g, op="conv1d",
+                     model="conv1d", layer=name)
             for name, c, length, k, ks, s, p, d, g in _CONV1D for n in batches]
 
 
 def conv_transpose2d_cases(batches=BATCHES) -> List[ConvCase]:
-    return [ConvCase("conv_transpose2d", "conv_transpose2d", name, n, c, h, w, k, ks, ks,
-                     (s, s), (p, p), (1, 1), 1, (op, op))
+    return [ConvCase(n, c, h, w, k, ks, ks, (s, s), (p, p), op="conv_transpose2d",
+                     model="conv_transpose2d", layer=name, output_padding=(op, op))
             for name, c, h, w, k, ks, s, p, op in _CONV_TRANSPOSE2D for n in batches]
 
 

@@ -1,31 +1,30 @@
-"""Static GPU compile check: every kernel variant the dispatcher can launch, built for a real GPU.
+"""Static GPU compile report: fastconv's launches built for sm_90 / sm_80, without a GPU.
 
-The tests run the kernels through Triton's interpreter, which never generates GPU code, so a tile
-config that spills registers, overflows shared memory or misses the tensor cores would only show
-on a GPU. Triton ships ptxas and cuobjdump, so the real PTX and cubin can be built and inspected on
-any machine: this module compiles every (kernel, dtype, tile config, flag) combination that
-``fastconv.conv.plan.plan_conv2d`` may choose on a GPU (the split-K variants and their reduction
-included) and reports registers, spills (stack bytes), shared memory, tensor-core instructions,
-the width of the global loads and the theoretical occupancy.
+The tests run the kernels in Triton's interpreter, which generates no GPU code, so a config that
+fails to compile, spills registers or misses the tensor cores would only show on a GPU. Triton
+ships ptxas and cuobjdump, so the real PTX and cubin can be built on any machine. This module
+compiles launches and reports, per launch: compile errors, registers and spill stack, shared
+memory, tensor-core instructions (wgmma / mma) and the width of the global loads.
 
-These variants are generic: every integer argument is a plain i32/i64, as if no launch told
-Triton more. A real launch specialises on its arguments (an integer equal to 1 becomes a
-constant, one divisible by 16 is marked so, as are 16-byte-aligned pointers), and only then can
-Triton prove the contiguity and alignment that vectorised loads need. The per-case report
-(:mod:`fastconv.bench.case_report`) compiles each benchmark case's launch with that
-specialisation (:func:`variant_of_launch`); the load widths here are the unspecialised floor.
+Every variant is made from a launch the seam describes (``fastconv.conv.launch``'s
+``fprop_launch`` / ``dgrad_launch`` / ``wgrad_launch`` for a plan, ``conv2d_fprop`` / ``_dgrad`` /
+``_wgrad`` for a benchmark case, ``fastconv.roi.launch``'s ``roi_*_launch``) on meta tensors,
+and compiled as Triton's JIT specialises that launch (:func:`variant_of_launch`).
 
-    python -m fastconv.bench.compile_report --arch sm_90 --csv sm90.csv
+* the default report: every config of ``plan.CONFIG_TABLES`` (each dtype, 32/64-bit offsets,
+  split or not, with a bias) on a channels_last problem of its family, the split-K reduction
+  that follows a split, and every RoI tile; it fails on a compile error or a spill;
+* ``--cases``: the launches of the benchmark cases (:mod:`fastconv.bench.cases`), each pass at
+  each dtype and layout, as the plan picks them for the architecture.
 
-exits non-zero when a variant fails to compile, spills, or needs more shared memory than a block
-may have. It must run without TRITON_INTERPRET (the interpreter replaces ``@triton.jit`` before
-anything can be compiled); ``main`` re-executes itself without it when needed.
+    python -m fastconv.bench.compile_report --arch sm_90 [--cases --models resnet50] [--csv F]
+
+It must run without TRITON_INTERPRET (the interpreter replaces ``@triton.jit``); ``main``
+re-executes itself without it when needed.
 """
 import argparse
 import csv
-import functools
 import inspect
-import math
 import os
 import re
 import subprocess
@@ -35,360 +34,308 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
-from typing import Iterable, Iterator, List, Optional
+from typing import Iterable, Iterator, List, Optional, Tuple
 
 import torch
 import triton
 
-from fastconv import kernels
-from fastconv.kernels.configs import TileConfig
-from fastconv.conv import launch as conv2d_launch
+from fastconv.bench import cases as C
 from fastconv.ops._runtime import INTERPRETING
-from fastconv.conv.plan import KERNELS, CONFIG_TABLES, Plan, dtype_class
 
-# Every dtype the dispatcher accepts; the plan keys its config tables by dtype_class().
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+ARCHS = ("sm_90", "sm_80")
+# the most shared memory one block may use (static + dynamic): more cannot launch
+SMEM_PER_BLOCK = {80: 163 * 1024, 90: 227 * 1024}
+SPLIT_REDUCE = "split_reduce"   # how a row names the split-K reduction that follows a launch
+LAUNCH_OPTIONS = ("num_warps", "num_stages", "maxnreg")
 
-# how the report's rows name the split-K reduction, which serves fprop and dgrad alike
-SPLIT_REDUCE_DIRECTION = "split_reduce"
-SPLIT_REDUCE_FAMILY = "split_k"
-
-_TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32",
-                 torch.float64: "fp64"}
-
-# The launcher reports these in its meta dict, but they are launch options, not constexprs.
-_LAUNCH_OPTIONS = ("num_warps", "num_stages", "maxnreg")
-
-ROW_FIELDS = ("kernel", "direction", "family", "dtype", "block_m", "block_n", "block_k",
+ROW_FIELDS = ("case", "pass", "layout", "kernel", "direction", "family", "dtype", "tile",
               "num_warps", "num_stages", "flags", "arch", "registers", "stack", "shared",
-              "tensor_cores", "global_loads", "load_bytes", "occupancy_warps",
-              "occupancy_limit", "compile_s", "error")
+              "tensor_cores", "global_loads", "load_bytes", "compile_s", "error")
 
-
-@dataclass(frozen=True)
-class SmLimits:
-    """Per-SM resources that bound occupancy (CUDA C Programming Guide, compute capabilities)."""
-    registers: int = 65536
-    max_warps: int = 64
-    max_blocks: int = 32
-    reg_granularity: int = 256      # registers are allocated per warp in units of 256
-    smem_per_sm: int = 0
-    smem_per_block: int = 0         # the most one block may use (static + dynamic)
-    smem_reserved: int = 1024       # the driver keeps 1 KB per resident block (sm_80 and newer)
-    smem_granularity: int = 128
-
-
-SM_LIMITS = {
-    80: SmLimits(smem_per_sm=164 * 1024, smem_per_block=163 * 1024),
-    90: SmLimits(smem_per_sm=228 * 1024, smem_per_block=227 * 1024),
-}
+_POINTER = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32",
+            torch.float64: "fp64", torch.int32: "i32", torch.int64: "i64", torch.int8: "i8",
+            torch.uint8: "u8", torch.bool: "i1"}
 
 
 @dataclass
 class KernelVariant:
-    """One compilation: a kernel with its argument types, constexprs and launch options.
-
-    Holds the kernel by name so that a variant pickles into a worker process.
-    """
+    """One compilation: a kernel by name (so that it pickles into a worker), its argument
+    types, constexprs, the arguments marked divisible by 16, launch options, and a label."""
     kernel_name: str
-    direction: str
-    family: str
-    dtype: torch.dtype
-    config: TileConfig
-    signature: dict = field(repr=False)   # {arg_name: "*fp16" | "i32" | "i64" | "constexpr"}
-    constexprs: dict = field(repr=False)  # {constexpr_name: value}
-    # arguments a launch marks divisible by 16 (tt.divisibility): see variant_of_launch
-    divisible_16: tuple = field(default=(), repr=False)
+    signature: dict = field(repr=False)     # {name: "*fp16" | "i32" | "i64" | "constexpr"}
+    constexprs: dict = field(repr=False)
+    divisible_16: tuple = field(repr=False)
+    options: dict = field(repr=False)       # num_warps, num_stages, maxnreg
+    label: dict = field(default_factory=dict)  # direction, family, dtype, case, pass, layout
 
     @property
     def kernel(self):
+        from fastconv import kernels
         return getattr(kernels, self.kernel_name)
-
-    @property
-    def num_warps(self) -> int:
-        return self.config.num_warps
-
-    @property
-    def num_stages(self) -> int:
-        return self.config.num_stages
-
-    @property
-    def flags(self) -> dict:
-        """The boolean constexprs (everything but the tile sizes)."""
-        return {k: v for k, v in self.constexprs.items() if isinstance(v, bool)}
 
     def key(self) -> tuple:
         """Everything that makes two variants compile to different code (hashable)."""
-        return (self.kernel_name, str(self.dtype), self.config,
-                tuple(self.signature.items()), tuple(self.constexprs.items()),
-                tuple(sorted(self.divisible_16)))
+        return (self.kernel_name, tuple(self.signature.items()),
+                tuple(self.constexprs.items()), self.divisible_16,
+                tuple(sorted(self.options.items())))
 
     def describe(self) -> dict:
-        """The columns of a report row that identify this variant."""
-        cfg = self.config
-        return {
-            "kernel": self.kernel_name, "direction": self.direction, "family": self.family,
-            "dtype": str(self.dtype).replace("torch.", ""),
-            "block_m": cfg.block_m, "block_n": cfg.block_n, "block_k": cfg.block_k,
-            "num_warps": cfg.num_warps, "num_stages": cfg.num_stages,
-            "flags": " ".join(f"{k}={int(v)}" for k, v in self.flags.items()),
-        }
+        """The columns of a report row that say what was compiled."""
+        blocks = [str(v) for k, v in self.constexprs.items() if k.startswith("BLOCK_")]
+        flags = " ".join(f"{k}={int(v)}" for k, v in self.constexprs.items()
+                         if isinstance(v, bool))
+        return dict(self.label, kernel=self.kernel_name, tile="x".join(blocks),
+                    num_warps=self.options["num_warps"], num_stages=self.options["num_stages"],
+                    flags=flags)
 
 
-# --------------------------------------------------------------------------------------------
-# Enumerating what the dispatcher can launch
-# --------------------------------------------------------------------------------------------
-
-def _constexpr_names(kernel) -> list:
-    """Names of the kernel's ``tl.constexpr`` parameters, in declaration order.
-
-    Read from the annotations of the Python function, which both a JITFunction and the
-    interpreter's InterpretedFunction wrap, so that the variants can also be listed from an
-    interpreting process (the tests do).
-    """
-    params = inspect.signature(kernel.fn).parameters
-    names = []
-    for name in kernel.arg_names:
-        ann = params[name].annotation
-        if ann is triton.language.constexpr or (isinstance(ann, str) and "constexpr" in ann):
-            names.append(name)
-    return names
+def _arg_type(value) -> Tuple[str, bool]:
+    """(Triton type, divisible by 16) of a runtime argument, as Triton's JIT specialises it:
+    a tensor is a pointer to its dtype (aligned when its address is a multiple of 16, as a
+    meta tensor's 0 is), an integer i32 or, from 2**31, i64 (divisible when a multiple of 16),
+    a bool u1, a float fp32, a TMA descriptor ``tensordesc<dtype[block]>``."""
+    if isinstance(value, torch.Tensor):
+        return "*" + _POINTER[value.dtype], value.data_ptr() % 16 == 0
+    if isinstance(value, bool):
+        return "u1", False
+    if isinstance(value, int):
+        return ("i32" if -2**31 <= value < 2**31 else "i64"), value % 16 == 0
+    if isinstance(value, float):
+        return "fp32", False
+    if hasattr(value, "base") and hasattr(value, "block_shape"):  # a host TensorDescriptor
+        return f"tensordesc<{_POINTER[value.base.dtype]}{list(value.block_shape)}>", False
+    raise TypeError(f"no Triton type for a launch argument of type {type(value).__name__}")
 
 
-def _signature(kernel, dtype: torch.dtype, index_64: bool, part_is_output: bool = False) -> dict:
-    """Triton argument types, as the launch in ``fastconv.conv.launch`` passes them.
-
-    Tensors are of the problem's dtype, except the split-K workspace ``part_ptr``, which the
-    launcher allocates in the accumulator dtype (an unsplit fprop or dgrad, ``part_is_output``,
-    passes its output there instead, never touched). Integer arguments are all widened together
-    with INDEX_64 (a real launch would only widen those >= 2**31; this is the worst case).
-    """
-    constexprs = set(_constexpr_names(kernel))
-    acc = "*fp64" if dtype == torch.float64 else "*fp32"
-    sig = {}
-    for name in kernel.arg_names:
-        if name in constexprs:
-            sig[name] = "constexpr"
-        elif name == "part_ptr" and not part_is_output:
-            sig[name] = acc
-        elif name.endswith("_ptr"):
-            sig[name] = "*" + _TRITON_DTYPE[dtype]
+def variant_of_launch(launch, **label) -> KernelVariant:
+    """The variant a launch compiles, read from its arguments by name: tensors are pointers
+    of their dtype, integers i32/i64 by value; an integer equal to 1 becomes a constant and
+    integers and pointers divisible by 16 are marked so (Triton's specialisation, which is what
+    lets it prove contiguous, aligned loads); the constexprs and launch options are the launch's
+    meta. ``launch`` is a ``fastconv.ops.launch_cache.KernelLaunch`` (meta tensors will do);
+    ``label`` names it in the report (direction, family, dtype, ...)."""
+    signature, constexprs, divisible = {}, {}, []
+    runtime = dict(zip(_runtime_names(launch), launch.args))
+    arguments = launch.arguments
+    kernel = launch.kernel
+    for name in inspect.signature(kernel.fn).parameters:  # declaration order
+        value = arguments[name]
+        if name not in runtime or value is None:
+            signature[name], constexprs[name] = "constexpr", value
+        elif isinstance(value, int) and not isinstance(value, bool) and value == 1:
+            signature[name], constexprs[name] = "constexpr", 1
         else:
-            sig[name] = "i64" if index_64 else "i32"
-    return sig
+            signature[name], aligned = _arg_type(value)
+            if aligned:
+                divisible.append(name)
+    options = {k: launch.meta[k] for k in LAUNCH_OPTIONS if k in launch.meta}
+    options.setdefault("num_warps", 4)
+    options.setdefault("num_stages", 3)
+    label = {k: str(v).replace("torch.", "") for k, v in label.items()}
+    return KernelVariant(kernel.fn.__name__, signature, constexprs, tuple(divisible), options, label)
 
 
-def _launcher_meta(direction: str, family: str, dtype: torch.dtype, config: TileConfig,
-                   index_64: bool, allow_tf32: bool, split: int = 1) -> dict:
-    """The meta dict the real launcher builds for this plan (constexprs and launch options).
+def _runtime_names(launch) -> list:
+    """The names of ``launch.args`` (the kernel's non-constexpr parameters), in order."""
+    return [name for name in launch.arguments if name not in launch.meta][:len(launch.args)]
 
-    Asking ``conv2d_launch._meta`` keeps the TileConfig -> BLOCK_* mapping and the dtype flags
-    (INDEX_64 and SPLIT_K from the plan included) in one place. It reads
-    ``torch.backends.cudnn.allow_tf32`` the way a launch does, so both values are tried here.
-    """
+
+# --------------------------------------------------------------------------------------------
+# What to compile: every config the plan may pick, or the launches of the benchmark cases
+# --------------------------------------------------------------------------------------------
+
+def _meta(shape, dtype, channels_last=True) -> torch.Tensor:
+    fmt = torch.channels_last if channels_last and len(shape) == 4 else torch.contiguous_format
+    return torch.empty(shape, dtype=dtype, device="meta", memory_format=fmt)
+
+
+# a channels_last problem of each family: (N, C, H, W, K, R, S, padding, groups)
+_FAMILY_PROBLEM = {"implicit_gemm": (2, 64, 12, 12, 64, 3, 3, 1, 1),
+                   "gemm_1x1": (2, 64, 12, 12, 64, 1, 1, 0, 1),
+                   "direct": (2, 64, 12, 12, 64, 3, 3, 1, 64)}
+
+
+def _plan_launches(direction, family, dtype, config, index_64, split, has_bias) -> list:
+    """The launches ``fastconv.conv.launch`` describes for a plan of this config on the
+    family's problem (``_FAMILY_PROBLEM``), the split-K reduction included."""
+    from fastconv.conv import launch as L
+    from fastconv.conv.plan import KERNELS, Plan
+
+    n, c, h, w, k, r, s, pad, groups = _FAMILY_PROBLEM[family]
+    conv = ((1, 1), (pad, pad), (1, 1))
+    x, wt = _meta((n, c, h, w), dtype), _meta((k, c // groups, r, s), dtype)
+    y = _meta((n, k, h + 2 * pad - r + 1, w + 2 * pad - s + 1), dtype)
     plan = Plan(direction, family, KERNELS[(direction, family)], config, split,
                 "compile report", index_64)
-    saved = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = allow_tf32
-    try:
-        return conv2d_launch._meta(plan, dtype)
-    finally:
-        torch.backends.cudnn.allow_tf32 = saved
-
-
-def variants_for(direction: str, family: str, dtype: torch.dtype, config: TileConfig,
-                 index_64_values=(False, True)) -> Iterator[KernelVariant]:
-    """Every flag combination a GPU launch of one (direction, family, dtype, config) can use.
-
-    Also usable with a TileConfig that is not (yet) in ``fastconv.kernels.configs``, to try an
-    alternative before proposing it.
-
-    Args:
-        index_64_values: the INDEX_64 values (64-bit offsets) to build.
-    """
-    kernel = KERNELS[(direction, family)]
-    name = kernel.fn.__name__
-    expected = set(_constexpr_names(kernel))
-    # fprop and dgrad GEMMs may split their reduction (any config: the plan splits after
-    # choosing the tile); a split launch leaves the bias to the reduction, so HAS_BIAS is False
-    splits = (1, 2) if "SPLIT_K" in expected else (1,)
-    seen = []
-    for split in splits:
-        biases = ((False, True) if split == 1 else (False,)) if "HAS_BIAS" in expected \
-            else (None,)
-        for index_64 in index_64_values:
-            for allow_tf32 in (False, True):
-                base = _launcher_meta(direction, family, dtype, config, index_64, allow_tf32,
-                                      split)
-                # DOT_IN_FP32 works around an interpreter bug; the launcher sets it only when
-                # this process interprets, which says nothing about a GPU launch.
-                if "DOT_IN_FP32" in base:
-                    base["DOT_IN_FP32"] = False
-                # conv2d_fprop adds HAS_BIAS after _meta; mirror it for the kernels that take it
-                for has_bias in biases:
-                    meta = dict(base)
-                    if has_bias is not None:
-                        meta["HAS_BIAS"] = has_bias
-                    constexprs = {k: v for k, v in meta.items() if k not in _LAUNCH_OPTIONS}
-                    if set(constexprs) != expected:
-                        raise ValueError(
-                            f"{name}: the launcher passes constexprs {sorted(constexprs)} but "
-                            f"the kernel declares {sorted(expected)}; a launch would fail")
-                    # kernel declaration order, so rows and flag strings read like the signature
-                    constexprs = {k: constexprs[k] for k in _constexpr_names(kernel)}
-                    if constexprs in seen:  # ALLOW_TF32 only matters for float32 GEMMs
-                        continue
-                    seen.append(constexprs)
-                    yield KernelVariant(name, direction, family, dtype, config,
-                                        _signature(kernel, dtype, index_64,
-                                                   part_is_output="SPLIT_K" in expected
-                                                   and split == 1),
-                                        constexprs)
+    if direction == "fprop":
+        pb = L.conv_problem(x.shape, wt.shape, y.shape, groups, dtype, *conv)
+        bias = torch.empty(k, dtype=dtype, device="meta") if has_bias else None
+        return L.fprop_launch(plan, pb, x, wt, bias, y, *conv, groups).chain()
+    pb = L.conv_problem(x.shape, wt.shape, y.shape, groups, dtype, *conv)
+    if direction == "dgrad":
+        return L.dgrad_launch(plan, pb, y, wt, x, *conv, groups).chain()
+    return L.wgrad_launch(plan, pb, x, y, wt.shape, *conv, groups)[0].chain()
 
 
 def conv_variants() -> Iterator[KernelVariant]:
-    """Every convolution variant ``plan_conv2d`` can choose on a GPU: all configs, dtypes and
-    flag values.
+    """Every config of ``plan.CONFIG_TABLES`` (the tables the plan picks from, so none can be
+    missed) at every dtype and offset width it is launched with: unsplit with a bias, and split
+    in two where the family splits (then followed by the split-K reduction)."""
+    from fastconv.conv.plan import CONFIG_TABLES, KERNELS, dtype_class
 
-    The plan takes the first config of its list that the problem fills and the last one
-    otherwise, so every entry of the tables in ``plan.CONFIG_TABLES`` is reachable; those
-    tables are the ones the plan reads, so the report cannot miss one.
-    """
     for (direction, family) in KERNELS:
+        splits = (1, 2) if family == "direct" and direction == "wgrad" or \
+            family != "direct" and direction != "wgrad" else (1,)
         for dtype in DTYPES:
             for table, index_64_values in CONFIG_TABLES[family]:
                 for config in table[direction][dtype_class(dtype)]:
-                    yield from variants_for(direction, family, dtype, config, index_64_values)
-
-
-def split_reduce_variants() -> Iterator[KernelVariant]:
-    """Every variant of the split-K reduction a GPU launch can use: its one config, every
-    dtype, 32- and 64-bit offsets, with and without a bias (the other epilogue switches are
-    runtime values)."""
-    from fastconv.kernels.configs import SPLIT_REDUCE_CONFIG
-
-    kernel = kernels.conv2d_split_reduce_kernel
-    name = kernel.fn.__name__
-    declared = _constexpr_names(kernel)
-    for dtype in DTYPES:
-        for index_64 in (False, True):
-            for has_bias in (False, True):
-                meta = conv2d_launch._reduce_meta(SPLIT_REDUCE_CONFIG, has_bias, index_64)
-                constexprs = {k: v for k, v in meta.items() if k not in _LAUNCH_OPTIONS}
-                if set(constexprs) != set(declared):
-                    raise ValueError(
-                        f"{name}: the launcher passes constexprs {sorted(constexprs)} but the "
-                        f"kernel declares {sorted(declared)}; a launch would fail")
-                yield KernelVariant(name, SPLIT_REDUCE_DIRECTION, SPLIT_REDUCE_FAMILY, dtype,
-                                    SPLIT_REDUCE_CONFIG, _signature(kernel, dtype, index_64),
-                                    {k: constexprs[k] for k in declared})
-
-
-# (kernel, direction, ROI_CONFIGS entry): what ``fastconv.roi.launch`` launches
-_ROI_KERNELS = (
-    (kernels.roi_align_fwd_kernel, "forward", "tile"),
-    (kernels.roi_align_bwd_kernel, "backward", "tile"),
-    (kernels.roi_align_bwd_ordered_kernel, "backward_ordered", "ordered"),
-    (kernels.roi_pool_fwd_kernel, "forward", "tile"),
-    (kernels.roi_pool_bwd_kernel, "backward", "tile"),
-    (kernels.roi_pool_bwd_ordered_kernel, "backward_ordered", "ordered"),
-)
-
-
-def _roi_signature(kernel, dtype: torch.dtype, index_64: bool) -> dict:
-    """Argument types as ``roi_launch`` passes them: the gradient buffer ``dx_ptr`` and the
-    spatial scale in the compute type (float32, float64 for float64), argmax as int32."""
-    sig = _signature(kernel, dtype, index_64)
-    compute = "*fp64" if dtype == torch.float64 else "*fp32"
-    for name in sig:
-        if name == "scale_ptr" or (name == "dx_ptr" and "_bwd" in kernel.fn.__name__):
-            sig[name] = compute
-        elif name == "argmax_ptr":
-            sig[name] = "*i32"
-    return sig
+                    for index_64 in index_64_values:
+                        for split in splits:
+                            launches = _plan_launches(direction, family, dtype, config,
+                                                      index_64, split, has_bias=split == 1)
+                            for i, one in enumerate(launches):
+                                yield variant_of_launch(
+                                    one, direction=direction if i == 0 else SPLIT_REDUCE,
+                                    family=family, dtype=dtype)
 
 
 def roi_variants() -> Iterator[KernelVariant]:
-    """Every RoIAlign / RoIPool variant a GPU launch can use: each kernel with each tile of
-    ``ROI_CONFIGS`` it may get, every dtype, 32- and 64-bit offsets, aligned or not."""
-    from fastconv.kernels.configs import ROI_CONFIGS
-    from fastconv.roi import launch as roi_launch
+    """Every RoI launch the RoI ops describe, over every tile of ``ROI_CONFIGS`` (7x7 bins
+    take the big tile, 2x2 the small one), dtype, offset width (an input of 2**31 elements)
+    and RoIAlign's ``aligned``; the adaptive forward's split-K reduction included."""
+    from fastconv.roi import launch as L
 
-    for kernel, direction, table in _ROI_KERNELS:
-        name = kernel.fn.__name__
-        family = name.split("_")[0] + "_" + name.split("_")[1]  # roi_align / roi_pool
-        declared = _constexpr_names(kernel)
-        for dtype in DTYPES:
-            for config in ROI_CONFIGS[table]:
-                for index_64 in (False, True):
-                    meta = roi_launch._meta(config, dtype, index_64, ordered=table == "ordered",
-                                            vec=1 if "VEC" in declared else None)
-                    for aligned in ((False, True) if "ALIGNED" in declared else (None,)):
-                        if aligned is not None:
-                            meta["ALIGNED"] = aligned
-                        constexprs = {k: meta[k] for k in declared}
-                        if set(meta) - set(_LAUNCH_OPTIONS) != set(declared):
-                            raise ValueError(
-                                f"{name}: the launcher passes constexprs "
-                                f"{sorted(set(meta) - set(_LAUNCH_OPTIONS))} but the kernel "
-                                f"declares {sorted(declared)}; a launch would fail")
-                        yield KernelVariant(name, direction, family, dtype, config,
-                                            _roi_signature(kernel, dtype, index_64), constexprs)
-
-
-def kernel_variants() -> Iterator[KernelVariant]:
-    """Every kernel variant fastconv can launch on a GPU: convolutions, the split-K reduction,
-    then RoI ops."""
-    yield from conv_variants()
-    yield from split_reduce_variants()
-    yield from roi_variants()
+    for dtype in DTYPES:
+        for big in (False, True):
+            x = _meta((1, 64, 8192, 4096) if big else (2, 64, 32, 32), dtype)
+            rois = torch.empty((16, 5), dtype=dtype, device="meta")
+            for bins in ((7, 7), (2, 2)):
+                y = torch.empty((16, 64, *bins), dtype=dtype, device="meta")
+                argmax = torch.empty(y.shape, dtype=torch.int32, device="meta")
+                launches = [("forward", "roi_pool", L.roi_pool_forward_launch(
+                    x, rois, 0.25, y, argmax))]
+                for ordered in (False, True):
+                    dx = L.gradient_buffer(x.shape, y, True)
+                    direction = "backward_ordered" if ordered else "backward"
+                    launches.append((direction, "roi_pool", L.roi_pool_backward_launch(
+                        y, rois, argmax, dx, ordered)))
+                    for aligned in (False, True):
+                        launches.append((direction, "roi_align", L.roi_align_backward_launch(
+                            y, rois, 0.25, 0, aligned, dx, ordered)))
+                for aligned in (False, True):
+                    launches.append(("forward", "roi_align", L.roi_align_forward_launch(
+                        x, rois, 0.25, *bins, 0, aligned, y)))
+                for direction, family, launch in launches:
+                    for i, one in enumerate(launch.chain()):
+                        yield variant_of_launch(
+                            one, direction=direction if i == 0 else SPLIT_REDUCE,
+                            family=family, dtype=dtype)
 
 
-@functools.lru_cache(maxsize=None)
-def _binder(kernel, arch: int) -> tuple:
-    """(backend, argument binder) of a kernel for ``sm_<arch>``, as a launch builds them."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import make_backend
-    from triton.runtime.jit import create_function_from_signature
+def config_variants(arch="sm_90") -> List[KernelVariant]:
+    """The default report: convolution configs, then RoI tiles, each distinct variant once, as
+    launches planned for ``arch`` describe them."""
+    from fastconv.ops.target import planning_for
 
-    backend = make_backend(GPUTarget("cuda", arch, 32))
-    return backend, create_function_from_signature(kernel.signature, kernel.params, backend)
+    unique = {}
+    with planning_for(f"sm_{_arch_number(arch)}"):
+        for v in (*conv_variants(), *roi_variants()):
+            unique.setdefault(v.key(), v)
+    return list(unique.values())
 
 
-def variant_of_launch(launch, direction: str, family: str, dtype: torch.dtype,
-                      config: TileConfig, arch=90) -> KernelVariant:
-    """The variant a real launch compiles: specialised on its arguments as Triton's JIT does.
+CONV_PASSES = ("fprop", "dgrad", "wgrad")
+ROI_PASSES = ("fwd", "bwd", "bwd_det")
 
-    ``launch`` is a ``fastconv.conv.launch.KernelLaunch`` (kernel, grid, arguments, meta)
-    built from tensors on any device; the meta device will do, its data pointers are 0, as
-    aligned as a fresh CUDA allocation. Triton's own argument binder for the target decides the
-    specialisation (integers equal to 1 become constants, integers divisible by 16 and
-    16-byte-aligned pointers get ``tt.divisibility``, values >= 2**31 widen to i64), so this
-    cannot drift from what a launch compiles. Those are internals of ``triton.runtime.jit``
-    (``create_function_from_signature``, ``JITFunction._pack_args``, triton 3.8).
 
-    Args:
-        launch: the launch to describe.
-        direction, family, config: the plan behind it (for the report's columns).
-        dtype: the problem's dtype.
-        arch: compute capability of the target.
-    """
-    from triton.runtime.jit import JITFunction
+def _conv_case_launches(case: C.ConvCase, pass_: str, dtype, layout: str) -> tuple:
+    """(plan, launches) of one pass of a convolution case: what the seam describes for these
+    tensors, as the ops in ``fastconv.conv.op`` / ``transpose_op`` call it."""
+    from fastconv.conv import launch as L
+    from fastconv.conv.shapes import conv_memory_format, memory_format_of
+    from fastconv.ops.launch_cache import KernelLaunch
 
-    kernel = launch.kernel
-    if not isinstance(kernel, JITFunction):
-        raise RuntimeError("the kernels are interpreted in this process (TRITON_INTERPRET is "
-                           "set): a launch cannot be specialised for a GPU")
-    backend, binder = _binder(kernel, _arch_number(arch))
-    bound, specialization, options = binder(*launch.args, **launch.meta)
-    _, signature, constexprs, attrs = kernel._pack_args(backend, dict(launch.meta), bound,
-                                                        specialization, options)
-    names = kernel.arg_names
-    constexprs = {names[path[0]]: value for path, value in constexprs.items()}
-    divisible = tuple(names[path[0]] for path, values in attrs.items()
-                      if ["tt.divisibility", 16] in values)
-    return KernelVariant(kernel.fn.__name__, direction, family, dtype, config, signature,
-                         constexprs, divisible)
+    conv = (case.stride, case.pads, case.dilation)
+    # conv1d runs on a height-1 view of its input made contiguous, whatever its layout
+    cl = layout == "channels_last" and case.op != "conv1d"
+    x = _meta((case.N, case.C, case.H, case.W), dtype, cl)
+    w = _meta((case.K, case.C // case.groups, 1, case.S) if case.op == "conv1d"
+              else case.weight_shape, dtype, cl)
+    if case.op == "conv_transpose2d":
+        # forward: the dgrad kernel with dy = input; input gradient: fprop of grad_output;
+        # weight gradient: wgrad with x = grad_output, dy = input
+        out = torch.empty((case.N, case.K, *case.output_hw), dtype=dtype, device="meta",
+                          memory_format=conv_memory_format(x, w))
+        dx = torch.empty_like(x, memory_format=conv_memory_format(out, w))
+        described = (L.conv2d_dgrad(x, w, out, *conv, case.groups) if pass_ == "fprop" else
+                     L.conv2d_fprop(out, w, None, dx, *conv, case.groups) if pass_ == "dgrad"
+                     else L.conv2d_wgrad(out, x, w.shape, *conv, case.groups))
+    else:
+        y = torch.empty((case.N, case.K, *case.output_hw), dtype=dtype, device="meta",
+                        memory_format=conv_memory_format(x, w))
+        bias = torch.empty(case.K, dtype=dtype, device="meta") if case.bias else None
+        dx = torch.empty_like(x, memory_format=memory_format_of(y))  # autograd keeps y's
+        described = (L.conv2d_fprop(x, w, bias, y, *conv, case.groups) if pass_ == "fprop" else
+                     L.conv2d_dgrad(y, w, dx, *conv, case.groups) if pass_ == "dgrad" else
+                     L.conv2d_wgrad(x, y, w.shape, *conv, case.groups))
+    plan, launches = described[:2]
+    return plan, [one for one in launches if isinstance(one, KernelLaunch)]
+
+
+def _roi_case_launch(case: C.RoICase, pass_: str, dtype, layout: str):
+    """(direction, launch) of one pass of a RoI case, as ``fastconv.roi``'s ops launch it."""
+    from fastconv.roi import launch as L
+
+    x = _meta(case.input_shape, dtype, layout == "channels_last")
+    rois = torch.empty((case.boxes, 5), dtype=dtype, device="meta")
+    y = torch.empty(case.output_shape, dtype=dtype, device="meta")
+    argmax = torch.empty(case.output_shape, dtype=torch.int32, device="meta")
+    if pass_ == "fwd":
+        if case.op == "roi_align":
+            return "forward", L.roi_align_forward_launch(
+                x, rois, case.spatial_scale, *case.output_size, case.sampling_ratio,
+                case.aligned, y)
+        return "forward", L.roi_pool_forward_launch(x, rois, case.spatial_scale, y, argmax)
+    ordered = pass_ == "bwd_det"
+    dx = L.gradient_buffer(case.input_shape, y, layout == "channels_last")
+    direction = "backward_ordered" if ordered else "backward"
+    if case.op == "roi_align":
+        return direction, L.roi_align_backward_launch(y, rois, case.spatial_scale,
+                                                      case.sampling_ratio, case.aligned, dx,
+                                                      ordered)
+    return direction, L.roi_pool_backward_launch(y, rois, argmax, dx, ordered)
+
+
+def case_launches(case, pass_: str, dtype: torch.dtype, layout: str) -> list:
+    """[(label, KernelLaunch)] of one pass of a benchmark case, in launch order (a split
+    launch is followed by its reduction, labelled ``direction="split_reduce"``), as the plan
+    picks them for the current target (``fastconv.ops.target.planning_for``)."""
+    if isinstance(case, C.RoICase):
+        direction, launch = _roi_case_launch(case, pass_, dtype, layout)
+        family, chain = case.op, launch.chain()
+    else:
+        plan, chain = _conv_case_launches(case, pass_, dtype, layout)
+        direction, family = plan.direction, plan.family  # (the seam lists every launch)
+    label = dict(case=case.name, layout=layout, dtype=dtype, family=family)
+    label["pass"] = pass_
+    return [(dict(label, direction=direction if i == 0 else SPLIT_REDUCE), one)
+            for i, one in enumerate(chain)]
+
+
+def case_variants(case_list, dtypes=C.DTYPES, layouts=C.LAYOUTS,
+                  passes: Optional[Iterable[str]] = None) -> List[KernelVariant]:
+    """Every launch of every (case, dtype, layout, pass), as a variant labelled with them."""
+    out = []
+    for case in case_list:
+        for pass_ in ROI_PASSES if isinstance(case, C.RoICase) else CONV_PASSES:
+            if passes and pass_ not in passes:
+                continue
+            for dtype in dtypes:
+                for layout in layouts:
+                    out += [variant_of_launch(one, **label)
+                            for label, one in case_launches(case, pass_, dtype, layout)]
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,11 +374,10 @@ _CP_ASYNC = re.compile(r"\bcp\.async\.c[ag]\.shared\.global(?:\.[\w:]+)*\s[^;]*?
                        r"\s*(0x[0-9a-f]+|\d+)\s*[,;]", re.IGNORECASE)
 
 
-def _global_loads(ptx: str) -> dict:
-    """Global-memory load instructions in the PTX, by kind: {"tma" | "cp.async" | "ld": sorted
-    widths in bytes, widest first}. ``ld.global.v4.b32`` is 16 bytes, ``ld.global.b16`` 2;
-    cp.async carries its copy size (4, 8 or 16); a TMA copy (``cp.async.bulk.tensor``) moves a
-    whole tile and is listed without a width."""
+def global_loads(ptx: str) -> dict:
+    """Global loads in the PTX by kind: {"tma" | "cp.async" | "ld": widths in bytes, widest
+    first}. ``ld.global.v4.b32`` is 16 bytes; cp.async carries its copy size; a TMA copy
+    (``cp.async.bulk.tensor``) moves a whole tile and is listed without a width."""
     found = {}
     if "cp.async.bulk.tensor" in ptx:
         found["tma"] = []
@@ -454,13 +400,13 @@ def format_loads(loads: dict) -> str:
     return " ".join(k + (":" + "/".join(map(str, v)) if v else "") for k, v in loads.items())
 
 
-def _widest_load(loads: dict) -> int:
+def widest_load(loads: dict) -> int:
     """Bytes of the widest global load (a TMA tile counts as 16, the widest per-thread load)."""
     widths = [w for v in loads.values() for w in v] + ([16] if "tma" in loads else [])
     return max(widths, default=0)
 
 
-def _tensor_core_ops(ptx: str) -> str:
+def tensor_core_ops(ptx: str) -> str:
     """Which tensor-core instructions the PTX uses: "wgmma", "mma", both, or "" for none."""
     found = []
     if "wgmma.mma_async" in ptx:
@@ -470,34 +416,6 @@ def _tensor_core_ops(ptx: str) -> str:
     return "+".join(found)
 
 
-def occupancy(arch: int, registers: int, shared: int, num_warps: int) -> tuple:
-    """Theoretical resident warps per SM, and the resource that limits them.
-
-    blocks = min(max_blocks,
-                 registers_per_sm // (ceil(registers * 32 / 256) * 256 * num_warps),
-                 smem_per_sm // ceil_128(shared + 1 KB reserved),
-                 max_warps // num_warps)
-    warps  = blocks * num_warps            (of 64 on sm_80 / sm_90)
-    with 65536 registers, 64 warps and 32 blocks per SM on both, and 164 KB (sm_80) / 228 KB
-    (sm_90) of shared memory per SM. A block needing more shared memory than the per-block limit
-    (163 KB / 227 KB) cannot launch at all: 0 warps.
-    """
-    lim = SM_LIMITS[arch]
-    if shared > lim.smem_per_block:
-        return 0, "shared"
-    regs_per_warp = math.ceil(max(registers, 1) * 32 / lim.reg_granularity) * lim.reg_granularity
-    smem_per_block = math.ceil((shared + lim.smem_reserved) / lim.smem_granularity) \
-        * lim.smem_granularity
-    limits = {
-        "blocks": lim.max_blocks,
-        "registers": lim.registers // (regs_per_warp * num_warps),
-        "shared": lim.smem_per_sm // smem_per_block,
-        "warps": lim.max_warps // num_warps,
-    }
-    which = min(limits, key=lambda k: limits[k])
-    return limits[which] * num_warps, which
-
-
 def one_line(exc: BaseException, limit: int = 600) -> str:
     """An exception as one line of at most ``limit`` characters: a report row's error."""
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
@@ -505,18 +423,11 @@ def one_line(exc: BaseException, limit: int = 600) -> str:
 
 
 def compile_variant(variant: KernelVariant, arch) -> dict:
-    """Compile one variant for ``sm_<arch>`` and describe the result as a report row.
+    """Compile one variant for ``sm_<arch>`` and describe the result as a row (``ROW_FIELDS``).
 
-    A failure (compile error, ptxas error, missing tool) is recorded in the row's ``error``
-    column instead of raised, so that one bad variant does not hide the others.
-
-    Args:
-        variant: what to compile (see :func:`kernel_variants`).
-        arch: compute capability, e.g. ``90``, ``80`` or ``"sm_90"``.
-
-    Returns:
-        dict with the keys of ``ROW_FIELDS``; ``shared`` is static (cuobjdump) plus dynamic
-        (Triton's allocation) bytes per block, ``stack`` the spill stack in bytes.
+    A failure (compile error, ptxas error, too much shared memory) goes to the row's ``error``
+    instead of being raised, so one bad variant does not hide the others. ``shared`` is static
+    (cuobjdump) plus dynamic (Triton's) bytes per block; ``stack`` the spill stack in bytes.
     """
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -533,25 +444,17 @@ def compile_variant(variant: KernelVariant, arch) -> dict:
                                "set): nothing can be compiled for a GPU")
         attrs = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]]
                  for name in variant.divisible_16}
-        compiled = triton.compile(
-            ASTSource(kernel, variant.signature, variant.constexprs, attrs),
-            target=GPUTarget("cuda", arch, 32),
-            options={"num_warps": variant.num_warps, "num_stages": variant.num_stages,
-                     **({"maxnreg": variant.config.max_registers}
-                        if variant.config.max_registers else {})})
+        compiled = triton.compile(ASTSource(kernel, variant.signature, variant.constexprs, attrs),
+                                  target=GPUTarget("cuda", arch, 32), options=variant.options)
         usage = resource_usage(compiled.asm["cubin"])
-        # Triton's shared memory is dynamic (absent from the cubin); cuobjdump shows the static
-        # part only (e.g. 1 KB on sm_90). A launch needs both.
         shared = usage["SHARED"] + int(compiled.metadata.shared)
-        warps, limit = occupancy(arch, usage["REG"], shared, variant.num_warps)
-        loads = _global_loads(compiled.asm["ptx"])
+        loads = global_loads(compiled.asm["ptx"])
         row.update(registers=usage["REG"], stack=usage["STACK"], shared=shared,
-                   tensor_cores=_tensor_core_ops(compiled.asm["ptx"]),
-                   global_loads=format_loads(loads), load_bytes=_widest_load(loads),
-                   occupancy_warps=warps, occupancy_limit=limit)
-        if warps == 0:
+                   tensor_cores=tensor_core_ops(compiled.asm["ptx"]),
+                   global_loads=format_loads(loads), load_bytes=widest_load(loads))
+        if shared > SMEM_PER_BLOCK[arch]:
             raise RuntimeError(f"needs {shared} bytes of shared memory per block, more than the "
-                               f"{SM_LIMITS[arch].smem_per_block} sm_{arch} allows: cannot launch")
+                               f"{SMEM_PER_BLOCK[arch]} sm_{arch} allows: cannot launch")
     except Exception as exc:  # noqa: BLE001 -- every failure belongs in the report
         row["error"] = one_line(exc)
     row["compile_s"] = round(time.perf_counter() - start, 2)
@@ -568,39 +471,31 @@ def _compile_star(args) -> dict:
 
 def compile_report(arch, jobs: int = 2,
                    variants: Optional[Iterable[KernelVariant]] = None) -> List[dict]:
-    """Compile every variant for one architecture.
-
-    Args:
-        arch: compute capability (``90``, ``80`` or ``"sm_90"``).
-        jobs: worker processes; 1 compiles in this process.
-        variants: what to compile; all of :func:`kernel_variants` by default.
-
-    Returns:
-        one row (see :func:`compile_variant`) per variant, in the order of ``variants``.
-    """
+    """One row per variant (default: :func:`config_variants`) compiled for ``arch``, each
+    distinct compilation done once, with ``jobs`` worker processes (1: in this process)."""
     if INTERPRETING:
         raise RuntimeError("compile_report needs a process without TRITON_INTERPRET; run "
                            "`python -m fastconv.bench.compile_report`, which re-executes itself")
     arch = _arch_number(arch)
-    if arch not in SM_LIMITS:
-        raise ValueError(f"sm_{arch}: occupancy limits known for {sorted(SM_LIMITS)} only")
-    if variants is None:
-        variants = kernel_variants()
-    variants = list(variants)
+    variants = list(config_variants(arch) if variants is None else variants)
+    unique = {}
+    for v in variants:
+        unique.setdefault(v.key(), v)
     if jobs <= 1:
-        return [compile_variant(v, arch) for v in variants]
-    # spawn: a fresh interpreter per worker, not a fork of a process with torch's threads in it
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_compile_star, (v, arch)) for v in variants]
-        rows = []
-        for v, fut in zip(variants, futures):
-            try:
-                rows.append(fut.result())
-            except Exception as exc:  # noqa: BLE001 -- e.g. a worker killed by the OOM killer
-                row = dict.fromkeys(ROW_FIELDS, "")
-                row.update(v.describe(), arch=f"sm_{arch}", error=one_line(exc))
-                rows.append(row)
-    return rows
+        done = {k: compile_variant(v, arch) for k, v in unique.items()}
+    else:
+        # spawn: a fresh interpreter per worker, not a fork of a process with torch's threads
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = {k: pool.submit(_compile_star, (v, arch)) for k, v in unique.items()}
+            done = {}
+            for k, fut in futures.items():
+                try:
+                    done[k] = fut.result()
+                except Exception as exc:  # noqa: BLE001 -- e.g. a worker killed for memory
+                    done[k] = dict(dict.fromkeys(ROW_FIELDS, ""), arch=f"sm_{arch}",
+                                   error=one_line(exc))
+    # the compiled columns of the variant's compilation, the labels of the variant itself
+    return [dict(done[v.key()], **v.describe()) for v in variants]
 
 
 def is_failure(row: dict) -> bool:
@@ -609,44 +504,38 @@ def is_failure(row: dict) -> bool:
 
 
 def write_csv(rows: List[dict], path: str) -> None:
-    """Write the rows with a header of ``ROW_FIELDS``."""
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=ROW_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
 
 
-# the default table's columns (120 terminal columns); --wide adds the rest, the CSV has all
-_WIDE_ONLY = ("flags", "loads (bytes)", "occupancy")
-
-
 def print_table(rows: List[dict], wide: bool = False) -> None:
-    """Print the rows as a rich table, failures in red: within 120 columns unless ``wide``."""
+    """The rows as a table, failures in red; within 120 columns unless ``wide`` (flags and
+    load widths too)."""
     from rich.console import Console
     from rich.table import Table
 
-    arch = rows[0]["arch"] if rows else ""
-    table = Table(title=f"fastconv kernels compiled for {arch}", show_lines=False)
-    columns = [("kernel", "left"), ("dtype", "left"), ("tile MxNxK", "right"),
-               ("warps", "right"), ("stages", "right"), ("flags", "left"), ("regs", "right"),
-               ("stack", "right"), ("smem KB", "right"), ("tensor cores", "left"),
-               ("loads (bytes)", "left"), ("occupancy", "right"), ("error", "left")]
-    keep = [wide or col not in _WIDE_ONLY for col, _ in columns]
-    for (col, justify), shown in zip(columns, keep):
-        if shown:
-            table.add_column(col, justify=justify, overflow="fold")
+    cases = any(r["case"] for r in rows)
+    table = Table(title=f"fastconv launches compiled for {rows[0]['arch'] if rows else ''}")
+    columns = (["case", "pass", "layout"] if cases else []) + \
+        ["kernel", "dtype", "tile", "warps", "stages"] + (["flags"] if wide else []) + \
+        ["regs", "stack", "smem KB", "tensor cores", "load B"] + \
+        (["loads"] if wide else []) + ["error"]
+    for col in columns:
+        table.add_column(col, overflow="fold")
     for r in rows:
-        on = [f.split("=")[0] for f in r["flags"].split() if f.endswith("=1")]
-        tile = f'{r["block_m"]}x{r["block_n"]}' + (f'x{r["block_k"]}' if r["block_k"] else "")
-        occ = f'{r["occupancy_warps"]}/64 ({r["occupancy_limit"]})' \
-            if r["occupancy_warps"] != "" else ""
+        on = " ".join(f.split("=")[0] for f in r["flags"].split() if f.endswith("=1"))
         smem = f'{r["shared"] / 1024:.1f}' if r["shared"] != "" else ""
-        cells = [r["kernel"].replace("_kernel", "").replace("conv2d_", ""), r["dtype"], tile,
-                 str(r["num_warps"]), str(r["num_stages"]), " ".join(on) or "-",
-                 str(r["registers"]), str(r["stack"]), smem, r["tensor_cores"] or "-",
-                 r["global_loads"], occ, r["error"][:120 if wide else 30]]
-        table.add_row(*[c for c, shown in zip(cells, keep) if shown],
-                      style="red" if is_failure(r) else None)
+        cells = dict(case=r["case"], layout=r["layout"],
+                     kernel=r["kernel"].replace("_kernel", "").replace("conv2d_", ""),
+                     dtype=r["dtype"], tile=r["tile"], warps=str(r["num_warps"]),
+                     stages=str(r["num_stages"]), flags=on or "-", regs=str(r["registers"]),
+                     stack=str(r["stack"]), tensor_cores=r["tensor_cores"] or "-",
+                     loads=r["global_loads"], error=r["error"][:120 if wide else 30])
+        cells.update({"pass": r["pass"], "smem KB": smem, "tensor cores": cells["tensor_cores"],
+                      "load B": str(r["load_bytes"])})
+        table.add_row(*(cells[c] for c in columns), style="red" if is_failure(r) else None)
     console = Console()
     if not console.is_terminal:  # piped or captured: the width the table was made for
         console = Console(width=200 if wide else 120)
@@ -654,44 +543,78 @@ def print_table(rows: List[dict], wide: bool = False) -> None:
 
 
 def reexec_without_interpreter(module: str, argv: List[str]) -> int:
-    """Run ``python -m module *argv`` in a child without TRITON_INTERPRET and return its exit
-    status: where the interpreter has already replaced ``@triton.jit``, nothing compiles."""
+    """Run ``python -m module *argv`` without TRITON_INTERPRET; its exit status."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, "-m", module, *argv]
-    return subprocess.run(cmd, env=env).returncode
+    return subprocess.run([sys.executable, "-m", module, *argv], env=env).returncode
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", default="sm_90", choices=ARCHS)
+    parser.add_argument("--csv", help="also write the rows to this CSV file")
+    parser.add_argument("--jobs", type=int, default=2, help="compiler processes (default 2)")
+    parser.add_argument("--wide", action="store_true", help="flags and load widths in the table")
+    parser.add_argument("--table", choices=["rows", "none"], default="rows",
+                        help="print every row (default) or only the summary")
+    parser.add_argument("--no-tf32", action="store_true",
+                        help="float32 as with torch.backends.cudnn.allow_tf32 = False")
+    parser.add_argument("--cases", action="store_true",
+                        help="the launches of the benchmark cases (each pass, dtype and "
+                             "layout) instead of every config; the filters below select them")
+    parser.add_argument("--models", nargs="+", help="model groups to keep (e.g. resnet50 "
+                        "depthwise conv1d conv_transpose2d roi)")
+    parser.add_argument("--ops", nargs="+", help="ops to keep (conv2d conv1d conv_transpose2d "
+                        "roi_align roi_pool)")
+    parser.add_argument("--batches", nargs="+", type=int, help="batch sizes to keep")
+    parser.add_argument("--match", help="keep cases whose name contains this")
+    parser.add_argument("--dtypes", nargs="+", choices=["float16", "bfloat16", "float32"])
+    parser.add_argument("--layouts", nargs="+", choices=list(C.LAYOUTS))
+    parser.add_argument("--passes", nargs="+", choices=CONV_PASSES + ROI_PASSES)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m fastconv.bench.compile_report --arch sm_90 [--csv FILE] [--jobs N]``.
+    """``python -m fastconv.bench.compile_report`` (see :func:`add_arguments`): 0 when every
+    launch compiled without spills, 1 otherwise, 2 when no case matches the filters."""
+    from fastconv.ops.target import planning_for
 
-    Returns:
-        0 when every variant compiled without spills, 1 otherwise.
-    """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="python -m fastconv.bench.compile_report",
-        description="Compile every fastconv kernel variant for a GPU architecture and report "
-                    "registers, spills, shared memory, tensor-core use and occupancy.")
-    parser.add_argument("--arch", default="sm_90", choices=[f"sm_{a}" for a in sorted(SM_LIMITS)])
-    parser.add_argument("--csv", help="also write the rows to this CSV file")
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--wide", action="store_true",
-                        help="every column in the table (flags, load widths, occupancy)")
+        description="Compile fastconv's launches for a GPU architecture (no GPU needed) and "
+                    "report compile errors, registers, spills, tensor cores and load widths.")
+    add_arguments(parser)
     args = parser.parse_args(argv)
     if INTERPRETING:
         # @triton.jit already returned interpreted functions in this process: start afresh
         return reexec_without_interpreter("fastconv.bench.compile_report", argv)
-
     start = time.perf_counter()
-    rows = compile_report(args.arch, jobs=args.jobs)
-    print_table(rows, wide=args.wide)
+    if args.no_tf32:
+        torch.backends.cudnn.allow_tf32 = False  # this process's switch, as a user sets it
+    with planning_for(args.arch):
+        if args.cases:
+            selected = C.select(C.all_cases(), models=args.models, ops=args.ops,
+                                batches=args.batches, match=args.match)
+            if not selected:
+                print("no benchmark case matches the filters", file=sys.stderr)
+                return 2
+            variants = case_variants(
+                selected, tuple(getattr(torch, d) for d in args.dtypes) if args.dtypes
+                else C.DTYPES, tuple(args.layouts or C.LAYOUTS), args.passes)
+        else:
+            variants = config_variants(args.arch)
+    rows = compile_report(args.arch, jobs=args.jobs, variants=variants)
+    if args.table == "rows":
+        print_table(rows, wide=args.wide)
     if args.csv:
         write_csv(rows, args.csv)
-    failures = [r for r in rows if is_failure(r)]
-    print(f"{len(rows)} variants compiled for {args.arch} in {time.perf_counter() - start:.0f} s; "
+    for r in rows:
+        if is_failure(r):
+            print(f'FAILED {r["case"]} {r["pass"]} {r["kernel"]} {r["dtype"]} {r["tile"]}: '
+                  f'{r["error"] or str(r["stack"]) + " bytes of stack"}', file=sys.stderr)
+    print(f"{len(rows)} launches ({len({v.key() for v in variants})} distinct) compiled for "
+          f"{args.arch} in {time.perf_counter() - start:.0f} s; "
           f"{sum(bool(r['error']) for r in rows)} errors, "
           f"{sum(r['stack'] != '' and int(r['stack']) > 0 for r in rows)} with spills")
-    return 1 if failures else 0
+    return 1 if any(is_failure(r) for r in rows) else 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
     fastconv bench --dry-run --match layer1.0        # no GPU needed: tiny shapes, interpreter
 
 Without a CUDA GPU nothing can be timed; the command then shows the static compile report of the
-benchmark cases (:mod:`fastconv.bench.case_report`) instead, unless ``--dry-run`` asks for the
+benchmark cases (``fastconv compile-report --cases``) instead, unless ``--dry-run`` asks for the
 timing path on tiny shapes under Triton's interpreter (how the harness is tested).
 
 The CSV goes to ``benchmarks/results/<gpu>-<date>.csv`` (relative to the working directory)
@@ -205,21 +205,14 @@ def by_group(rows) -> Dict[str, list]:
 # ---------------------------------------------------------------------------- the command
 def _static_report(args) -> int:
     print(NO_GPU_MESSAGE, flush=True)
-    try:
-        from fastconv.bench import case_report
-    except ModuleNotFoundError as exc:
-        if exc.name != "fastconv.bench.case_report":
-            raise
-        print("fastconv.bench.case_report is not part of this installation; the kernels' "
-              "compile report is `fastconv compile-report`.", file=sys.stderr)
-        return 2
-    return case_report.main(static_report_argv(args))
+    from fastconv.bench import compile_report
+    return compile_report.main(static_report_argv(args))
 
 
 def static_report_argv(args) -> List[str]:
     """The static report's arguments: the architecture and the case filters that it shares
     with ``fastconv bench`` (directions have no counterpart: it reports every pass)."""
-    argv = ["--arch", args.arch]
+    argv = ["--arch", args.arch, "--cases"]
     for name in ("models", "ops", "batches", "dtypes", "layouts"):
         values = getattr(args, name)
         if values:
