@@ -153,7 +153,8 @@ def _meta(shape, dtype, channels_last=True) -> torch.Tensor:
 # a channels_last problem of each family: (N, C, H, W, K, R, S, padding, groups)
 _FAMILY_PROBLEM = {"implicit_gemm": (2, 64, 12, 12, 64, 3, 3, 1, 1),
                    "gemm_1x1": (2, 64, 12, 12, 64, 1, 1, 0, 1),
-                   "direct": (2, 64, 12, 12, 64, 3, 3, 1, 64)}
+                   "direct": (2, 64, 12, 12, 64, 3, 3, 1, 64),
+                   "stem": (2, 3, 12, 12, 64, 7, 7, 3, 1)}
 
 
 def _plan_launches(direction, family, dtype, config, index_64, split, has_bias) -> list:

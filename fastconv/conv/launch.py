@@ -5,7 +5,7 @@ outputs. ``conv2d_fprop``, ``conv2d_dgrad`` and ``conv2d_wgrad`` pick the plan (
 GPU) and return the launches as ``KernelLaunch`` descriptions (kernel, grid, arguments,
 meta-parameters), built by the ``*_launch`` functions; the ops record them once per call
 signature (:mod:`fastconv.ops.launch_cache`) and replay them. The same functions work on
-meta-device tensors, so the static per-case report (``fastconv.bench.case_report``) and
+meta-device tensors, so the static compile report (``fastconv.bench.compile_report``) and
 ``explain`` read exactly what would run, without a GPU.
 
 A split-K fprop or dgrad (``Plan.split`` > 1) is two launches: the GEMM, which writes partial
@@ -46,12 +46,11 @@ def _meta(plan: Plan, dtype: torch.dtype) -> dict:
     if cfg.max_registers:  # the register cap the compile report checked the config with
         meta["maxnreg"] = cfg.max_registers
     if plan.family in ("gemm_1x1", "direct"):
-        # channels_last alignment the launch vouches for (channel_vector); 1 promises nothing,
-        # and is what the compile report's unspecialised variants are built with
+        # channels_last alignment the launch vouches for (channel_vector); 1 promises nothing
         meta["VEC"] = 1
     if plan.family == "direct":
-        # the spatial tile's width: the launch sets it from the image (direct_tile); this
-        # default, the squarest tile, is what the compile report's unspecialised variants take
+        # the spatial tile's width: the launch sets it from the image (direct_tile); by
+        # default the squarest tile
         meta["BLOCK_W"] = direct_tile(cfg.block_m, cfg.block_m)[1]
         if plan.direction == "wgrad":  # likewise the taps per program: 3x3's by default
             meta["TAPS"] = 16
