@@ -34,8 +34,7 @@ _C = TileConfig
 # Ordered from the largest tile to the smallest; the plan takes the first that the problem fills
 # and whose grid gives every SM a program (fastconv.conv.plan._gpu_config).
 # max_registers=255 (the hardware limit) where a launch spilled: compiled as launches specialise
-# them (unit strides as constants, sizes divisible by 16; `python -m fastconv.bench.case_report
-# --specialise launch`), some configs spilled 8 to 88 bytes that their generic variants did not,
+# them (unit strides as constants, sizes divisible by 16: `fastconv compile-report`), some configs spilled 8 to 88 bytes that their generic variants did not,
 # because ptxas, left to its own cap, stopped at 80, 96 or 168 registers to keep more blocks
 # resident. Exact float32 (no TF32) still spilled at 255 with block_k 32, hence 16 there.
 #
@@ -154,6 +153,8 @@ SPLIT_REDUCE_CONFIG = _C(32, 64, 0, 4, 1, max_registers=255)
 # own gathered address per element: 64x32 at 4 warps (16 elements per thread) spilled with
 # 64-bit offsets and in float64. At 4 warps ptxas's own register cap (128) still spilled 8 bytes
 # in float64 with 64-bit offsets on sm_80, hence the explicit limit of the small tile.
+# The 64x32 forward at 8 warps, compiled as launches specialise it, spilled 8 bytes in 16-bit
+# (ptxas stopped at 48 registers) and 24 in float64 (at 128) on sm_80: 168 for it too.
 # The ordered backward adds with plain loads and stores; left to itself ptxas held it to
 # 48-64 registers and spilled 8-24 bytes in float64 on sm_80, so it gets 128.
 # Adaptive sampling (sampling_ratio <= 0) samples ceil(roi / bins) rows and columns per bin: the
@@ -163,7 +164,7 @@ SPLIT_REDUCE_CONFIG = _C(32, 64, 0, 4, 1, max_registers=255)
 ROI_ADAPTIVE_SPLIT = 4
 
 ROI_CONFIGS = {
-    "tile": [_C(64, 32, 0, 8, 1), _C(16, 32, 0, 4, 1, max_registers=168)],
+    "tile": [_C(64, 32, 0, 8, 1, max_registers=168), _C(16, 32, 0, 4, 1, max_registers=168)],
     "ordered": [_C(1, 128, 0, 4, 1, max_registers=128)],
 }
 
