@@ -115,7 +115,11 @@ def _reduce_launch(plan: Plan, pb: ConvProblem, part, b, res, y, pre, epilogue: 
 def strides_of(name: str, t: torch.Tensor, axes) -> dict:
     """``t``'s strides as the kernels name them: ``stride_<name><axis>`` for each axis of
     ``axes`` (a string of one-letter axes, or a sequence of names)."""
-    return {f"stride_{name}{a}": s for a, s in zip(axes, t.stride())}
+    return _named_strides(name, t.stride(), axes)
+
+
+def _named_strides(name: str, strides, axes) -> dict:
+    return {f"stride_{name}{a}": s for a, s in zip(axes, strides)}
 
 
 def _conv_args(stride, padding, dilation) -> dict:
@@ -390,8 +394,8 @@ def conv2d_wgrad(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[int],
     step, part = launch(plan)
     if plan.family == "direct":  # the split-K reduction (step.then) writes the gradient
         return plan, step.chain(), part
-    if part.shape[0] == 1:  # unsplit: the launch wrote the gradient itself
-        return plan, [step], part[0]
+    if part.dim() == len(weight_shape):  # unsplit: the launch wrote the gradient itself
+        return plan, [step], part
     return plan, [step], Finish(_sum_partials(x.dtype), part)
 
 
@@ -404,9 +408,9 @@ def _sum_partials(dtype):
 
 def wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation,
                  groups) -> Tuple[KernelLaunch, torch.Tensor]:
-    """The launch of ``plan`` that ``conv2d_wgrad`` starts, and the split-K workspace
-    [split, *weight_shape] it writes its partial sums into (allocated here, like ``x``; in
-    the gradient's dtype when there is one split, which is then the gradient); for the direct
+    """The launch of ``plan`` that ``conv2d_wgrad`` starts, and what it writes (allocated here,
+    like ``x``): the split-K workspace [split, *weight_shape] of partial sums, or unsplit the
+    gradient itself (its store casts to the dtype: no workspace to read back); for the direct
     family, ``direct_wgrad_launch``'s launch and gradient."""
     if plan.family == "direct":
         return direct_wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation)
@@ -415,23 +419,27 @@ def wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation,
     red = pb.N * pb.P * pb.Q
     m_per_split = triton.cdiv(triton.cdiv(red, plan.split), cfg.block_k) * cfg.block_k
     split = max(1, triton.cdiv(red, max(m_per_split, 1)))
-    # unsplit, the launch writes the gradient itself (its store casts to the dtype): no
-    # workspace to read back
-    part = new_output((split, *weight_shape), x, dtype=acc_dtype if split > 1 else x.dtype)
+    if split == 1:
+        part = new_output(weight_shape, x)
+        p_strides = (0, *part.stride())  # one range: its index never moves the pointer
+    else:
+        part = new_output((split, *weight_shape), x, dtype=acc_dtype)
+        p_strides = part.stride()
     meta = _meta(plan, x.dtype)
     grid = (wgrad_tiles(plan.family, pb, cfg), split)
     if plan.family == "gemm_1x1":
         meta["VEC"] = channel_vector(
-            (x, dy, part), (x.stride(1), dy.stride(1), part.stride(2)),
-            (pb.CG, pb.KG, *_pixel_strides(x)[:2], *_pixel_strides(dy)[:2], part.stride(1)))
+            (x, dy, part), (x.stride(1), dy.stride(1), p_strides[2]),
+            (pb.CG, pb.KG, *_pixel_strides(x)[:2], *_pixel_strides(dy)[:2], p_strides[1]))
         return KernelLaunch.from_kwargs(plan.kernel, grid, dict(
             x_ptr=x, dy_ptr=dy, part_ptr=part, N=pb.N, HW=pb.H * pb.W, CG=pb.CG, KG=pb.KG,
             M_PER_SPLIT=m_per_split, **_pixel_strides_of("x", x, "c"),
-            **_pixel_strides_of("dy", dy, "k"), **strides_of("p", part, "tkc"), **meta)), part
+            **_pixel_strides_of("dy", dy, "k"), **_named_strides("p", p_strides, "tkc"),
+            **meta)), part
     return KernelLaunch.from_kwargs(plan.kernel, grid, dict(
         x_ptr=x, dy_ptr=dy, part_ptr=part, **_sizes(pb), M_PER_SPLIT=m_per_split,
         **_conv_args(stride, padding, dilation), **strides_of("x", x, "nchw"),
-        **strides_of("dy", dy, "nkpq"), **strides_of("p", part, "tkcrs"), **meta)), part
+        **strides_of("dy", dy, "nkpq"), **_named_strides("p", p_strides, "tkcrs"), **meta)), part
 
 
 def direct_wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding,

@@ -82,21 +82,29 @@ def call(op, *args):
     with an autograd formula whose differentiable arguments require a gradient, its
     ``torch.autograd.Function`` applied to it (as the op's autograd kernel does). What the
     functional layer and the backward formulas call."""
-    if not straight(*args):
+    if torch.compiler.is_compiling():  # traced: the graph must hold the op itself
+        return op(*args)
+    grad_mode = torch.is_grad_enabled()
+    first_grad = -1  # the first tensor argument that requires a gradient
+    for i, a in enumerate(args):
+        if isinstance(a, torch.Tensor):
+            if type(a) is not torch.Tensor or a.is_meta:
+                return op(*args)
+            if grad_mode and first_grad < 0 and a.requires_grad:
+                first_grad = i
+    if _seen_by_others():
         return op(*args)
     name = op._schema.name
     impl = IMPLEMENTATIONS[name]
-    if torch.is_grad_enabled():
+    if first_grad >= 0:
         formula = AUTOGRAD.get(name)
-        for i, a in enumerate(args):
-            if isinstance(a, torch.Tensor) and a.requires_grad:
-                if formula is None:
-                    # the dispatcher's autograd fallback records that the op has no
-                    # derivative, so a higher-order gradient fails instead of being zero
-                    return op(*args)
-                function, differentiable = formula
-                if i < differentiable:
-                    return function.apply(impl, *args)
+        if formula is None:
+            # the dispatcher's autograd fallback records that the op has no derivative, so a
+            # higher-order gradient fails instead of being zero
+            return op(*args)
+        function, differentiable = formula
+        if first_grad < differentiable:
+            return function.apply(impl, *args)
     return impl(*args)
 
 
@@ -112,7 +120,13 @@ def straight(*args) -> bool:
     for a in args:
         if isinstance(a, torch.Tensor) and (type(a) is not torch.Tensor or a.is_meta):
             return False
-    return not (_C._len_torch_dispatch_stack() or _profiler._is_profiler_enabled or
+    return not _seen_by_others()
+
+
+def _seen_by_others() -> bool:
+    """A dispatch mode, the profiler, autocast or a functorch transform is on: it must see the
+    op through the dispatcher."""
+    return bool(_C._len_torch_dispatch_stack() or _profiler._is_profiler_enabled or
                 not _C._dispatch_tls_is_dispatch_key_excluded(_DK.AutocastCUDA) or
                 not _C._dispatch_tls_is_dispatch_key_excluded(_DK.AutocastCPU) or
                 _C._dispatch_tls_is_dispatch_key_included(_DK.FuncTorchDynamicLayerFrontMode))
