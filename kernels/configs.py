@@ -134,7 +134,10 @@ STEM_CONFIGS = {
         "64": [_C(64, 32, 16, 4, 2), _C(32, 32, 16, 4, 1), *_SMALL["64"]],
     },
 }
-STEM_CONFIGS_INT64 = {"fprop": GEMM_CONFIGS_INT64["fprop"]}
+# with 64-bit offsets the implicit GEMM's tiles; float32's spilled 8 bytes on sm_80 at the 80
+# registers ptxas stopped at on its own (the stem's per-element gather holds more addresses)
+STEM_CONFIGS_INT64 = {"fprop": dict(GEMM_CONFIGS_INT64["fprop"],
+                                    **{"32": [_C(32, 32, 16, 8, 1, max_registers=255)]})}
 
 # The split-K reduction (fastconv.kernels.conv2d_split_reduce): elementwise, memory-bound. 64
 # channels wide for unit-stride channels_last and workspace access; 32 rows keep its grid from
@@ -154,7 +157,8 @@ SPLIT_REDUCE_CONFIG = _C(32, 64, 0, 4, 1, max_registers=255)
 # 64-bit offsets and in float64. At 4 warps ptxas's own register cap (128) still spilled 8 bytes
 # in float64 with 64-bit offsets on sm_80, hence the explicit limit of the small tile.
 # The 64x32 forward at 8 warps, compiled as launches specialise it, spilled 8 bytes in 16-bit
-# (ptxas stopped at 48 registers) and 24 in float64 (at 128) on sm_80: 168 for it too.
+# (ptxas stopped at 48 registers) and 24 in float64 (at 128) on sm_80; its float64 atomic
+# backward spilled 96-216 bytes at 168: it may take all 255 (8 warps x 255 fit one SM).
 # The ordered backward adds with plain loads and stores; left to itself ptxas held it to
 # 48-64 registers and spilled 8-24 bytes in float64 on sm_80, so it gets 128.
 # Adaptive sampling (sampling_ratio <= 0) samples ceil(roi / bins) rows and columns per bin: the
@@ -164,7 +168,7 @@ SPLIT_REDUCE_CONFIG = _C(32, 64, 0, 4, 1, max_registers=255)
 ROI_ADAPTIVE_SPLIT = 4
 
 ROI_CONFIGS = {
-    "tile": [_C(64, 32, 0, 8, 1, max_registers=168), _C(16, 32, 0, 4, 1, max_registers=168)],
+    "tile": [_C(64, 32, 0, 8, 1, max_registers=255), _C(16, 32, 0, 4, 1, max_registers=168)],
     "ordered": [_C(1, 128, 0, 4, 1, max_registers=128)],
 }
 

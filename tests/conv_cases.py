@@ -1,7 +1,7 @@
 """A seeded generator of valid conv2d configurations, awkward on purpose.
 
 Shapes stay tiny (the interpreter costs milliseconds per program step) but cover primes, 1x1
-outputs, batch 1, thin and wide groups, depthwise, 1xk kernels, dilation with stride, kernels
+outputs, batch 1, thin and wide groups, depthwise, few-channel stems, 1xk kernels, dilation with stride, kernels
 that barely fit the padded input, both memory formats, all three dtypes and bias on/off.
 """
 import random
@@ -13,14 +13,16 @@ from helpers import DTYPES
 
 
 def random_case(rng: random.Random) -> Optional[ConvCase]:
-    kind = rng.choice(["dense", "dense", "thin_dense", "grouped", "depthwise", "pointwise",
-                       "pointwise"])
+    kind = rng.choice(["dense", "dense", "thin_dense", "stem", "stem", "grouped", "depthwise",
+                       "depthwise", "pointwise", "pointwise"])
     if kind == "depthwise":
         groups = rng.choice([3, 4, 8, 17])
         cg, kg = 1, rng.choice([1, 1, 2, 3])
     elif kind == "grouped":
         groups = rng.choice([2, 3, 4])
         cg, kg = rng.choice([2, 5, 16, 17, 24]), rng.choice([3, 8, 16, 19])
+    elif kind == "stem":  # an image's few channels, dense: the stem family's
+        groups, cg, kg = 1, rng.choice([1, 3, 3, 4, 8, 12]), rng.choice([8, 16, 24, 33])
     elif kind == "thin_dense":
         groups, cg, kg = 1, rng.choice([1, 2, 3, 7, 15]), rng.choice([4, 16, 21, 33])
     elif kind == "pointwise":
@@ -29,6 +31,8 @@ def random_case(rng: random.Random) -> Optional[ConvCase]:
         groups, cg, kg = 1, rng.choice([16, 17, 31, 32, 48]), rng.choice([5, 16, 23, 32, 64])
     if kind == "pointwise":
         r = s = 1
+    elif kind == "stem":
+        r, s = rng.choice([(3, 3), (5, 5), (7, 7), (2, 5), (3, 1)])
     else:
         r, s = rng.choice([(1, 1), (2, 2), (3, 3), (3, 3), (5, 5), (1, 3), (3, 1), (7, 7), (2, 5)])
     stride = (rng.choice([1, 1, 2, 3]), rng.choice([1, 1, 2, 3]))

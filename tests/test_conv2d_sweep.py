@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import fastconv
 from fastconv.functional.explain import explain
-from fastconv.conv.plan import FAMILIES
+from fastconv.conv.plan import KERNELS
 from conv_cases import sweep
 from helpers import assert_rel_close, aten_forbidden
 
@@ -47,7 +47,7 @@ def test_conv2d_matches_torch(case):
 
 
 def test_sweep_covers_the_families():
-    """The sweep must exercise every kernel family in every direction at least 50 times, each
+    """The sweep must exercise every kernel family in every direction it has at least 50 times, each
     dtype and both layouts (the case list is generated, so check what it generated, through
     the same ``explain`` users call)."""
     seen = {}
@@ -56,9 +56,8 @@ def test_sweep_covers_the_families():
         plans = explain(x, w, c.stride, c.padding, c.dilation, c.groups)
         for plan in (plans.fprop, plans.dgrad, plans.wgrad):
             seen[(plan.direction, plan.family)] = seen.get((plan.direction, plan.family), 0) + 1
-    for direction in ("fprop", "dgrad", "wgrad"):
-        for family in FAMILIES:
-            assert seen.get((direction, family), 0) >= 50, (direction, family, seen)
+    for direction, family in KERNELS:  # every kernel the plan can pick
+        assert seen.get((direction, family), 0) >= 50, (direction, family, seen)
     assert {c.dtype for c in CASES} == {torch.float32, torch.float16, torch.bfloat16}
     assert sum(c.channels_last for c in CASES) >= 50
     assert sum(c.groups > 1 for c in CASES) >= 50

@@ -6,13 +6,16 @@ fastconv's RoI ops themselves are overridden to raise, so validation has to come
 but valid input (a float batch index, an output size given as a list, sampling_ratio 0, a list
 with an empty entry) runs and matches torchvision.
 """
+import contextlib
+
 import numpy as np
 import pytest
 import torch
 import torchvision.ops as tvops
 
 import fastconv.functional as FC
-from helpers import assert_rel_close, aten_forbidden, bad, ints, t
+from fastconv.ops import registry
+from helpers import ATenRan, assert_rel_close, aten_forbidden, bad, ints, t
 
 TV_OPS = ("roi_align", "_roi_align_backward", "roi_pool", "_roi_pool_backward")
 FASTCONV_OPS = ("roi_align", "roi_align_backward", "roi_pool", "roi_pool_backward")
@@ -29,8 +32,22 @@ def _patch_launchers(monkeypatch):
         monkeypatch.setattr(roi_launch, name, launched)
 
 
+@contextlib.contextmanager
 def fastconv_ops_forbidden():
-    return aten_forbidden(ops=FASTCONV_OPS, namespace="fastconv")
+    """fastconv's RoI ops raise while the block runs, whether reached through the dispatcher
+    or directly (``registry.call``, the eager path on plain tensors)."""
+    def raising(name):
+        def fn(*args):
+            raise ATenRan(f"fastconv::{name} ran")
+        return fn
+    saved = dict(registry.IMPLEMENTATIONS)
+    registry.IMPLEMENTATIONS.update({f"fastconv::{n}": raising(n) for n in FASTCONV_OPS})
+    try:
+        with aten_forbidden(ops=FASTCONV_OPS, namespace="fastconv"):
+            yield
+    finally:
+        registry.IMPLEMENTATIONS.clear()
+        registry.IMPLEMENTATIONS.update(saved)
 
 
 @pytest.fixture

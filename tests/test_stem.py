@@ -231,8 +231,8 @@ def _compile(job):
     b = torch.empty(k, dtype=dtype, device="meta") if bias else None
     with planning_for("sm_90"):
         plan, launches = L.conv2d_fprop(x, w, b, y, (stride, stride), (pad, pad), (1, 1), 1)
-    row = CR.compile_variant(CR.variant_of_launch(launches[0], "fprop", plan.family, dtype,
-                                                  plan.config, 90), 90)
+    row = CR.compile_variant(CR.variant_of_launch(launches[0], direction="fprop",
+                                                  family=plan.family, dtype=dtype), 90)
     cfg = plan.config
     return dict(case=name, dtype=dtype_name, layout=layout, bias=bias, family=plan.family,
                 launches=len(launches), kernel=row["kernel"],

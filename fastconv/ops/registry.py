@@ -126,7 +126,7 @@ def straight(*args) -> bool:
 def _seen_by_others() -> bool:
     """A dispatch mode, the profiler, autocast or a functorch transform is on: it must see the
     op through the dispatcher."""
-    return bool(_C._len_torch_dispatch_stack() or _profiler._is_profiler_enabled or
-                not _C._dispatch_tls_is_dispatch_key_excluded(_DK.AutocastCUDA) or
-                not _C._dispatch_tls_is_dispatch_key_excluded(_DK.AutocastCPU) or
-                _C._dispatch_tls_is_dispatch_key_included(_DK.FuncTorchDynamicLayerFrontMode))
+    return (_C._len_torch_dispatch_stack() > 0 or _profiler._is_profiler_enabled or
+            not _C._dispatch_tls_is_dispatch_key_excluded(_DK.AutocastCUDA) or
+            not _C._dispatch_tls_is_dispatch_key_excluded(_DK.AutocastCPU) or
+            _C._dispatch_tls_is_dispatch_key_included(_DK.FuncTorchDynamicLayerFrontMode))
