@@ -25,7 +25,7 @@ __all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "RoIAlign", "RoIPool", "MultiS
 
 # Subpackages beside the op stack, imported on first use: ``fastconv.models.get_model(...)``
 # works after a plain ``import fastconv`` without every import paying for the model zoo.
-_LAZY_SUBMODULES = ("models", "verify", "analysis", "bench")
+_LAZY_SUBMODULES = ("models", "verify", "summary", "bench")
 
 
 def __getattr__(name):

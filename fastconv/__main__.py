@@ -219,7 +219,8 @@ def cmd_summary(args) -> int:
     import torch
     from rich.console import Console
 
-    from fastconv import analysis, models
+    from fastconv import models
+    from fastconv import summary as layer_summary
 
     console = Console(width=None if sys.stdout.isatty() else 140)
     if args.model not in models.list_models():
@@ -237,12 +238,12 @@ def cmd_summary(args) -> int:
             return _usage_error("summary", "--plot", problem)
     with torch.device("meta"):  # shapes only: no weights to initialise
         model = models.get_model(args.model)
-    summary = analysis.summarize(model, size, batch=args.batch, name=args.model,
-                                 inputs=models.example_inputs(args.model, args.batch, size,
-                                                              device="meta"))
-    analysis.print_summary(summary, console)
+    summary = layer_summary.summarize(model, size, batch=args.batch, name=args.model,
+                                      inputs=models.example_inputs(args.model, args.batch,
+                                                                   size, device="meta"))
+    layer_summary.print_summary(summary, console)
     if args.plot:
-        analysis.plot_summary(summary, args.plot)
+        layer_summary.plot_summary(summary, args.plot)
         console.print(f"plot written to {args.plot}")
     return 0
 

@@ -24,9 +24,9 @@ from fastconv.numerics import AGREEMENT, rel_err
 from fastconv.ops import INTERPRETING
 from fastconv.bench.interpreter_speed import whole_model
 
-# Model-level tolerances on the relative error: looser than one op's (DESIGN.md) because the
-# rounding of tens of layers in sequence adds up; TF32 is switched off for float32.
-TOLERANCE = AGREEMENT
+# Model-level tolerances on the relative error (fastconv.numerics.AGREEMENT): looser than one
+# op's (DESIGN.md) because the rounding of tens of layers in sequence adds up; TF32 is switched
+# off for float32.
 
 # What `fastconv verify` checks by default under the interpreter, where the whole zoo takes
 # about 18 minutes on two cores: one small model per family of layers and kernels, with the
@@ -171,7 +171,7 @@ def verify_model(name: str, batch: int, size: Optional[int], dtype: torch.dtype,
         input="x".join(map(str, inputs[0].shape)), dtype=str(dtype).replace("torch.", ""),
         output_err=max(rel_err(o, r) for o, r in zip(outs, ref_outs)),
         input_grad_err=rel_err(dx, ref_dx), param_grad_err=worst, worst_param=worst_param,
-        tolerance=TOLERANCE[dtype], backend=backend_name(device),
+        tolerance=AGREEMENT[dtype], backend=backend_name(device),
         seconds=time.perf_counter() - start)
 
 

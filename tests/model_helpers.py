@@ -5,7 +5,8 @@ import copy
 import torch
 
 from fastconv.bench.interpreter_speed import whole_model
-from fastconv.verify import TOLERANCE, randomize_weights
+from fastconv.numerics import AGREEMENT
+from fastconv.verify import randomize_weights
 from helpers import TOL, aten_forbidden, rel_err
 
 TV_ROI_OPS = ("roi_align", "_roi_align_backward", "roi_pool", "_roi_pool_backward")
@@ -75,7 +76,7 @@ def compare(model, reference, inputs, what, grad_input=True, dtype=torch.float32
     torch32 = None
     # a whole network in float64 accumulates more rounding than one op (TOL's 1e-12): the
     # model-level tolerance of fastconv verify
-    tol = TOLERANCE[torch.float64] if dtype == torch.float64 else TOL[dtype]
+    tol = AGREEMENT[torch.float64] if dtype == torch.float64 else TOL[dtype]
     for key, value in got.items():
         if value is None:
             continue

@@ -1,4 +1,4 @@
-"""fastconv.analysis and ``fastconv summary``: per-layer tables that agree with the published
+"""fastconv.summary and ``fastconv summary``: per-layer tables that agree with the published
 figures of the architectures, end to end through the command."""
 import subprocess
 import sys
@@ -10,7 +10,7 @@ import torch.nn as nn
 import fastconv
 import fastconv.models as M
 from fastconv import __main__ as cli
-from fastconv.analysis import layer_macs, summarize
+from fastconv.summary import layer_macs, summarize
 
 
 def _summary(name, size=None):
@@ -98,7 +98,7 @@ def test_summary_command_input_and_errors(capsys):
 
 def test_summary_plot_draws_every_layer_in_order_with_stages_and_totals(tmp_path):
     pytest.importorskip("matplotlib")
-    from fastconv.analysis import plot_summary
+    from fastconv.summary import plot_summary
     s = _summary("resnet18")
     shown = plot_summary(s, tmp_path / "r18.png")
     assert (tmp_path / "r18.png").read_bytes().startswith(b"\x89PNG")

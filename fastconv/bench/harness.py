@@ -70,14 +70,10 @@ DRY_ROI = dict(N=1, C=8, H=16, W=16, boxes=4)
 DRY_E2E_SIZE = (3, 32, 32)
 
 # Agreement with the baseline, ||fastconv - baseline|| / ||baseline|| over every output and
-# gradient. Both sides round, so these are looser than the per-op tolerances of DESIGN.md
-# (which compare against float64); float32 with TF32 on rounds its operands to 10 bits.
-# (fastconv.numerics holds the bounds; float64 is not a benchmark dtype)
-CHECK_TOL = {d: AGREEMENT[d] for d in (torch.float32, torch.float16, torch.bfloat16)}
-CHECK_TOL_TF32 = AGREEMENT_TF32
-# whole models add up the rounding of tens of layers
-CHECK_TOL_E2E = MODEL_AGREEMENT
-CHECK_TOL_E2E_TF32 = MODEL_AGREEMENT_TF32
+# gradient: fastconv.numerics' AGREEMENT tables (looser than the per-op tolerances, which
+# compare against float64: both sides round here); whole models add up the rounding of tens
+# of layers (MODEL_AGREEMENT). float64 is not a benchmark dtype.
+BENCH_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 _DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
 
@@ -288,7 +284,7 @@ def make_inputs(case: Case, dtype: torch.dtype, layout: str, direction: str,
     Weights are scaled by 1/sqrt(fan-in) so that outputs stay O(1) in float16."""
     if direction not in ("forward", "backward", "both"):
         raise ValueError(f"direction must be 'forward', 'backward' or 'both', got {direction!r}")
-    if dtype not in CHECK_TOL:
+    if dtype not in BENCH_DTYPES:
         raise ValueError(f"dtype must be float16, bfloat16 or float32, got {dtype}")
     device = torch.device(device)
     grad = direction != "forward"
@@ -527,14 +523,15 @@ class E2ECase:
 
 
 def e2e_flops(case: E2ECase, mode: str) -> int:
-    """2 x the model's MACs (fastconv.analysis, on the meta device) for inference; three
+    """2 x the model's MACs (fastconv.summary, on the meta device) for inference; three
     passes' worth (forward, input and weight gradients) for a training step."""
-    from fastconv import analysis, models
+    from fastconv import models
+    from fastconv.summary import summarize
 
     with torch.device("meta"):
         model = models.get_model(case.model)
-    summary = analysis.summarize(model, case.size, batch=case.N)
-    return 2 * summary.total_macs * (3 if mode == "train_step" else 1)
+    macs = summarize(model, case.size, batch=case.N).total_macs
+    return 2 * macs * (3 if mode == "train_step" else 1)
 
 
 def e2e_contenders(case: E2ECase, dtype: torch.dtype, layout: str, mode: str,
@@ -609,7 +606,7 @@ def time_ms(fn: Callable[[], Any], device: Union[str, torch.device], dry: bool =
     return triton.testing.do_bench(fn, warmup=WARMUP_MS, rep=REP_MS, return_mode="median")
 
 
-def rel_err(outs: List[torch.Tensor], refs: List[torch.Tensor]) -> float:
+def worst_rel_err(outs: List[torch.Tensor], refs: List[torch.Tensor]) -> float:
     """The worst ||out - ref|| / ||ref|| over paired tensors, in float64; NaN where a
     non-finite value appears in ``out`` only."""
     worst = 0.0
@@ -625,8 +622,8 @@ def rel_err(outs: List[torch.Tensor], refs: List[torch.Tensor]) -> float:
 def tolerance(dtype: torch.dtype, tf32: bool, e2e: bool = False) -> float:
     """The largest rel_err that still counts as agreement."""
     if dtype == torch.float32 and tf32:
-        return CHECK_TOL_E2E_TF32 if e2e else CHECK_TOL_TF32
-    return (CHECK_TOL_E2E if e2e else CHECK_TOL)[dtype]
+        return MODEL_AGREEMENT_TF32 if e2e else AGREEMENT_TF32
+    return (MODEL_AGREEMENT if e2e else AGREEMENT)[dtype]
 
 
 def measure(case: Union[Case, E2ECase], dtype: torch.dtype, layout: str, direction: str,
@@ -659,7 +656,7 @@ def measure(case: Union[Case, E2ECase], dtype: torch.dtype, layout: str, directi
     if direction not in directions:
         raise ValueError(f"measure(): direction must be one of {directions} for "
                          f"{type(case).__name__}, got {direction!r}")
-    if dtype not in CHECK_TOL:
+    if dtype not in BENCH_DTYPES:
         raise ValueError(f"measure(): dtype must be float16, bfloat16 or float32, got {dtype}")
     if layout not in LAYOUTS:
         raise ValueError(f"measure(): layout must be one of {LAYOUTS}, got {layout!r}")
@@ -690,7 +687,7 @@ def measure(case: Union[Case, E2ECase], dtype: torch.dtype, layout: str, directi
         errs = []
         for b in baselines:
             with b.context():
-                errs.append(rel_err(got, b.first()))
+                errs.append(worst_rel_err(got, b.first()))
         del got
         with fast.context():
             row.fastconv_ms = time_ms(fast.fn, device, dry)

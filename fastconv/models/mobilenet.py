@@ -20,7 +20,7 @@ from torch import Tensor
 
 from fastconv.models._registry import register_model
 from fastconv.nn import Conv2d
-from fastconv.models._init import init_cnn_weights
+from fastconv.models.init_weights import init_cnn_weights
 
 __all__ = ["Conv2dNormActivation", "DepthwiseSeparable", "MobileNetV1", "InvertedResidual",
            "MobileNetV2", "mobilenet_v1", "mobilenet_v2", "make_divisible"]

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from fastconv.models._registry import register_model
 from fastconv.nn import Conv2d
-from fastconv.models._init import init_cnn_weights
+from fastconv.models.init_weights import init_cnn_weights
 
 __all__ = ["channel_shuffle", "ShuffleUnit", "ShuffleNetV1", "InvertedResidual", "ShuffleNetV2",
            "shufflenet_v1_g3", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5",

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from fastconv.models._registry import register_model
 from fastconv.nn import Conv2d, ConvTranspose2d
-from fastconv.models._init import init_cnn_weights
+from fastconv.models.init_weights import init_cnn_weights
 
 __all__ = ["DoubleConv", "Down", "Up", "UNet", "unet"]
 

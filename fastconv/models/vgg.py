@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from fastconv.nn import Conv2d
 from fastconv.models._registry import register_model
-from fastconv.models._init import init_cnn_weights
+from fastconv.models.init_weights import init_cnn_weights
 
 __all__ = ["VGG", "CifarVGG", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn",
            "vgg19", "vgg19_bn", "vgg8_cifar"]
