@@ -161,7 +161,7 @@ def cmd_verify(args) -> int:
               f"{r.seconds:4.0f}s  (elapsed {_duration(elapsed)}{eta})", file=out, flush=True)
 
     results = V.verify(models, batch, args.size, dtype, device,
-                       check_overflow=args.check_overflow, jobs=jobs, on_result=report)
+                       jobs=jobs, on_result=report)
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
     else:
@@ -331,9 +331,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="float32 | float16 | bfloat16 | float64 (default: float32 on a GPU, "
                         "float64 on the CPU)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--check-overflow", action="store_true",
-                   help="under the interpreter, keep its integer-overflow checks on (about "
-                        "twice as slow)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("summary",

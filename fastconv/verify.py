@@ -22,7 +22,7 @@ import fastconv
 import fastconv.models as models
 from fastconv.numerics import AGREEMENT, rel_err
 from fastconv.ops import INTERPRETING
-from fastconv.bench.interpreter_speed import whole_model
+from fastconv.ops.target import larger_interpreter_blocks
 
 # Model-level tolerances on the relative error (fastconv.numerics.AGREEMENT): looser than one
 # op's (DESIGN.md) because the rounding of tens of layers in sequence adds up; TF32 is switched
@@ -131,14 +131,15 @@ def _forward_backward(model: nn.Module, inputs: tuple):
 
 def verify_model(name: str, batch: int, size: Optional[int], dtype: torch.dtype,
                  device: torch.device, step: Optional[Callable[[str], None]] = None,
-                 seed: int = 0, check_overflow: bool = False) -> VerifyResult:
+                 seed: int = 0) -> VerifyResult:
     """Compare ``fastconv.models.get_model(name)`` with its PyTorch reference on one random
     batch (``size`` x ``size`` pixels; None: the model's usual size on a GPU, its smallest on
     the CPU).
 
-    Under the interpreter the model runs in :func:`fastconv.bench.interpreter_speed.whole_model`
-    mode (same results, about four times faster); ``check_overflow=True`` keeps the
-    interpreter's integer-overflow sanitizer on, at twice the time."""
+    Under the interpreter the model runs with blocks up to four times larger than the kernel
+    tests' (:func:`fastconv.ops.target.larger_interpreter_blocks`: fewer, larger programs, the
+    same kernels and results); the interpreter's own checks, its integer-overflow sanitizer
+    included, stay on."""
     step = step or (lambda _: None)
     start = time.perf_counter()
     torch.manual_seed(seed)
@@ -158,7 +159,7 @@ def verify_model(name: str, batch: int, size: Optional[int], dtype: torch.dtype,
         step("reference forward + backward")
         ref_outs, ref_dx = _forward_backward(reference, inputs)
         step("fastconv forward + backward")
-        with whole_model(check_overflow=check_overflow):
+        with larger_interpreter_blocks():
             outs, dx = _forward_backward(candidate, inputs)
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
@@ -176,10 +177,9 @@ def verify_model(name: str, batch: int, size: Optional[int], dtype: torch.dtype,
 
 
 def _verify_in_worker(args) -> VerifyResult:
-    name, batch, size, dtype, check_overflow = args
+    name, batch, size, dtype = args
     torch.set_num_threads(1)  # the interpreter is one Python thread; the others would spin
-    return verify_model(name, batch, size, dtype, torch.device("cpu"),
-                        check_overflow=check_overflow)
+    return verify_model(name, batch, size, dtype, torch.device("cpu"))
 
 
 def default_models(device: torch.device) -> List[str]:
@@ -192,7 +192,7 @@ def default_models(device: torch.device) -> List[str]:
 
 def verify(names: Iterable[str], batch: int, size: Optional[int], dtype: torch.dtype,
            device: torch.device, step: Optional[Callable[[str], None]] = None,
-           check_overflow: bool = False, jobs: int = 1,
+           jobs: int = 1,
            on_result: Optional[Callable[[VerifyResult], None]] = None) -> List[VerifyResult]:
     """:func:`verify_model` for each name; the results in the order of ``names``.
 
@@ -213,8 +213,7 @@ def verify(names: Iterable[str], batch: int, size: Optional[int], dtype: torch.d
         results = []
         for name in names:
             results.append(verify_model(name, batch, size, dtype, device,
-                                        step=lambda what, _n=name: step(f"{_n}: {what}"),
-                                        check_overflow=check_overflow))
+                                        step=lambda what, _n=name: step(f"{_n}: {what}")))
             on_result(results[-1])
         return results
     # spawn: fresh interpreters that inherit TRITON_INTERPRET from this process's environment
@@ -222,7 +221,7 @@ def verify(names: Iterable[str], batch: int, size: Optional[int], dtype: torch.d
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
         # the longest first, so that the last minutes do not leave cores idle
         longest_first = sorted(names, key=lambda n: -REPRESENTATIVE.get(n, 0))
-        futures = {pool.submit(_verify_in_worker, (name, batch, size, dtype, check_overflow)): name
+        futures = {pool.submit(_verify_in_worker, (name, batch, size, dtype)): name
                    for name in longest_first}
         for future in as_completed(futures):
             name = futures[future]

@@ -73,9 +73,9 @@ def kernel_launches(monkeypatch):
 def _language_patched_once_per_launch():
     """Triton 3.8's interpreter re-patches triton.language on every @triton.jit helper call,
     most of a small program's time; patch it once per launch instead (the same computation:
-    see fastconv.bench.interpreter_speed). The overflow sanitizer and the default block sizes
+    see tests/interpreter_speed.py). The overflow sanitizer and the default block sizes
     stay on for the kernel tests."""
-    from fastconv.bench.interpreter_speed import cached_device_calls
+    from interpreter_speed import cached_device_calls
     with cached_device_calls():
         yield
 

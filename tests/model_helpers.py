@@ -4,7 +4,7 @@ import copy
 
 import torch
 
-from fastconv.bench.interpreter_speed import whole_model
+from interpreter_speed import whole_model
 from fastconv.numerics import AGREEMENT
 from fastconv.verify import randomize_weights
 from helpers import TOL, aten_forbidden, rel_err

@@ -26,7 +26,7 @@ import triton.language as tl
 
 import fastconv.functional as FC
 import fastconv.roi.launch as roi_launch
-from fastconv.bench.interpreter_speed import whole_model
+from interpreter_speed import whole_model
 from helpers import assert_rel_close, aten_forbidden, interpreter_split_k
 
 TV_OPS = ("roi_align", "_roi_align_backward", "roi_pool", "_roi_pool_backward")

@@ -18,7 +18,7 @@ import torch.multiprocessing as mp  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 import fastconv  # noqa: E402
-from fastconv.bench.interpreter_speed import whole_model  # noqa: E402
+from interpreter_speed import whole_model  # noqa: E402
 from helpers import aten_forbidden  # noqa: E402
 
 WORLD_SIZE = 2

@@ -7,7 +7,7 @@ import torchvision
 import torchvision.ops as tvops
 
 import fastconv
-from fastconv.bench.interpreter_speed import whole_model
+from interpreter_speed import whole_model
 from helpers import aten_forbidden
 
 # small images and few proposals keep the interpreter run short; box_score_thresh=0 keeps the

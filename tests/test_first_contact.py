@@ -84,7 +84,7 @@ def test_interpreter_speedups_step_aside_on_an_unknown_triton(monkeypatch):
 
     from triton.runtime import interpreter
 
-    from fastconv.bench import interpreter_speed
+    import interpreter_speed
     monkeypatch.setattr(interpreter_speed, "_triton_version", lambda: (3, 9))
     monkeypatch.setattr(interpreter_speed._state, "warned", False, raising=False)
     before = interpreter.GridExecutor.__call__, interpreter.InterpretedFunction.__call__

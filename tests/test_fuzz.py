@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 import fastconv
 import fastconv.functional as FC
 from fastconv.conv import launch as conv2d_launch
-from fastconv.bench import interpreter_speed
+import interpreter_speed
 from fastconv.roi import launch as roi_launch
 from helpers import TOL, aten_forbidden, rel_err
 

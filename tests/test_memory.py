@@ -20,7 +20,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastconv.functional as FC
-from fastconv.bench.interpreter_speed import whole_model
+from interpreter_speed import whole_model
 from helpers import aten_forbidden, interpreter_split_k
 
 TV_OPS = ("roi_align", "_roi_align_backward", "roi_pool", "_roi_pool_backward")

@@ -6,7 +6,7 @@ import torch.nn as nn
 import torchvision
 
 import fastconv
-from fastconv.bench.interpreter_speed import whole_model
+from interpreter_speed import whole_model
 from helpers import assert_rel_close, aten_forbidden, rel_err
 
 

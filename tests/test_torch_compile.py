@@ -17,7 +17,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 
 import fastconv.functional as FC
 import fastconv.models as models
-from fastconv.bench.interpreter_speed import whole_model
+from interpreter_speed import whole_model
 from helpers import aten_forbidden
 
 TV_ROI_OPS = ("roi_align", "_roi_align_backward", "roi_pool", "_roi_pool_backward")

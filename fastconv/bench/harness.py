@@ -45,7 +45,7 @@ from fastconv import numerics
 from fastconv.bench.roofline import GpuPeak, gpu_for
 from fastconv.numerics import AGREEMENT, AGREEMENT_TF32, MODEL_AGREEMENT, MODEL_AGREEMENT_TF32
 from fastconv.ops._runtime import INTERPRETING
-from fastconv.bench.interpreter_speed import whole_model
+from fastconv.ops.target import larger_interpreter_blocks
 
 Case = Union[ConvCase, RoICase]
 
@@ -451,9 +451,9 @@ def contenders(case: Case, dtype: torch.dtype, layout: str, direction: str,
         direction: "forward", "backward" or "both".
         device: where the tensors live ("cuda"; "cpu" under the interpreter).
         sets: input sets to rotate through (default :func:`rotation_sets`).
-        dry: dry mode: fastconv runs in the interpreter's whole-model mode
-            (:func:`fastconv.bench.interpreter_speed.whole_model`; the kernel tests keep the
-            default settings, here they would only add time).
+        dry: dry mode: fastconv runs with the interpreter's larger blocks
+            (:func:`fastconv.ops.target.larger_interpreter_blocks`; the kernel tests keep the
+            default blocks, here they would only add time).
         guard: a context factory entered around everything fastconv runs, e.g. one that makes
             ATen's convolution raise, to prove that fastconv's kernels did the work.
 
@@ -464,7 +464,7 @@ def contenders(case: Case, dtype: torch.dtype, layout: str, direction: str,
     """
     sets = sets or rotation_sets(case, dtype, direction, dry)
     inputs = make_inputs(case, dtype, layout, direction, device, sets)
-    fast_context = _stack(guard, whole_model if dry else None)
+    fast_context = _stack(guard, larger_interpreter_blocks if dry else None)
 
     if isinstance(case, RoICase):
         fast_fwd, ref_fwd, ref_name = _roi_forwards(case, inputs, direction)
@@ -555,7 +555,7 @@ def e2e_contenders(case: E2ECase, dtype: torch.dtype, layout: str, mode: str,
     g = torch.Generator().manual_seed(seed)
     inputs = [(_to_layout(torch.randn(case.input_shape, generator=g).to(device, dtype), layout),
                torch.randint(0, 1000, (case.N,), generator=g).to(device)) for _ in range(sets)]
-    fast_context = _stack(guard, whole_model if dry else None)
+    fast_context = _stack(guard, larger_interpreter_blocks if dry else None)
 
     def contender(name, model, context):
         model = model.to(device=device, dtype=dtype, memory_format=fmt)

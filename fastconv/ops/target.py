@@ -7,6 +7,7 @@ names another, which is how ``explain(target=...)``, the host-overhead benchmark
 tests plan for an H100/H200 on any machine.
 """
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -93,3 +94,14 @@ def target_settings() -> tuple:
 def named_target():
     """The target ``planning_for`` set, or None (plans follow the machine)."""
     return _TARGET
+
+
+def larger_interpreter_blocks(scale: int = 4):
+    """Plan for the interpreter target in force (``planning_for``'s, else the interpreter's
+    own) with blocks up to ``scale`` times larger than the kernel tests': fewer, larger
+    programs for whole-model runs under Triton's interpreter (``fastconv verify``, the dry-run
+    benchmark), the same kernels and results. Nothing changes when plans are for a GPU."""
+    target = _TARGET or (TARGETS["interpreter"] if _runtime.INTERPRETING else None)
+    if target is None or not target.interpreter:
+        return contextlib.nullcontext()
+    return planning_for(dataclasses.replace(target, block_scale=scale))

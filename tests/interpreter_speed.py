@@ -9,12 +9,14 @@ network's forward and backward pass, and each has a switch here:
   (Triton 3.8 patches the language for the launch, then again, never restored, for each device
   function call, which is most of a small program's time): :func:`cached_device_calls` patches
   once per launch and module set instead, which is what the repeated patching amounts to;
-* program steps: an interpreter target with a larger ``block_scale`` (``fastconv.ops.target``)
-  lets blocks grow.
+* program steps: an interpreter target with a larger ``block_scale``
+  (:func:`fastconv.ops.target.larger_interpreter_blocks`, which ``fastconv verify`` and the
+  dry-run benchmark use too: it patches nothing) lets blocks grow.
 
-:func:`whole_model` combines them; ``fastconv verify`` and the model tests run under it. The
-kernel tests keep the sanitizer on and the default blocks, since that is where an int32 offset
-bug or a tile-boundary bug would show. Every switch is a no-op on a GPU and where Triton's
+:func:`whole_model` combines them; the model tests run under it. The kernel tests keep the
+sanitizer on and the default blocks, since that is where an int32 offset bug or a
+tile-boundary bug would show. The first two patch Triton's interpreter, so they live here,
+with the tests, not in the library. Every switch is a no-op on a GPU and where Triton's
 interpreter lacks what it changes.
 """
 import contextlib
@@ -22,8 +24,7 @@ import dataclasses
 import inspect
 import threading
 
-from fastconv.ops import _runtime
-from fastconv.ops.target import TARGETS, named_target, planning_for
+from fastconv.ops.target import larger_interpreter_blocks
 
 _state = threading.local()
 
@@ -123,14 +124,6 @@ def cached_device_calls():
 def whole_model(check_overflow: bool = False, block_scale: int = 4):
     """All three switches: the sanitizer as ``check_overflow`` says, device calls cached, blocks
     up to ``block_scale`` times larger. About 4x faster on ResNet-50's forward and backward."""
-    with overflow_checks(check_overflow), cached_device_calls(), _larger_blocks(block_scale):
+    with overflow_checks(check_overflow), cached_device_calls(), \
+            larger_interpreter_blocks(block_scale):
         yield
-
-
-def _larger_blocks(scale: int):
-    """Plan for the interpreter target in force (``planning_for``'s, else the interpreter's own)
-    with blocks up to ``scale`` times larger; nothing to change when plans are for a GPU."""
-    target = named_target() or (TARGETS["interpreter"] if _runtime.INTERPRETING else None)
-    if target is None or not target.interpreter:
-        return contextlib.nullcontext()
-    return planning_for(dataclasses.replace(target, block_scale=scale))
