@@ -477,21 +477,14 @@ def clear_caches() -> None:
 
 
 # ---------------------------------------------------------------------------- signatures
-def tensor_key(t: Optional[torch.Tensor]):
-    """What a launch may depend on of a tensor: shape, strides, dtype, device (-1: the CPU,
-    else the CUDA index) and the alignment of its data pointer (Triton specialises on 16-byte
-    alignment; the channel vector width on alignment up to 16 bytes)."""
-    if t is None:
-        return None
-    return (t.shape, t.stride(), t.dtype, t.get_device(), t.data_ptr() % 16)
-
-
 def signature(op: str, tensors: tuple, args: tuple, settings: tuple = ()) -> tuple:
-    """The cache key of a call: the op, each tensor's ``tensor_key``, the non-tensor
-    arguments, and the process-wide switches its launches depend on: TF32 for convolutions
-    (``torch.backends.cudnn.allow_tf32``, read here at its source), deterministic algorithms,
-    and the family's plan ``settings`` (its target, and for the convolutions the interpreter
-    settings). Written out flat: it runs on every call."""
+    """The cache key of a call: the op; what a launch may depend on of each tensor (shape,
+    strides, dtype, device - -1 for the CPU, else the CUDA index - and the alignment of its
+    data pointer: Triton specialises on 16-byte alignment, the channel vector width on
+    alignment up to 16 bytes); the non-tensor arguments; and the process-wide switches its
+    launches depend on: TF32 for convolutions (``torch.backends.cudnn.allow_tf32``, read here
+    at its source), deterministic algorithms, and the family's plan ``settings`` (its
+    target). Written out flat: it runs on every call."""
     keys, ids = [], []
     for t in tensors:
         if t is None:
