@@ -143,3 +143,35 @@ def interpreter_split_k(split: int, wgrad: int = 1):
     target = dataclasses.replace(TARGETS["interpreter"], split_k=split, wgrad_split_k=wgrad)
     with planning_for(target):
         yield
+
+
+# ---------------------------------------------------------------------------- sm_90 compiles
+# The kernel tests run under Triton's interpreter (conftest.py sets TRITON_INTERPRET), which
+# cannot compile for a GPU; a static check runs its own test file as a script in a process
+# without it, which compiles in spawned workers and prints one JSON row per launch.
+def print_compiled_rows(compile_one, jobs) -> None:
+    """The script's side: ``compile_one(job)`` for each job in two spawned worker processes,
+    each row it returns (a dict, or a list of them) printed as a JSON line."""
+    import json
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as ex:
+        for rows in ex.map(compile_one, jobs):
+            for row in rows if isinstance(rows, list) else [rows]:
+                print(json.dumps(row), flush=True)
+
+
+def compiled_rows(script: str) -> list:
+    """The test's side: run ``script`` (a test file whose ``__main__`` calls
+    ``print_compiled_rows``) without TRITON_INTERPRET and return its rows."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True,
+                          timeout=1800, cwd=os.path.dirname(os.path.dirname(script)))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]

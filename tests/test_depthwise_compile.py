@@ -10,12 +10,9 @@ The kernels are interpreted in the test process (conftest.py sets TRITON_INTERPR
 compiles run in a subprocess without it: this file run as a script prints one JSON row per
 launch. RoIAlign / RoIPool launches have the same check in tests/test_roi_compile.py.
 """
-import json
-import os
-import subprocess
-import sys
-
 import pytest
+
+from helpers import compiled_rows, print_compiled_rows
 
 # (layer, N, C, H, W, kernel, stride, dtypes): MobileNetV2's, an EfficientNet-style 5x5, a
 # ConvNeXt 7x7
@@ -59,22 +56,12 @@ def _jobs():
 
 
 def main():
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as ex:
-        for rows in ex.map(_compile, _jobs()):
-            for row in rows:
-                print(json.dumps(row), flush=True)
+    print_compiled_rows(_compile, _jobs())
 
 
 @pytest.fixture(scope="module")
 def rows():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
-                          timeout=1800, cwd=os.path.dirname(os.path.dirname(__file__)))
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return compiled_rows(__file__)
 
 
 def _label(r):

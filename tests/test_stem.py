@@ -7,11 +7,6 @@ thin-group convolutions stay on the direct kernels. Checked here in Triton's int
 against torch in float64, and compiled for sm_90 (the last test: 0 spills, tensor-core
 instructions for 16-bit).
 """
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,8 +15,8 @@ import fastconv
 import fastconv.functional as FC
 from fastconv.numerics import OP_TOLERANCE
 
-from helpers import (DTYPES, LaunchView, assert_rel_close, aten_forbidden,
-                     interpreter_split_k, rel_err)
+from helpers import (DTYPES, LaunchView, assert_rel_close, aten_forbidden, compiled_rows,
+                     interpreter_split_k, print_compiled_rows, rel_err)
 
 STEM = "conv2d_fprop_stem_kernel"
 
@@ -247,21 +242,12 @@ def _compile_jobs():
 
 
 def main():
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as ex:
-        for row in ex.map(_compile, _compile_jobs()):
-            print(json.dumps(row), flush=True)
+    print_compiled_rows(_compile, _compile_jobs())
 
 
 @pytest.fixture(scope="module")
 def compiled():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
-                          timeout=1800, cwd=os.path.dirname(os.path.dirname(__file__)))
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return compiled_rows(__file__)
 
 
 def test_stem_launches_compile_for_sm_90_on_the_tensor_cores_without_spills(compiled):
