@@ -60,6 +60,17 @@ def _backward(x, rois, pooled, scale, sampling_ratio, aligned):
     return torch.autograd.grad(y, x, grad)[0], grad
 
 
+def _adds_and_per_sample_adds(x, rois, args, atomic_adds):
+    """(atomic adds RoIAlign's backward made, the adds at four per sample), its gradient
+    checked against torchvision's first."""
+    dx, grad = _backward(x, rois, *args)
+    adds = sum(atomic_adds)
+    x_ref = x.detach().requires_grad_()
+    dx_ref = torch.autograd.grad(tvops.roi_align(x_ref, rois, *args), x_ref, grad)[0]
+    assert_rel_close(dx, dx_ref, torch.float32, "gradient")
+    return adds, _per_sample_adds(rois, *x.shape[1:], *args)
+
+
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 def test_small_bins_add_once_per_distinct_pixel(atomic_adds, layout):
     # boxes of 12-40 pixels on a 1/8 feature map: bins of 0.2-0.7 pixels, sampling_ratio 2
@@ -69,13 +80,7 @@ def test_small_bins_add_once_per_distinct_pixel(atomic_adds, layout):
         x = x.to(memory_format=torch.channels_last)
     rois = torch.tensor([[0, 8.0, 8.0, 20.0, 24.0], [0, 30.0, 12.0, 70.0, 40.0],
                          [0, 100.0, 90.0, 125.0, 126.0]])
-    args = ((7, 7), 0.125, 2, True)
-    dx, grad = _backward(x, rois, *args)
-    adds = sum(atomic_adds)
-    before = _per_sample_adds(rois, 4, 16, 16, *args)
-    x_ref = x.detach().requires_grad_()
-    dx_ref = torch.autograd.grad(tvops.roi_align(x_ref, rois, *args), x_ref, grad)[0]
-    assert_rel_close(dx, dx_ref, torch.float32, "gradient")
+    adds, before = _adds_and_per_sample_adds(x, rois, ((7, 7), 0.125, 2, True), atomic_adds)
     # 2x2 samples in a bin under a pixel touch 2x2 (or 3x3) pixels, not 16
     assert adds <= before // 2, f"{adds} adds, {before} with four per sample"
 
@@ -86,11 +91,5 @@ def test_large_bins_add_no_more_than_per_sample(atomic_adds):
     x = torch.randn(1, 2, 64, 64)
     rois = torch.tensor([[0, 2.0, 3.0, 60.0, 50.0], [0, 10.0, 10.0, 19.0, 30.0],
                          [0, -5.0, 40.0, 20.0, 70.0]])
-    args = ((7, 7), 1.0, 2, False)
-    dx, grad = _backward(x, rois, *args)
-    adds = sum(atomic_adds)
-    before = _per_sample_adds(rois, 2, 64, 64, *args)
-    x_ref = x.detach().requires_grad_()
-    dx_ref = torch.autograd.grad(tvops.roi_align(x_ref, rois, *args), x_ref, grad)[0]
-    assert_rel_close(dx, dx_ref, torch.float32, "gradient")
+    adds, before = _adds_and_per_sample_adds(x, rois, ((7, 7), 1.0, 2, False), atomic_adds)
     assert 0 < adds < before, f"{adds} adds, {before} with four per sample"
