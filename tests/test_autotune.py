@@ -2,6 +2,8 @@
 
 Timing needs a GPU; here the selection logic runs with an injected timer.
 """
+import dataclasses
+
 import torch
 
 from fastconv.conv import autotune
@@ -23,13 +25,15 @@ def test_batch_sizes_in_a_bucket_share_a_key():
     assert autotune.tuning_key(plan, _problem(8)) != autotune.tuning_key(plan, _problem(8, torch.bfloat16))
 
 
-def test_candidates_are_the_compiled_table():
+def test_candidates_are_the_plan_and_its_neighbours_in_the_compiled_table():
     pb = _problem(8)
     plan = plan_conv2d("wgrad", pb)
-    options = autotune.candidates(plan, pb, None)
     table = config_table(plan.family, False)["wgrad"]["16"]
-    assert [p.config for p in options] == table
-    assert all(p.split >= 1 for p in options)
+    for at, cfg in enumerate(table):
+        options = autotune.candidates(dataclasses.replace(plan, config=cfg), pb, None)
+        want = [cfg] + table[max(at - 1, 0):at] + table[at + 1:at + 2]
+        assert [p.config for p in options] == want
+        assert 2 <= len(options) <= 3 and all(p.split >= 1 for p in options)
 
 
 def test_tuning_measures_once_per_bucket_and_keeps_the_fastest(monkeypatch):

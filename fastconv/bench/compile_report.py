@@ -34,7 +34,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
-from typing import Iterable, Iterator, List, Optional, Tuple
+from typing import Iterable, Iterator, List, Optional, Tuple, Union
 
 import torch
 import triton
@@ -49,9 +49,10 @@ SMEM_PER_BLOCK = {80: 163 * 1024, 90: 227 * 1024}
 SPLIT_REDUCE = "split_reduce"   # how a row names the split-K reduction that follows a launch
 LAUNCH_OPTIONS = ("num_warps", "num_stages", "maxnreg")
 
-ROW_FIELDS = ("case", "pass", "layout", "kernel", "direction", "family", "dtype", "tile",
-              "num_warps", "num_stages", "flags", "arch", "registers", "stack", "shared",
-              "tensor_cores", "global_loads", "load_bytes", "compile_s", "error")
+ROW_FIELDS = ("case", "pass", "candidate", "layout", "kernel", "direction", "family", "dtype",
+              "tile", "num_warps", "num_stages", "flags", "arch", "registers", "stack", "shared",
+              "tensor_cores", "wgmma_n", "tma_operands", "global_loads", "load_bytes",
+              "compile_s", "error")
 
 _POINTER = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32",
             torch.float64: "fp64", torch.int32: "i32", torch.int64: "i64", torch.int8: "i8",
@@ -250,9 +251,11 @@ CONV_PASSES = ("fprop", "dgrad", "wgrad")
 ROI_PASSES = ("fwd", "bwd", "bwd_det")
 
 
-def _conv_case_launches(case: C.ConvCase, pass_: str, dtype, layout: str) -> tuple:
+def _conv_case_launches(case: C.ConvCase, pass_: str, dtype, layout: str,
+                        plan=None) -> tuple:
     """(plan, launches) of one pass of a convolution case: what the seam describes for these
-    tensors, as the ops in ``fastconv.conv.op`` / ``transpose_op`` call it."""
+    tensors, as the ops in ``fastconv.conv.op`` / ``transpose_op`` call it (``plan``: that
+    plan's launches instead of the one the seam would choose)."""
     from fastconv.conv import launch as L
     from fastconv.conv.shapes import conv_memory_format, memory_format_of
     from fastconv.ops.launch_cache import KernelLaunch
@@ -269,17 +272,21 @@ def _conv_case_launches(case: C.ConvCase, pass_: str, dtype, layout: str) -> tup
         out = torch.empty((case.N, case.K, *case.output_hw), dtype=dtype, device="meta",
                           memory_format=conv_memory_format(x, w))
         dx = torch.empty_like(x, memory_format=conv_memory_format(out, w))
-        described = (L.conv2d_dgrad(x, w, out, *conv, case.groups) if pass_ == "fprop" else
-                     L.conv2d_fprop(out, w, None, dx, *conv, case.groups) if pass_ == "dgrad"
-                     else L.conv2d_wgrad(out, x, w.shape, *conv, case.groups))
+        described = (L.conv2d_dgrad(x, w, out, *conv, case.groups, plan=plan)
+                     if pass_ == "fprop" else
+                     L.conv2d_fprop(out, w, None, dx, *conv, case.groups, plan=plan)
+                     if pass_ == "dgrad" else
+                     L.conv2d_wgrad(out, x, w.shape, *conv, case.groups, plan=plan))
     else:
         y = torch.empty((case.N, case.K, *case.output_hw), dtype=dtype, device="meta",
                         memory_format=conv_memory_format(x, w))
         bias = torch.empty(case.K, dtype=dtype, device="meta") if case.bias else None
         dx = torch.empty_like(x, memory_format=memory_format_of(y))  # autograd keeps y's
-        described = (L.conv2d_fprop(x, w, bias, y, *conv, case.groups) if pass_ == "fprop" else
-                     L.conv2d_dgrad(y, w, dx, *conv, case.groups) if pass_ == "dgrad" else
-                     L.conv2d_wgrad(x, y, w.shape, *conv, case.groups))
+        described = (L.conv2d_fprop(x, w, bias, y, *conv, case.groups, plan=plan)
+                     if pass_ == "fprop" else
+                     L.conv2d_dgrad(y, w, dx, *conv, case.groups, plan=plan)
+                     if pass_ == "dgrad" else
+                     L.conv2d_wgrad(x, y, w.shape, *conv, case.groups, plan=plan))
     plan, launches = described[:2]
     return plan, [one for one in launches if isinstance(one, KernelLaunch)]
 
@@ -336,6 +343,43 @@ def case_variants(case_list, dtypes=C.DTYPES, layouts=C.LAYOUTS,
                 for layout in layouts:
                     out += [variant_of_launch(one, **label)
                             for label, one in case_launches(case, pass_, dtype, layout)]
+    return out
+
+
+def first_call_variants(case_list, dtypes=C.DTYPES, layouts=C.LAYOUTS,
+                        tuned: bool = True) -> List[KernelVariant]:
+    """What the first call of each convolution case compiles, pass by pass: the launches of
+    its plan and, when ``tuned`` (autotuning on a GPU, the default there), those of every
+    candidate the autotuner times (``autotune.candidates``), labelled ``candidate`` (0: the
+    plan's own config). Triton compiles a variant once per process and cache directory, so
+    the distinct variants are what a cold cache compiles."""
+    from fastconv.conv import autotune
+    from fastconv.conv.launch import conv_problem
+
+    out = []
+    for case in case_list:
+        if getattr(case, "op", None) != "conv2d":  # the models' layers
+            continue
+        for pass_ in CONV_PASSES:
+            for dtype in dtypes:
+                for layout in layouts:
+                    label = dict(case=case.name, layout=layout, dtype=dtype)
+                    label["pass"] = pass_
+                    plan, chain = _conv_case_launches(case, pass_, dtype, layout)
+                    options = [plan]
+                    if tuned:
+                        pb = conv_problem((case.N, case.C, case.H, case.W), case.weight_shape,
+                                          (case.N, case.K, *case.output_hw), case.groups,
+                                          dtype, case.stride, case.pads, case.dilation)
+                        options += [p for p in autotune.candidates(plan, pb, None)
+                                    if p.config != plan.config]
+                    for i, option in enumerate(options):
+                        if i:
+                            chain = _conv_case_launches(case, pass_, dtype, layout, option)[1]
+                        out += [variant_of_launch(one, **label, family=option.family,
+                                                  direction=option.direction if j == 0
+                                                  else SPLIT_REDUCE, candidate=i)
+                                for j, one in enumerate(chain)]
     return out
 
 
@@ -417,6 +461,25 @@ def tensor_core_ops(ptx: str) -> str:
     return "+".join(found)
 
 
+_WGMMA_SHAPE = re.compile(r"wgmma\.mma_async\.sync\.aligned\.m\d+n(\d+)k\d+")
+# a TMA copy in Triton's GPU IR names the descriptor argument it reads: %x_desc00[...]
+_TMA_COPY = re.compile(r"async_tma_copy_global_to_local\s+%([A-Za-z_]\w*?)(?:_\d+)?\[")
+
+
+def wgmma_n(ptx: str) -> Union[int, str]:
+    """The smallest N of the PTX's wgmma instructions (``m64n128k16``: 128), "" without any:
+    the width of the accumulator tile each warpgroup's MMA produces at once."""
+    shapes = [int(n) for n in _WGMMA_SHAPE.findall(ptx)]
+    return min(shapes) if shapes else ""
+
+
+def tma_operands(ttgir: str) -> List[str]:
+    """The operands the kernel loads by TMA, by the name of the descriptor argument its
+    copies read, stride-phase digits dropped (``x_desc00``, ``x_desc11`` -> ``x_desc``)."""
+    names = {m.rstrip("0123456789") for m in _TMA_COPY.findall(ttgir)}
+    return sorted(names)
+
+
 def one_line(exc: BaseException, limit: int = 600) -> str:
     """An exception as one line of at most ``limit`` characters: a report row's error."""
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
@@ -452,6 +515,8 @@ def compile_variant(variant: KernelVariant, arch) -> dict:
         loads = global_loads(compiled.asm["ptx"])
         row.update(registers=usage["REG"], stack=usage["STACK"], shared=shared,
                    tensor_cores=tensor_core_ops(compiled.asm["ptx"]),
+                   wgmma_n=wgmma_n(compiled.asm["ptx"]),
+                   tma_operands=" ".join(tma_operands(compiled.asm["ttgir"])),
                    global_loads=format_loads(loads), load_bytes=widest_load(loads))
         if shared > SMEM_PER_BLOCK[arch]:
             raise RuntimeError(f"needs {shared} bytes of shared memory per block, more than the "
@@ -497,6 +562,23 @@ def compile_report(arch, jobs: int = 2,
                                    error=one_line(exc))
     # the compiled columns of the variant's compilation, the labels of the variant itself
     return [dict(done[v.key()], **v.describe()) for v in variants]
+
+
+def first_call_summary(rows: List[dict], variants: List[KernelVariant]) -> str:
+    """How many variants the first call of a layer's pass compiles (its distinct launches,
+    candidates included), and their cold compile time: the largest and the mean over passes,
+    and the whole set's distinct variants (what one process compiles for all the layers)."""
+    passes: dict = {}
+    for row, v in zip(rows, variants):
+        key = (row["case"], row["pass"], row["dtype"], row["layout"])
+        passes.setdefault(key, {})[v.key()] = float(row["compile_s"] or 0)
+    counts = [len(p) for p in passes.values()]
+    seconds = [sum(p.values()) for p in passes.values()]
+    unique = {v.key(): float(r["compile_s"] or 0) for r, v in zip(rows, variants)}
+    return (f"first call of a pass: {max(counts)} variants at most, {sum(counts) / len(counts):.1f}"
+            f" on average, {max(seconds):.1f} s at most and {sum(seconds) / len(seconds):.1f} s on "
+            f"average of cold compiles ({len(passes)} passes); all of them: {len(unique)} "
+            f"distinct variants, {sum(unique.values()):.0f} s of compiles")
 
 
 def is_failure(row: dict) -> bool:
@@ -570,6 +652,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtypes", nargs="+", choices=["float16", "bfloat16", "float32"])
     parser.add_argument("--layouts", nargs="+", choices=list(C.LAYOUTS))
     parser.add_argument("--passes", nargs="+", choices=CONV_PASSES + ROI_PASSES)
+    parser.add_argument("--first-call", choices=["tuned", "untuned"],
+                        help="with --cases: what the first call of each conv2d layer compiles "
+                             "(its plan, and with 'tuned' every autotune candidate), into an "
+                             "empty Triton cache, and how long that takes on this CPU")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -597,9 +683,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             if not selected:
                 print("no benchmark case matches the filters", file=sys.stderr)
                 return 2
-            variants = case_variants(
-                selected, tuple(getattr(torch, d) for d in args.dtypes) if args.dtypes
-                else C.DTYPES, tuple(args.layouts or C.LAYOUTS), args.passes)
+            dtypes = tuple(getattr(torch, d) for d in args.dtypes) if args.dtypes \
+                else C.DTYPES
+            if args.first_call:
+                variants = first_call_variants(selected, dtypes, tuple(args.layouts or
+                                                                       C.LAYOUTS),
+                                               tuned=args.first_call == "tuned")
+                # an empty cache: each variant's compile_s is a cold compile
+                os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="fastconv-first-")
+            else:
+                variants = case_variants(selected, dtypes, tuple(args.layouts or C.LAYOUTS),
+                                         args.passes)
         else:
             variants = config_variants(args.arch)
     rows = compile_report(args.arch, jobs=args.jobs, variants=variants)
@@ -611,6 +705,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if is_failure(r):
             print(f'FAILED {r["case"]} {r["pass"]} {r["kernel"]} {r["dtype"]} {r["tile"]}: '
                   f'{r["error"] or str(r["stack"]) + " bytes of stack"}', file=sys.stderr)
+    if args.first_call:
+        print(first_call_summary(rows, variants))
     print(f"{len(rows)} launches ({len({v.key() for v in variants})} distinct) compiled for "
           f"{args.arch} in {time.perf_counter() - start:.0f} s; "
           f"{sum(bool(r['error']) for r in rows)} errors, "

@@ -42,9 +42,16 @@ def tuning_key(plan: Plan, pb: ConvProblem) -> tuple:
 
 
 def candidates(plan: Plan, pb: ConvProblem, device) -> list:
-    """The plan with each config of its family's table (split-K recomputed per config: each is
-    timed with the split it would run with, its reduction included)."""
-    configs = config_table(plan.family, plan.index_64)[plan.direction][dtype_class(pb.dtype)]
+    """The plan, then its config's neighbours in the family's table (the next larger and the
+    next smaller tile), each with the split-K it would run with (timed with its reduction).
+
+    Not the whole table: the first call of a shape bucket compiles every candidate before it
+    times it (a cold compile is 0.3-3 s each on a CPU), and the plan already took the largest
+    tile whose grid fills the SMs, so the tiles far from it either leave SMs idle or cut the
+    work finer than the one next to it does. Three at most."""
+    table = config_table(plan.family, plan.index_64)[plan.direction][dtype_class(pb.dtype)]
+    at = table.index(plan.config) if plan.config in table else 0
+    configs = [table[at], *table[max(at - 1, 0):at], *table[at + 1:at + 2]]
     out = []
     for cfg in configs:
         split = split_for(plan.direction, plan.family, pb, cfg, device)

@@ -246,13 +246,16 @@ def plan_wgrad(x, dy, weight_shape, groups, stride, padding, dilation) -> Plan:
 def conv2d_fprop(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor], y: torch.Tensor,
                  stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
                  groups: int, *, residual: Optional[torch.Tensor] = None, activation: int = 0,
-                 preact: Optional[torch.Tensor] = None) -> Tuple[Plan, list]:
+                 preact: Optional[torch.Tensor] = None,
+                 plan: Optional[Plan] = None) -> Tuple[Plan, list]:
     """(plan, launches) of y = act(conv2d(x, w) + bias + residual), written into ``y``.
 
     ``preact`` (same shape and strides as ``y``), when given, receives the value before the
-    activation. ``activation`` is a code of ``fastconv.kernels._common`` (0: none).
+    activation. ``activation`` is a code of ``fastconv.kernels._common`` (0: none). ``plan``:
+    launch that plan, untuned, instead of choosing one (the compile report's candidates).
     """
-    plan = plan_fprop(x, w, y, groups, stride, padding, dilation, residual)
+    chosen = plan
+    plan = plan or plan_fprop(x, w, y, groups, stride, padding, dilation, residual)
     if y.numel() == 0:
         return plan, []
     pb = conv_problem(x.shape, w.shape, y.shape, groups, x.dtype, stride, padding, dilation)
@@ -263,7 +266,8 @@ def conv2d_fprop(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor],
                                       residual, activation, preact, config=plan.config)
         return fprop_launch(plan, pb, x, w, bias, y, stride, padding, dilation, groups,
                             residual, activation, preact).chain()
-    plan = autotune.tuned(plan, pb, x.device, lambda p: run_launches(launches(p)))
+    if chosen is None:
+        plan = autotune.tuned(plan, pb, x.device, lambda p: run_launches(launches(p)))
     return plan, launches(plan)
 
 
@@ -323,10 +327,12 @@ def _gemm_1x1_strides(a, y, res) -> dict:
 
 
 def conv2d_dgrad(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor, stride: Sequence[int],
-                 padding: Sequence[int], dilation: Sequence[int],
-                 groups: int) -> Tuple[Plan, list]:
-    """(plan, launches) of dx = d conv2d / d input, written into ``dx``."""
-    plan = plan_dgrad(dy, w, dx, groups, stride, padding, dilation)
+                 padding: Sequence[int], dilation: Sequence[int], groups: int, *,
+                 plan: Optional[Plan] = None) -> Tuple[Plan, list]:
+    """(plan, launches) of dx = d conv2d / d input, written into ``dx`` (``plan``: as in
+    ``conv2d_fprop``)."""
+    chosen = plan
+    plan = plan or plan_dgrad(dy, w, dx, groups, stride, padding, dilation)
     if dx.numel() == 0:
         return plan, []
     pb = conv_problem(dx.shape, w.shape, dy.shape, groups, dy.dtype, stride, padding, dilation)
@@ -338,7 +344,8 @@ def conv2d_dgrad(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor, stride: Se
                 dy, wt, None, dx, (1, 1), _dgrad_padding(w.shape, padding, dilation),
                 dilation, groups, config=plan.config)
         return dgrad_launch(plan, pb, dy, w, dx, stride, padding, dilation, groups).chain()
-    plan = autotune.tuned(plan, pb, dy.device, lambda p: run_launches(launches(p)))
+    if chosen is None:
+        plan = autotune.tuned(plan, pb, dy.device, lambda p: run_launches(launches(p)))
     return plan, launches(plan)
 
 
@@ -377,20 +384,22 @@ def dgrad_launch(plan, pb, dy, w, dx, stride, padding, dilation, groups) -> Kern
 
 def conv2d_wgrad(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[int],
                  stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
-                 groups: int) -> Tuple[Plan, list, object]:
+                 groups: int, *, plan: Optional[Plan] = None) -> Tuple[Plan, list, object]:
     """(plan, launches, result) of d conv2d / d weight: a contiguous tensor of ``weight_shape``,
     written by the launches themselves when they are not split (the direct family's split-K
     reduction writes it too), else a ``Finish`` that adds the GEMM launch's split-K partial
-    sums."""
+    sums (``plan``: as in ``conv2d_fprop``)."""
     pb = conv_problem(x.shape, weight_shape, dy.shape, groups, x.dtype, stride, padding,
                       dilation)
-    plan = plan_wgrad(x, dy, weight_shape, groups, stride, padding, dilation)
+    chosen = plan
+    plan = plan or plan_wgrad(x, dy, weight_shape, groups, stride, padding, dilation)
     if pb.K * pb.CG * pb.R * pb.S == 0:
         return plan, [], new_output(weight_shape, x)
 
     def launch(plan):
         return wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation, groups)
-    plan = autotune.tuned(plan, pb, x.device, lambda p: launch(p)[0]())
+    if chosen is None:
+        plan = autotune.tuned(plan, pb, x.device, lambda p: launch(p)[0]())
     step, part = launch(plan)
     if plan.family == "direct":  # the split-K reduction (step.then) writes the gradient
         return plan, step.chain(), part
