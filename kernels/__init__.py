@@ -9,6 +9,8 @@ from .conv2d_fprop_stem import conv2d_fprop_stem_kernel
 # the compile report and the 64-bit-offset tests must each cover; the plan does not launch the
 # TMA forward yet (fastconv.conv.tma_launch; checked by tests/test_conv2d_tma.py).
 from .conv2d_fprop_tma import conv2d_fprop_tma_kernel  # noqa: F401
+# likewise the TMA input gradient (fastconv.conv.tma_dgrad_launch; tests/test_dgrad_tma.py)
+from .conv2d_dgrad_tma import conv2d_dgrad_tma_kernel  # noqa: F401
 from .conv2d_dgrad_igemm import conv2d_dgrad_igemm_kernel
 from .conv2d_wgrad_igemm import conv2d_wgrad_igemm_kernel
 from .conv2d_1x1_gemm import conv2d_1x1_gemm_kernel, conv2d_1x1_wgrad_kernel
