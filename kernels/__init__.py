@@ -11,6 +11,8 @@ from .conv2d_fprop_stem import conv2d_fprop_stem_kernel
 # weight gradient (fastconv.conv.tma_wgrad_launch; tests/test_wgrad_tma.py).
 from .conv2d_fprop_tma import conv2d_fprop_tma_kernel  # noqa: F401
 from .conv2d_wgrad_tma import conv2d_wgrad_tma_kernel  # noqa: F401
+# likewise the TMA input gradient (fastconv.conv.tma_dgrad_launch; tests/test_dgrad_tma.py)
+from .conv2d_dgrad_tma import conv2d_dgrad_tma_kernel  # noqa: F401
 from .conv2d_dgrad_igemm import conv2d_dgrad_igemm_kernel
 from .conv2d_wgrad_igemm import conv2d_wgrad_igemm_kernel
 from .conv2d_1x1_gemm import conv2d_1x1_gemm_kernel, conv2d_1x1_wgrad_kernel

@@ -198,3 +198,12 @@ TMA_WGRAD_CONFIGS = {
         _C(64, 64, 64, 4, 4),
     ],
 }
+
+# The TMA input gradient (conv2d_dgrad_tma_kernel) is the same GEMM with the roles renamed:
+# block_m a box of input pixels of one stride phase (N of wgmma: the dy box is its B operand),
+# block_n input channels (M of wgmma: the repacked weight's rows), block_k output channels a
+# step. Same tiles, stages and warps for the same reasons: 32 KB a stage at 128x128 (4 stages),
+# 48 KB at 128x256 (3), under sm_90's 227 KB; the 128x256 epilogue stores in two halves.
+TMA_DGRAD_CONFIGS = {
+    "16": [_C(128, 256, 64, 8, 3), _C(128, 128, 64, 8, 4)],
+}

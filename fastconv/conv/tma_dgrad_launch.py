@@ -1,0 +1,142 @@
+"""Launcher of the TMA input gradient (``fastconv.kernels.conv2d_dgrad_tma_kernel``): conv2d's
+gradient w.r.t. its input, and conv_transpose2d's forward, at any stride.
+
+``tma_dgrad_eligible`` says whether a call can take the kernel; ``tma_dgrad_launches`` describes
+what it runs: the weight's repacking (a ``TorchOp``), then the kernel's ``KernelLaunch``, every
+argument by keyword. The caller has validated the arguments and allocated ``dx``; with a split
+reduction it chains the split-K reduction after the launch, as for ``launch.dgrad_launch``.
+"""
+from typing import Sequence, Tuple
+
+import torch
+import triton
+
+from fastconv.conv.tma_launch import (_TMA_ALIGN, TMA_DTYPES, _descriptor, _tma_capable,
+                                      box_shape)
+from fastconv.kernels import conv2d_dgrad_tma_kernel
+from fastconv.kernels.configs import TileConfig
+from fastconv.ops._runtime import INTERPRETING, needs_int64, new_output
+from fastconv.ops.launch_cache import KernelLaunch, TorchOp
+
+GROUP_M = 8  # pixel boxes walked per channel-tile column (L2 reuse, as in the TMA forward)
+
+
+def tma_dgrad_eligible(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor, groups: int) -> bool:
+    """Whether the input gradient of ``conv2d(x, w, groups=groups)``, ``dy`` into ``dx``, can
+    run on the TMA kernel (any stride, padding and dilation).
+
+    Requires: float16 or bfloat16 dy, w and dx; dy and dx with unit channel stride
+    (channels_last); a GPU with TMA (sm_90 or newer), the interpreter for CPU tensors, or meta
+    tensors; KG = K / groups (dy's channels per group, what the kernel reads by TMA) a multiple
+    of 8, and dy's address and pixel strides 16-byte aligned; 32-bit offsets everywhere
+    (``needs_int64``: TMA coordinates are 32-bit, and so is the epilogue's arithmetic).
+    """
+    if dy.dtype not in TMA_DTYPES or w.dtype != dy.dtype or dx.dtype != dy.dtype:
+        return False
+    if dy.dim() != 4 or w.dim() != 4 or dx.dim() != 4 or not _tma_capable(dy):
+        return False
+    K, CG = w.shape[:2]
+    if groups < 1 or dy.shape[1] != K or dx.shape[1] != CG * groups or K % groups:
+        return False
+    if dy.numel() == 0 or dx.numel() == 0 or (K // groups) % 8:
+        return False
+    if dy.stride(1) != 1 or dx.stride(1) != 1:
+        return False
+    step = _TMA_ALIGN // dy.element_size()
+    if any(dy.stride(d) % step for d in (0, 2, 3) if dy.shape[d] > 1) \
+            or dy.data_ptr() % _TMA_ALIGN:
+        return False
+    return not needs_int64(dy, w, dx)
+
+
+def phase_steps(R: int, stride: int, pad: int, dil: int, extent: int) -> int:
+    """The most taps r along one axis through which a stride phase of ``extent`` input pixels
+    receives: (ph + pad - r * dil) divisible by ``stride``, over the phases that hold pixels."""
+    return max(sum((ph + pad - r * dil) % stride == 0 for r in range(R))
+               for ph in range(min(stride, extent)))
+
+
+def _copy_taps(buf: torch.Tensor, w: torch.Tensor) -> None:
+    """buf [C, R, S, KGP] <- w [K, CG, R, S]: each group's [KG, CG] block transposed, the
+    output channels last (buf's columns past KG keep their zeros)."""
+    K, CG, R, S = w.shape
+    groups = buf.shape[0] // CG
+    buf.view(groups, CG, R, S, -1)[..., :K // groups].copy_(
+        w.view(groups, K // groups, CG, R, S).permute(0, 2, 3, 4, 1))
+
+
+def _crsk_weight(w: torch.Tensor, groups: int, kgp: int):
+    """(Wt [C, R, S, KGP], the TorchOp that fills it): Wt[g * CG + c, r, s, k] =
+    w[g * KG + k, c, r, s], output channels padded with zeros to KGP, a whole number of
+    channel blocks."""
+    K, CG, R, S = w.shape
+    buf = new_output((CG * groups, R, S, kgp), w, fill=0 if kgp != K // groups else None)
+    return buf, TorchOp(_copy_taps, (buf, w))
+
+
+def tma_dgrad_launches(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor,
+                       stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+                       groups: int, *, config: TileConfig, split: int = 1) -> Tuple[list, object]:
+    """(launches, part) of dx = d conv2d(x, w) / dx for the output gradient ``dy``.
+
+    Args:
+        dy (Tensor[N, K, P, Q]), w (Tensor[K, C / groups, R, S]), dx (Tensor[N, C, H, W]):
+            as ``tma_dgrad_eligible`` accepts them; dx may extend past the forward input's
+            extent (conv_transpose2d's output_padding).
+        stride, padding, dilation: pairs.
+        config: the tile (block_m = BN_IMG * BH * BW input pixels of one stride phase,
+            block_n input channels, block_k output channels per step), warps and stages;
+            e.g. an entry of ``TMA_DGRAD_CONFIGS``.
+        split: ways the reduction over (taps, output channels) is split.
+
+    Returns:
+        launches: [the weight's repacking (``TorchOp``), the kernel (``KernelLaunch``)].
+        part: ``dx`` when ``split`` is 1 (the kernel writes it); else the float32 workspace
+            [split, groups, N * H * W, C / groups] of partial sums, by dx's pixel rows
+            (n * H + h) * W + w, that the caller reduces into dx.
+    """
+    N, C, H, W = dx.shape
+    K, CG, R, S = w.shape
+    KG = K // groups
+    bn_img, bh, bw = box_shape(config.block_m, N, triton.cdiv(H, stride[0]),
+                               triton.cdiv(W, stride[1]))
+    kgp = triton.cdiv(KG, config.block_k) * config.block_k
+    w_t, prep = _crsk_weight(w, groups, kgp)
+    dy_desc = _descriptor(dy.permute(0, 2, 3, 1), (bn_img, bh, bw, config.block_k))
+    w_desc = _descriptor(w_t.reshape(C, R * S * kgp), (config.block_n, config.block_k))
+
+    tiles = triton.cdiv(N, bn_img) * triton.cdiv(triton.cdiv(H, stride[0]), bh) \
+        * triton.cdiv(triton.cdiv(W, stride[1]), bw)
+    grid = (groups * stride[0] * stride[1] * tiles * triton.cdiv(CG, config.block_n),)
+    if split == 1:
+        part = dx
+        split_args = dict(part_ptr=dx, ITERS_PER_SPLIT=1, stride_pt=0, stride_pg=0,
+                          stride_pm=0)
+    else:
+        part = new_output((split, groups, N * H * W, CG), dy, dtype=torch.float32)
+        if needs_int64(part):
+            raise ValueError("tma_dgrad_launches: the split-K workspace needs 64-bit offsets; "
+                             "split fewer ways")
+        steps = phase_steps(R, stride[0], padding[0], dilation[0], H) \
+            * phase_steps(S, stride[1], padding[1], dilation[1], W) \
+            * triton.cdiv(KG, config.block_k)
+        split_args = dict(part_ptr=part, ITERS_PER_SPLIT=max(triton.cdiv(steps, split), 1),
+                          stride_pt=part.stride(0), stride_pg=part.stride(1),
+                          stride_pm=part.stride(2))
+        grid += (split,)
+    kwargs = dict(
+        dy_desc=dy_desc, w_desc=w_desc, dx_ptr=dx, **split_args,
+        N=N, H=H, W=W, R=R, S=S, CG=CG, KG=KG, KGP=kgp,
+        stride_h=stride[0], stride_w=stride[1], pad_h=padding[0], pad_w=padding[1],
+        dil_h=dilation[0], dil_w=dilation[1],
+        stride_dxn=dx.stride(0), stride_dxc=dx.stride(1), stride_dxh=dx.stride(2),
+        stride_dxw=dx.stride(3),
+        # the interpreter's tl.dot is wrong on bfloat16 operands (see kernels._common.mma)
+        DOT_IN_FP32=INTERPRETING and dy.dtype == torch.bfloat16,
+        SPLIT_K=split > 1, BN_IMG=bn_img, BH=bh, BW=bw,
+        BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=GROUP_M,
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    if config.max_registers:
+        kwargs["maxnreg"] = config.max_registers
+    return [prep, KernelLaunch.from_kwargs(conv2d_dgrad_tma_kernel, grid, kwargs)], part
