@@ -182,19 +182,22 @@ TMA_CONFIGS = {
     "16": [_C(128, 256, 64, 8, 3), _C(128, 128, 64, 8, 4)],
 }
 
-# The TMA weight gradient (fastconv.kernels.conv2d_wgrad_tma), 16-bit only: block_m output
-# channels (dY's box, the accumulator's rows, the operand wgmma reads from registers), block_n
-# input channels (x's box, wgmma's N, read from shared memory), block_k output pixels a step
+# The TMA weight gradient (fastconv.kernels.conv2d_wgrad_tma), 16-bit only: block_m input
+# channels (x's box, the accumulator's rows, the operand wgmma reads from registers), block_n
+# output channels (dY's box, wgmma's N, read from shared memory), block_k output pixels a step
 # (a box of BN_IMG x BH x BW, tma_launch.box_shape; 64 pixels of 64-128 channels are 8-16 KB
-# per box, with 128- and 256-byte rows).
+# per box, with 128- and 256-byte rows). The plan takes the first tile that the layer's
+# channels fill on both sides (plan.tma_plan).
 TMA_WGRAD_CONFIGS = {
     "16": [
         # the Hopper GEMM tiles (see TMA_CONFIGS): 3 x 48 KB and 4 x 32 KB of boxes in flight
         _C(128, 256, 64, 8, 3), _C(128, 128, 64, 8, 4),
-        # layers with 64 output channels (ResNet-50's 256->64 1x1): a 128-row tile would compute
-        # half its rows past KG; one warpgroup of 64 rows keeps wgmma's N at 128
+        # 64 input channels (ResNet-50's 64 -> 256 1x1, VGG's 64 -> 128): one warpgroup of 64
+        # rows, wgmma's N still 128
         _C(64, 128, 64, 4, 4),
-        # 64 channels on both sides (ResNet-50's 64->64 3x3): the whole layer's K x CG per tap
+        # 64 output channels over more input channels (ResNet-50's 256 -> 64 1x1)
+        _C(128, 64, 64, 8, 4),
+        # 64 channels on both sides (ResNet-50's 64 -> 64 3x3): the whole layer's K x CG per tap
         _C(64, 64, 64, 4, 4),
     ],
 }

@@ -5,11 +5,11 @@ GEMM view per group g and tap (r, s):
 with m = (n, p, q) an output pixel, k an output channel and c an input channel of the group, and
 X[m ; r, s, c] = x[n, p * stride_h - pad_h + r * dil_h, q * stride_w - pad_w + s * dil_w, g*CG + c].
 
-Tiles. A program owns BLOCK_M output channels k x BLOCK_N input channels c of one tap (r, s) of
+Tiles. A program owns BLOCK_M input channels c x BLOCK_N output channels k of one tap (r, s) of
 one group, and reduces over output-pixel boxes [BN_IMG images, BH rows, BW columns]: BLOCK_K =
 BN_IMG * BH * BW pixels a step. Per step it reads two TMA boxes, both of rank 4:
-  dY: dy as [N, P, Q, K], box [BN_IMG, BH, BW, BLOCK_M] at (n0, p0, q0, g * KG + k0);
-  X:  x's stride phase of tap (r, s) as [N, H', W', C], box [BN_IMG, BH, BW, BLOCK_N] at
+  dY: dy as [N, P, Q, K], box [BN_IMG, BH, BW, BLOCK_N] at (n0, p0, q0, g * KG + k0);
+  X:  x's stride phase of tap (r, s) as [N, H', W', C], box [BN_IMG, BH, BW, BLOCK_M] at
       (n0, p0 + floor(t_h / STRIDE_H), q0 + floor(t_w / STRIDE_W), g * CG + c0), t = r*dil - pad;
 each reshaped to [BLOCK_K, channels], rows in the same (n, p, q) order. TMA fills every
 out-of-bounds element with zeros: x's fill is the convolution's padding; a dY box past N, P or Q
@@ -22,10 +22,12 @@ shared memory for wgmma only as the B operand (see conv2d_fprop_tma): A is copie
 registers first (a local_load, ldmatrix.trans for these channel-contiguous boxes; wgmma then
 reads A from registers). So one operand goes through registers whichever way round. Compiled for
 sm_90, acc[k, c] = dY^T X and acc[c, k] = X^T dY give the same main loop (B from shared
-memory, A through registers, no spills, the same TMA copies and wgmma shapes); they differ in
-the epilogue. The kernel takes acc[k, c]: A = dY^T (BLOCK_M output channels), B = X (BLOCK_N
-input channels, wgmma's N, up to 256), so the accumulator is the weight's own [K, CG] order and
-a 1x1 weight's rows are stored 16 bytes at a time along c.
+memory, A through registers, no spills, the same TMA copies); they differ in which channels
+make wgmma's N. The kernel takes acc[c, k]: A = X^T (BLOCK_M input channels), B = dY (BLOCK_N
+output channels, wgmma's N, up to 256). A layer with few input channels and many output channels (ResNet-50's 64 -> 256
+1x1) then runs m64n256 rather than m64n64 instructions, the wide shape wgmma is fastest at.
+The price is the epilogue's: the gradient [K, CG, R, S] is stored along k, CG*R*S elements
+apart; it is a weight-sized tile written once per program after a reduction over every pixel.
 
 Stride. A box steps one pixel at a time, so for stride > 1 x is read through stride-phase views
 (as in conv2d_fprop_tma): tap row h = STRIDE_H * p + t lies in phase t mod STRIDE_H at phase
@@ -73,16 +75,16 @@ def conv2d_wgrad_tma_kernel(
 
     # -- which tile: grid axis 0 -> (group, tap, k tile, c tile), c tiles fastest
     pid = tl.program_id(0)
-    num_pid_n = tl.cdiv(CG, BLOCK_N)
-    num_pid_m = tl.cdiv(KG, BLOCK_M)
-    pid_n = pid % num_pid_n
-    pid_m = (pid // num_pid_n) % num_pid_m
+    num_pid_m = tl.cdiv(CG, BLOCK_M)
+    num_pid_n = tl.cdiv(KG, BLOCK_N)
+    pid_m = pid % num_pid_m
+    pid_n = (pid // num_pid_m) % num_pid_n
     tap = (pid // (num_pid_n * num_pid_m)) % (R * S)
     g = pid // (num_pid_n * num_pid_m * R * S)
     r = tap // S
     s = tap % S
-    k_first = g * KG + pid_m * BLOCK_M
-    c_first = g * CG + pid_n * BLOCK_N
+    c_first = g * CG + pid_m * BLOCK_M
+    k_first = g * KG + pid_n * BLOCK_N
 
     # -- the tap's stride phase and its row / column offset within that phase; every operand
     # of % is non-negative (t + STRIDE * pad has t's residue), so that it means the same in
@@ -131,15 +133,15 @@ def conv2d_wgrad_tma_kernel(
                 n0 = step // (tiles_p * tiles_q) * BN_IMG
                 p0 = (step // tiles_q) % tiles_p * BH
                 q0 = step % tiles_q * BW
-                dy_tile = dy_desc.load([n0, p0, q0, k_first]).reshape(BLOCK_K, BLOCK_M)
-                x_tile = x_desc.load([n0, p0 + dh, q0 + dw, c_first]).reshape(BLOCK_K, BLOCK_N)
-                # dW[k, c] += dY^T X: x's reshaped box as the B operand stays in shared memory
-                acc = mma(dy_tile.T, x_tile, acc, DOT_IN_FP32, False)
+                dy_tile = dy_desc.load([n0, p0, q0, k_first]).reshape(BLOCK_K, BLOCK_N)
+                x_tile = x_desc.load([n0, p0 + dh, q0 + dw, c_first]).reshape(BLOCK_K, BLOCK_M)
+                # dW^T[c, k] += X^T dY: dY's reshaped box as the B operand stays in shared memory
+                acc = mma(x_tile.T, dy_tile, acc, DOT_IN_FP32, False)
 
     # -- epilogue: the tile's channels within the group, the gradient's dtype or float32
-    offs_k = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_c = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask = (offs_k < KG)[:, None] & (offs_c < CG)[None, :]
+    offs_c = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_k = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask = (offs_c < CG)[:, None] & (offs_k < KG)[None, :]
     part_ptrs = part_ptr + split * stride_pt + r * stride_pr + s * stride_ps \
-        + ((g * KG + offs_k) * stride_pk)[:, None] + (offs_c * stride_pc)[None, :]
+        + (offs_c * stride_pc)[:, None] + ((g * KG + offs_k) * stride_pk)[None, :]
     tl.store(part_ptrs, acc.to(part_ptr.dtype.element_ty), mask=mask)

@@ -157,8 +157,8 @@ def test_launch_by_keyword_on_meta_tensors():
                                     split=2)
     args = launch.arguments
     assert args["x_desc11"].strides[1:3] == [2 * x.stride(2), 2 * x.stride(3)]
-    assert args["dy_desc"].block_shape[-1] == SMALL.block_m
-    assert args["x_desc00"].block_shape[-1] == SMALL.block_n
+    assert args["x_desc00"].block_shape[-1] == SMALL.block_m
+    assert args["dy_desc"].block_shape[-1] == SMALL.block_n
     assert args["BN_IMG"] * args["BH"] * args["BW"] == SMALL.block_k
     assert launch.grid == (2 * 9 * 1 * 1, 2) and args["SPLIT_K"] is True
     assert part.shape == (2, *shape) and part.dtype == torch.float32
@@ -196,7 +196,7 @@ def test_eligibility():
 
 def test_configs_are_hopper_gemm_tiles():
     big = [c for c in TMA_WGRAD_CONFIGS["16"] if c.block_m == 128]
-    assert {c.block_n for c in big} == {128, 256}
+    assert {128, 256} <= {c.block_n for c in big}
     for cfg in TMA_WGRAD_CONFIGS["16"]:
         assert cfg.block_k == 64 and cfg.num_stages >= 3
         assert cfg.num_warps == 4 * (cfg.block_m // 64)  # one warpgroup per 64 rows
@@ -277,7 +277,7 @@ def _compile(job):
                 tma_dy=copies.get("dy_desc", 0),
                 wgmma=sorted(set(re.findall(
                     r"wgmma\.mma_async\.sync\.aligned\.(m\d+n\d+k\d+)", ptx))),
-                # "registers": some wgmma reads A from registers (dY^T, by design)
+                # "registers": some wgmma reads A from registers (X^T, by design)
                 wgmma_a=("registers" if re.search(r"wgmma\.mma_async[^{]*\{[^}]*\},\s*\{", ptx)
                          else "shared"))
         except Exception as exc:  # noqa: BLE001 -- every failure belongs in the report
@@ -296,7 +296,7 @@ def test_sm90_signature():
     """Every TMA_WGRAD_CONFIGS tile, bf16 and fp16, split and not, on ResNet-50 and ResNeXt
     weight-gradient shapes, compiled for sm_90 as the launch specialises it: no error, no
     spills, shared memory within the block's 227 KB, TMA copies of both operands, wgmma with
-    N >= 128 where the tile and the layer's input channels allow it, >= 3 stages."""
+    N >= 128 where the tile and the layer's output channels allow it, >= 3 stages."""
     rows = compiled_rows(__file__)
     assert len(rows) == len(_jobs()) * len(SPLITS)
     for r in rows:
@@ -308,7 +308,7 @@ def test_sm90_signature():
             f"{what}: TMA copies of x {r['tma_x']}, of dy {r['tma_dy']}"
         n = [int(re.search(r"n(\d+)k", s).group(1)) for s in r["wgmma"]]
         assert n, f"{what}: no wgmma"
-        if int(r["tile"].split("x")[1]) >= 128 and r["cg"] >= 128:
+        if int(r["tile"].split("x")[1]) >= 128 and r["kg"] >= 128:
             assert min(n) >= 128, f"{what}: {r['wgmma']}"
         assert r["stages"] >= 3 and r["stages"] == r["num_stages"], what
 

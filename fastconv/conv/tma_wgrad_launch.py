@@ -69,8 +69,8 @@ def tma_wgrad_launch(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[i
         weight_shape: (K, C / groups, R, S).
         stride, padding, dilation: pairs.
         groups: the convolution's groups.
-        config: the tile: block_m output channels (dY's box, the accumulator's rows), block_n
-            input channels (x's box, wgmma's N), block_k output pixels a step (a box of
+        config: the tile: block_m input channels (x's box, the accumulator's rows), block_n
+            output channels (dY's box, wgmma's N), block_k output pixels a step (a box of
             BN_IMG x BH x BW, ``tma_launch.box_shape``), warps and stages; e.g. an entry of
             ``TMA_WGRAD_CONFIGS``.
         split: ranges of the pixel steps (grid axis 1). Each runs ceil(steps / split) steps;
@@ -95,11 +95,11 @@ def tma_wgrad_launch(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[i
     # x as [N, H, W, C]; phase (ph, pw) = pixels (stride * i + ph, stride * j + pw). A phase with
     # no pixel (H <= ph) has no steps either (the kernel skips it): any descriptor will do there.
     x_nhwc = x.permute(0, 2, 3, 1)
-    box_x = (bn_img, bh, bw, config.block_n)
+    box_x = (bn_img, bh, bw, config.block_m)
     phases = {(ph, pw): _descriptor(x_nhwc[:, ph::stride[0], pw::stride[1]]
                                     if ph < H and pw < W else x_nhwc, box_x)
               for ph in range(stride[0]) for pw in range(stride[1])}
-    dy_desc = _descriptor(dy.permute(0, 2, 3, 1), (bn_img, bh, bw, config.block_m))
+    dy_desc = _descriptor(dy.permute(0, 2, 3, 1), (bn_img, bh, bw, config.block_n))
 
     if split == 1:
         part = new_output(tuple(weight_shape), x)
@@ -107,7 +107,7 @@ def tma_wgrad_launch(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[i
     else:
         part = new_output((split, *weight_shape), x, dtype=torch.float32)
         p_strides = part.stride()
-    grid = (groups * R * S * triton.cdiv(KG, config.block_m) * triton.cdiv(CG, config.block_n),
+    grid = (groups * R * S * triton.cdiv(CG, config.block_m) * triton.cdiv(KG, config.block_n),
             split)
     kwargs = dict(
         **{f"x_desc{ph}{pw}": phases.get((ph, pw), phases[0, 0]) for ph in (0, 1)
