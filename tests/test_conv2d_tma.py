@@ -237,7 +237,8 @@ def test_gpu_check_script_runs_here():
     assert tma_gpu_check.halo_is_zero("cpu", config=SMALL)
     tiny = (("tiny g2 s2", 2, 16, 6, 7, 16, 3, 3, 2, 1, 2),)
     rows = tma_gpu_check.check("cpu", layers=tiny, configs=[SMALL], time=False)
-    assert len(rows) == 2
+    assert sorted((r["pass"], r["dtype"]) for r in rows) == sorted(
+        (p, d) for p in tma_gpu_check.PASSES for d in ("bfloat16", "float16"))
     for r in rows:
         assert float(r["rel_err"]) < TOL[getattr(torch, r["dtype"])], r
 

@@ -1,14 +1,15 @@
-"""The TMA forward on a GPU: first correct, then timed against cuDNN. Needs sm_90 or newer.
+"""The TMA kernels on a GPU: first correct, then timed against cuDNN. Needs sm_90 or newer.
 
     python -m fastconv.bench.tma_gpu_check [--csv FILE] [--no-time]
 
-For each layer (tma_report's ResNet-50 layers, a ResNeXt-50 grouped 3x3), 16-bit dtype and
-entry of ``TMA_CONFIGS``: the relative error against ``torch.nn.functional.conv2d`` in float64
-(bias, residual and relu fused), then GPU time (a CUDA graph of the call replayed,
+For each layer (tma_report's ResNet-50 layers, a ResNeXt-50 grouped 3x3), 16-bit dtype, pass
+and tile: the relative error against float64 torch (the forward with bias, residual and relu
+fused; the input gradient, ``conv2d_dgrad_tma_kernel``; the weight gradient,
+``conv2d_wgrad_tma_kernel``), then GPU time (a CUDA graph of the call replayed,
 ``triton.testing.do_bench_cudagraph``) of fastconv's TMA kernel and of cuDNN
-(``cudnn.benchmark``), both channels_last. Before any of that, the one check the interpreter
-cannot settle: the halo of a padded 3x3, read at negative coordinates, must be TMA's zero fill.
-Prints one CSV row per case as it finishes.
+(``cudnn.benchmark``; ``convolution_backward`` for the gradients), both channels_last. Before
+any of that, the one check the interpreter cannot settle: the halo of a padded 3x3, read at
+negative coordinates, must be TMA's zero fill. Prints one CSV row per case as it finishes.
 """
 import argparse
 import csv
@@ -18,15 +19,20 @@ import torch
 import torch.nn.functional as F
 
 from fastconv.bench.tma_report import LAYERS
-from fastconv.kernels.configs import TMA_CONFIGS
+from fastconv.kernels.configs import TMA_CONFIGS, TMA_DGRAD_CONFIGS, TMA_WGRAD_CONFIGS
+from fastconv.conv.tma_dgrad_launch import tma_dgrad_eligible, tma_dgrad_launches
 from fastconv.conv.tma_launch import conv2d_fprop_tma, tma_fprop_eligible
+from fastconv.conv.tma_wgrad_launch import tma_wgrad_eligible, tma_wgrad_launch
 from fastconv.numerics import OP_TOLERANCE, rel_err
+from fastconv.ops.launch_cache import run_launches
 
 # (name, N, C, H, W, K, R, S, stride, pad, groups)
 CHECK_LAYERS = tuple(layer + (1,) for layer in LAYERS) + (
     ("resnext 256->256 3x3 g32 28x28", 32, 256, 28, 28, 256, 3, 3, 1, 1, 32),
 )
-FIELDS = ("layer", "dtype", "tile", "rel_err", "tma_ms", "cudnn_ms", "speedup", "tma_tflops")
+FIELDS = ("layer", "pass", "dtype", "tile", "rel_err", "tma_ms", "cudnn_ms", "speedup",
+          "tma_tflops")
+PASSES = ("fprop", "dgrad", "wgrad")
 # relative error against float64 (fastconv.numerics)
 
 
@@ -45,11 +51,30 @@ def halo_is_zero(device, dtype=torch.float16, config=None) -> bool:
                 and (y[:, :, 1:, 1:] > 400).all())
 
 
+def _gradient_run(pass_, x, w, dy, args, cfg):
+    """(run, the tensor it writes) of the TMA input or weight gradient (pass_ "dgrad" or
+    "wgrad") of conv2d(x, w, *args) for the output gradient ``dy``, unsplit."""
+    stride, padding, dilation, groups = args
+    if pass_ == "dgrad":
+        dx = torch.empty_like(x)
+        assert tma_dgrad_eligible(dy, w, dx, groups)
+        launches, _ = tma_dgrad_launches(dy, w, dx, stride, padding, dilation, groups,
+                                         config=cfg)
+        return (lambda: run_launches(launches)), dx
+    assert tma_wgrad_eligible(x, dy, w.shape, groups, stride)
+    launch, dw = tma_wgrad_launch(x, dy, w.shape, stride, padding, dilation, groups,
+                                  config=cfg)
+    return (lambda: run_launches([launch])), dw
+
+
 def check(device="cuda", layers=CHECK_LAYERS, configs=None, dtypes=(torch.bfloat16,
-          torch.float16), time=True, out=None):
-    """Rows (dicts of FIELDS) of every case; ``out``, a csv.DictWriter, gets each at once."""
+          torch.float16), time=True, out=None, passes=PASSES):
+    """Rows (dicts of FIELDS) of every case; ``out``, a csv.DictWriter, gets each at once.
+    ``configs``, when given, is the tile list of every pass (default: each pass's table)."""
     import triton.testing
 
+    tables = {"fprop": TMA_CONFIGS["16"], "dgrad": TMA_DGRAD_CONFIGS["16"],
+              "wgrad": TMA_WGRAD_CONFIGS["16"]}
     rows = []
     for name, N, C, H, W, K, R, S, stride, pad, groups in layers:
         for dtype in dtypes:
@@ -61,32 +86,47 @@ def check(device="cuda", layers=CHECK_LAYERS, configs=None, dtypes=(torch.bfloat
             args = ((stride, stride), (pad, pad), (1, 1), groups)
             ref = F.conv2d(x.double(), w.double(), b.double(), *args)
             res = torch.randn_like(ref).to(dtype).to(memory_format=torch.channels_last)
-            ref = torch.relu(ref + res.double())
-            y = torch.empty_like(res)
-            assert tma_fprop_eligible(x, w, y, groups, res, stride=(stride, stride)), name
-            flops = 2 * N * K * y.shape[2] * y.shape[3] * C // groups * R * S
-            cudnn_ms = None
-            if time:
-                cudnn_ms = triton.testing.do_bench_cudagraph(
-                    lambda: F.conv2d(x, w, b, *args))
-            for cfg in configs or TMA_CONFIGS["16"]:
-                def run():
-                    conv2d_fprop_tma(x, w, b, y, *args, residual=res, activation=1,
-                                     config=cfg)
-                y.fill_(float("nan"))
-                run()
-                row = dict(layer=name, dtype=str(dtype).replace("torch.", ""),
-                           tile=f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k}",
-                           rel_err=f"{rel_err(y, ref):.2e}")
+            dy = torch.randn_like(res)
+            flops = 2 * N * K * ref.shape[2] * ref.shape[3] * C // groups * R * S
+            for pass_ in passes:
+                if pass_ == "fprop":
+                    want = torch.relu(ref + res.double())
+                    y = torch.empty_like(res)
+                    assert tma_fprop_eligible(x, w, y, groups, res, stride=(stride, stride)), name
+                    mask = None
+                else:
+                    mask = [pass_ == "dgrad", pass_ == "wgrad", False]
+                    want = torch.ops.aten.convolution_backward(
+                        dy.double(), x.double(), w.double(), None, *args[:3], False, (0, 0),
+                        groups, mask)[0 if pass_ == "dgrad" else 1]
+                cudnn_ms = None
                 if time:
-                    ms = triton.testing.do_bench_cudagraph(run)
-                    row.update(tma_ms=f"{ms:.4f}", cudnn_ms=f"{cudnn_ms:.4f}",
-                               speedup=f"{cudnn_ms / ms:.2f}",
-                               tma_tflops=f"{flops / ms / 1e9:.1f}")
-                rows.append(row)
-                if out is not None:
-                    out.writerow(row)
-                    sys.stdout.flush()
+                    cudnn_ms = triton.testing.do_bench_cudagraph(
+                        (lambda: F.conv2d(x, w, b, *args)) if mask is None else
+                        (lambda: torch.ops.aten.convolution_backward(
+                            dy, x, w, None, *args[:3], False, (0, 0), groups, mask)))
+                for cfg in configs or tables[pass_]:
+                    if pass_ == "fprop":
+                        def run(cfg=cfg):
+                            conv2d_fprop_tma(x, w, b, y, *args, residual=res, activation=1,
+                                             config=cfg)
+                        got = y.fill_(float("nan"))
+                    else:
+                        run, got = _gradient_run(pass_, x, w, dy, args, cfg)
+                    run()
+                    row = dict(layer=name, dtype=str(dtype).replace("torch.", ""),
+                               tile=f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k}",
+                               rel_err=f"{rel_err(got, want):.2e}")
+                    row["pass"] = pass_
+                    if time:
+                        ms = triton.testing.do_bench_cudagraph(run)
+                        row.update(tma_ms=f"{ms:.4f}", cudnn_ms=f"{cudnn_ms:.4f}",
+                                   speedup=f"{cudnn_ms / ms:.2f}",
+                                   tma_tflops=f"{flops / ms / 1e9:.1f}")
+                    rows.append(row)
+                    if out is not None:
+                        out.writerow(row)
+                        sys.stdout.flush()
     return rows
 
 
