@@ -3,7 +3,9 @@
     python -m fastconv.bench.tma_gpu_check [--csv FILE] [--no-time]
 
 For each layer (tma_report's ResNet-50 layers, a ResNeXt-50 grouped 3x3), 16-bit dtype and
-entry of ``TMA_CONFIGS``: the relative error against ``torch.nn.functional.conv2d`` in float64
+entry of ``TMA_CONFIGS``, plain and persistent (``TMA_PERSISTENT_CONFIGS``), each with the
+split-K the plan gives it on this GPU (the tile column says "persistent" and "split<n>"; the
+7x7 layer splits): the relative error against ``torch.nn.functional.conv2d`` in float64
 (bias, residual and relu fused), then GPU time (a CUDA graph of the call replayed,
 ``triton.testing.do_bench_cudagraph``) of fastconv's TMA kernel and of cuDNN
 (``cudnn.benchmark``), both channels_last. Before any of that, the one check the interpreter
@@ -18,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from fastconv.bench.tma_report import LAYERS
-from fastconv.kernels.configs import TMA_CONFIGS
+from fastconv.kernels.configs import TMA_CONFIGS, TMA_PERSISTENT_CONFIGS
+from fastconv.conv.plan import TMA_FAMILY, ConvProblem, gemm_split
 from fastconv.conv.tma_launch import conv2d_fprop_tma, tma_fprop_eligible
 from fastconv.numerics import OP_TOLERANCE, rel_err
 
@@ -69,14 +72,20 @@ def check(device="cuda", layers=CHECK_LAYERS, configs=None, dtypes=(torch.bfloat
             if time:
                 cudnn_ms = triton.testing.do_bench_cudagraph(
                     lambda: F.conv2d(x, w, b, *args))
-            for cfg in configs or TMA_CONFIGS["16"]:
+            pb = ConvProblem(N, C, H, W, K, *y.shape[2:], R, S, groups, dtype,
+                             (stride, stride), (pad, pad), (1, 1))
+            for cfg in configs or TMA_CONFIGS["16"] + TMA_PERSISTENT_CONFIGS["16"]:
+                split = gemm_split("fprop", TMA_FAMILY, pb, cfg, device)
+
                 def run():
                     conv2d_fprop_tma(x, w, b, y, *args, residual=res, activation=1,
-                                     config=cfg)
+                                     config=cfg, split=split)
                 y.fill_(float("nan"))
                 run()
-                row = dict(layer=name, dtype=str(dtype).replace("torch.", ""),
-                           tile=f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k}",
+                tile = f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k}" + \
+                    (" persistent" if cfg.persistent else "") + \
+                    (f" split{split}" if split > 1 else "")
+                row = dict(layer=name, dtype=str(dtype).replace("torch.", ""), tile=tile,
                            rel_err=f"{rel_err(y, ref):.2e}")
                 if time:
                     ms = triton.testing.do_bench_cudagraph(run)

@@ -21,6 +21,7 @@ from typing import Callable, Dict, Optional
 import torch
 import triton
 
+from fastconv.kernels.configs import TileConfig
 from fastconv.ops._runtime import INTERPRETING
 from fastconv.ops.launch_cache import not_recorded
 from fastconv.conv.plan import (ConvProblem, kernel_of, Plan, config_table, dtype_class, gemm_dims,
@@ -43,7 +44,8 @@ def tuning_key(plan: Plan, pb: ConvProblem) -> tuple:
 
 def candidates(plan: Plan, pb: ConvProblem, device) -> list:
     """The plan with each config of its family's table (split-K recomputed per config: each is
-    timed with the split it would run with, its reduction included)."""
+    timed with the split it would run with, its reduction included). The TMA family's table
+    holds each tile twice, plain and persistent (``config_table``)."""
     configs = config_table(plan.family, plan.index_64)[plan.direction][dtype_class(pb.dtype)]
     out = []
     for cfg in configs:
@@ -104,7 +106,12 @@ def load(path: str, device=None) -> int:
         key = tuple(dtypes.get(k, k) if isinstance(k, str) else k for k in e["key"])
         direction, family, dclass, _, index_64 = key[:5]
         table = config_table(family, index_64)[direction][dclass]
-        cfg = next((c for c in table if dataclasses.asdict(c) == e["config"]), None)
+        # fields the entry lacks (written before they existed) take their defaults
+        try:
+            saved = dataclasses.asdict(TileConfig(**e["config"]))
+        except TypeError:  # a field this version no longer has
+            continue
+        cfg = next((c for c in table if dataclasses.asdict(c) == saved), None)
         if cfg is None:
             continue
         _BEST[key] = Plan(direction, family, kernel_of(direction, family), cfg, 1,

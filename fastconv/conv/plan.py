@@ -29,6 +29,9 @@ All rules live here, in one place, so that they can be read, tested and explaine
 |             | each at least MIN_SPLIT_STEPS reduction steps, at most MAX_SPLIT_K              |
 |             | (``gemm_split``); a second kernel adds the partial sums in a fixed order and    |
 |             | runs the epilogue                                                               |
+| TMA fprop   | the same rule over every stride phase's (tap, channel block) steps, for the TMA |
+|             | tile whose split gives every SM a program with the fewest ranges (``tma_plan``);|
+|             | the TMA input gradient never splits                                             |
 
 Every split keeps its workspace under 2**31 elements, so it never forces 64-bit offsets, and
 adds its partial sums in a fixed order: bitwise reproducible, no atomics.
@@ -52,7 +55,7 @@ from fastconv import kernels
 from fastconv.kernels.configs import (DIRECT_CONFIGS, GEMM_1X1_CONFIGS, GEMM_1X1_CONFIGS_INT64,
                                       GEMM_CONFIGS, GEMM_CONFIGS_INT64, SMALL_TILE,
                                       SPLIT_REDUCE_CONFIG, STEM_CONFIGS, STEM_CONFIGS_INT64,
-                                      TMA_CONFIGS, TileConfig)
+                                      TMA_CONFIGS, TMA_PERSISTENT_CONFIGS, TileConfig)
 from fastconv.ops.target import named_target, sm_count, target_of, target_settings
 
 THIN = 16  # smallest reduction tl.dot accepts
@@ -157,7 +160,9 @@ def dtype_class(dtype: torch.dtype) -> str:
 def config_table(family: str, index_64: bool) -> dict:
     """The config table a GPU launch of ``family`` reads (see CONFIG_TABLES)."""
     if family == TMA_FAMILY:  # the input gradient runs the forward kernel (conv2d_dgrad)
-        return {"fprop": TMA_CONFIGS, "dgrad": TMA_CONFIGS}
+        # the autotuner's candidates: each tile, then its persistent variant
+        table = {cls: TMA_CONFIGS[cls] + TMA_PERSISTENT_CONFIGS[cls] for cls in TMA_CONFIGS}
+        return {"fprop": table, "dgrad": table}
     return next(table for table, values in CONFIG_TABLES[family] if index_64 in values)
 
 
@@ -339,6 +344,8 @@ def pixel_tiles(direction: str, family: str, pb: ConvProblem, cfg: TileConfig) -
     """Programs of a fprop or dgrad launch (one grid axis): pixel tiles by channel tiles, per
     group; the direct kernels tile all channels at once, and their pixel tiles are spatial
     tiles of one image (``direct_tile``)."""
+    if family == TMA_FAMILY:  # pb is the forward problem the kernel runs (dgrad too)
+        return tma_tiles(pb, cfg)
     rows, cols, _ = gemm_dims(direction, pb)
     if family == "direct":
         chans = pb.C if direction == "dgrad" else pb.K
@@ -390,7 +397,10 @@ def launch_tiles(direction: str, family: str, pb: ConvProblem, cfg: TileConfig) 
 def reduction_steps(direction: str, family: str, pb: ConvProblem, cfg: TileConfig) -> int:
     """Iterations of the flat reduction loop of a fprop or dgrad GEMM launch: (r, s, channel
     block) for the implicit GEMM, channel blocks for the 1x1 GEMM (R = S = 1), blocks of the
-    flat (r, s, c) index for the stem."""
+    flat (r, s, c) index for the stem, every stride phase's (tap, channel block) for the TMA
+    forward (``pb`` the forward problem it runs)."""
+    if family == TMA_FAMILY:
+        return tma_steps(pb, cfg.block_k)
     if family == "stem":
         return triton.cdiv(pb.R * pb.S * pb.CG, cfg.block_k)
     chans = pb.CG if direction == "fprop" else pb.KG
@@ -409,7 +419,8 @@ def gemm_split(direction: str, family: str, pb: ConvProblem, cfg: TileConfig, de
     ``min_steps`` steps, none of them empty, at most MAX_SPLIT_K of them, a workspace under
     2**31 elements.
     """
-    if family in ("direct", TMA_FAMILY) or direction == "wgrad":
+    # the TMA kernel splits only as the forward: its input-gradient plans stay unsplit
+    if family == "direct" or direction == "wgrad" or (family, direction) == (TMA_FAMILY, "dgrad"):
         return 1
     tiles = pixel_tiles(direction, family, pb, cfg)
     sms = sm_count(device)
@@ -545,16 +556,61 @@ def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = F
     return Plan(direction, family, KERNELS[(direction, family)], cfg, split, reason, index_64)
 
 
-def tma_plan(pb: ConvProblem, device, box_shape, direction: str = "fprop") -> "Plan | None":
+def box_shape(block_m: int, N: int, P: int, Q: int) -> Tuple[int, int, int]:
+    """(BN_IMG, BH, BW) of the TMA forward's BLOCK_M-pixel output box: BW 8 or 16 columns, BH
+    rows, BN_IMG images, all powers of two; the one that computes the fewest pixels outside
+    the N x P x Q output (ties: wider, then fewer images). A 7x7 map gets 2 x 8 x 8 at
+    BLOCK_M 128."""
+    best = None
+    for bw in (16, 8):
+        bh = 1
+        while bw * bh <= block_m:
+            bn = block_m // (bw * bh)
+            padded = (triton.cdiv(N, bn) * bn) * (triton.cdiv(P, bh) * bh) \
+                * (triton.cdiv(Q, bw) * bw)
+            key = (padded, -bw, bn)
+            if best is None or key < best[0]:
+                best = (key, (bn, bh, bw))
+            bh *= 2
+    return best[1]
+
+
+def tma_tiles(pb: ConvProblem, cfg: TileConfig) -> int:
+    """Output tiles of the TMA forward over ``pb``: boxes (``box_shape``) by channel blocks,
+    per group (the programs of its unsplit, non-persistent grid)."""
+    bn, bh, bw = box_shape(cfg.block_m, pb.N, pb.P, pb.Q)
+    return pb.groups * triton.cdiv(pb.N, bn) * triton.cdiv(pb.P, bh) * \
+        triton.cdiv(pb.Q, bw) * triton.cdiv(pb.KG, cfg.block_n)
+
+
+def tma_steps(pb: ConvProblem, block_k: int) -> int:
+    """Steps of the TMA forward's flat reduction: over the stride phases, the phase's taps
+    (those whose offset r * dil - pad lies in it) by the channel blocks; a phase without
+    pixels (H or W at most its offset) has none, as the kernel skips it."""
+    def taps(size, R, stride, pad, dil):
+        return [sum(1 for r in range(R) if (r * dil - pad) % stride == ph) if ph < size else 0
+                for ph in range(stride)]
+    rows = taps(pb.H, pb.R, pb.stride[0], pb.padding[0], pb.dilation[0])
+    cols = taps(pb.W, pb.S, pb.stride[1], pb.padding[1], pb.dilation[1])
+    return sum(a * b for a in rows for b in cols) * triton.cdiv(pb.CG, block_k)
+
+
+def tma_plan(pb: ConvProblem, device, direction: str = "fprop") -> "Plan | None":
     """The TMA forward's plan for ``pb`` (for ``direction`` "dgrad", ``pb`` is the forward
     convolution that computes the input gradient), or None where the pointer kernels stay: a
     target without TMA; a plan for no device in particular (the static reports, which plan
     from meta tensors, are not yet able to compile TMA launches); a forward the stem kernel
     takes (8 input channels: TMA's smallest, an eighth of its 64-channel steps); or a grid
-    that would leave SMs idle with either TMA tile (batch-1 and late 7x7 layers, which the
-    pointer kernels split).
+    that leaves SMs idle with every TMA tile, split-K included (the input gradient does not
+    split: batch-1 and late 7x7 layers there stay with the pointer kernels).
 
-    ``box_shape(block_m, N, P, Q)`` gives the tile's output box (``conv2d_tma.box_shape``).
+    The tile: the first of TMA_CONFIGS (largest first) whose grid gives every SM a program;
+    else, for the forward, the one whose split-K (``gemm_split``: ranges of at least
+    MIN_SPLIT_STEPS steps, no split under MIN_STEPS_TO_SPLIT steps, at most MAX_SPLIT_K
+    ranges, the fewest that give every SM a program) does so with the fewest ranges, the
+    larger tile on a tie: fewer partial sums through the workspace. The plan's tile is never
+    the persistent variant (the autotuner may pick it on a GPU).
+
     The caller has checked that the call's tensors can take the kernel."""
     target = target_of(device)
     on_gpu = device is not None and torch.device(device).type == "cuda"
@@ -566,17 +622,27 @@ def tma_plan(pb: ConvProblem, device, box_shape, direction: str = "fprop") -> "P
     if direction == "fprop" and _family("fprop", pb, True)[0] == "stem":
         return None
     sms = sm_count(device)
-    for cfg in TMA_CONFIGS["16"]:
-        if cfg.block_n > triton.next_power_of_2(pb.KG) and cfg is not TMA_CONFIGS["16"][-1]:
-            continue
-        bn, bh, bw = box_shape(cfg.block_m, pb.N, pb.P, pb.Q)
-        programs = pb.groups * triton.cdiv(pb.N, bn) * triton.cdiv(pb.P, bh) * \
-            triton.cdiv(pb.Q, bw) * triton.cdiv(pb.KG, cfg.block_n)
-        if programs >= sms:
-            reason = (f"{pb.CG} input channels per group, channels_last 16-bit on {target.name}: "
-                      f"both operands by TMA, {bn}x{bh}x{bw} output boxes, {programs} programs")
-            if direction == "dgrad":
-                reason = ("stride 1: the forward kernel over the output gradient with the "
-                          f"weight flipped and transposed; {reason}")
-            return Plan(direction, TMA_FAMILY, kernels.conv2d_fprop_tma_kernel, cfg, 1, reason)
-    return None
+    configs = [cfg for cfg in TMA_CONFIGS["16"]
+               if cfg.block_n <= triton.next_power_of_2(pb.KG) or cfg is TMA_CONFIGS["16"][-1]]
+    chosen = next(((cfg, 1) for cfg in configs if tma_tiles(pb, cfg) >= sms), None)
+    if chosen is None:
+        splits = [(cfg, gemm_split(direction, TMA_FAMILY, pb, cfg, device)) for cfg in configs]
+        filled = [(cfg, split) for cfg, split in splits if tma_tiles(pb, cfg) * split >= sms]
+        if not filled:
+            return None
+        chosen = min(filled, key=lambda c: c[1])  # the first (larger tile) of equals
+    cfg, split = chosen
+    bn, bh, bw = box_shape(cfg.block_m, pb.N, pb.P, pb.Q)
+    tiles = tma_tiles(pb, cfg)
+    reason = (f"{pb.CG} input channels per group, channels_last 16-bit on {target.name}: "
+              f"both operands by TMA, {bn}x{bh}x{bw} output boxes, {tiles} programs")
+    if split > 1:
+        steps = tma_steps(pb, cfg.block_k)
+        reason += (f"; split-K {split} ({tiles} output tiles for {sms} SMs): the {steps} "
+                   f"reduction steps run in {split} ranges ({tiles * split} programs), whose "
+                   "partial sums a second kernel adds in a fixed order, then applies the "
+                   "epilogue")
+    if direction == "dgrad":
+        reason = ("stride 1: the forward kernel over the output gradient with the "
+                  f"weight flipped and transposed; {reason}")
+    return Plan(direction, TMA_FAMILY, kernels.conv2d_fprop_tma_kernel, cfg, split, reason)
