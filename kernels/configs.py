@@ -26,6 +26,9 @@ class TileConfig:
     # ptx .maxnreg (0: ptxas's own limit). Without it ptxas caps registers per thread to keep
     # several blocks resident, and would rather spill a few bytes than go past the cap.
     max_registers: int = 0
+    # TMA forward only (conv2d_fprop_tma): a persistent grid, about one program per SM, each
+    # looping over output tiles
+    persistent: bool = False
 
 
 _C = TileConfig
@@ -181,6 +184,11 @@ ROI_CONFIGS = {
 TMA_CONFIGS = {
     "16": [_C(128, 256, 64, 8, 3), _C(128, 128, 64, 8, 4)],
 }
+# The same tiles run persistent (TileConfig.persistent): a grid of about one program per SM,
+# each looping over output tiles. Not the plan's choice (nothing has measured it yet): offered
+# to the autotuner beside TMA_CONFIGS, which keeps it where a GPU times it faster.
+TMA_PERSISTENT_CONFIGS = {cls: [replace(c, persistent=True) for c in configs]
+                          for cls, configs in TMA_CONFIGS.items()}
 
 # The TMA weight gradient (fastconv.kernels.conv2d_wgrad_tma), 16-bit only: block_m input
 # channels (x's box, the accumulator's rows, the operand wgmma reads from registers), block_n

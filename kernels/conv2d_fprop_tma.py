@@ -46,19 +46,34 @@ here (the unused phase parameters repeat phase 00); larger strides take the poin
 
 Program order: one grid axis over (group, m tile, n tile), grouped by GROUP_M m tiles as in
 Triton's matmul tutorial, so that programs running together share x and weight tiles in L2.
+
+Split-K (SPLIT_K): where the output tiles are too few to give every SM a program (batch 1,
+ResNet-50's 7x7 layers: 56 tiles of 128x128 at batch 32 for 132 SMs), grid axis 1 cuts the
+flat reduction (every phase's loop, in the order above) into ranges of ITERS_PER_SPLIT steps;
+each program stores its float32 partial sum by output pixel row (n * P + p) * Q + q into the
+workspace [SPLIT, groups, N*P*Q, KG], and ``conv2d_split_reduce_kernel`` adds the ranges and
+applies bias, residual, activation and pre-activation. Unsplit, none of that is compiled.
+
+Persistent (PERSISTENT): a grid of about one program per SM, each looping over the tiles a grid
+apart (the split index stays its own). The tile loop is flattened with the reduction where the
+reduction is one loop (stride 1), so that the next tile's first loads are issued before this
+tile's epilogue. Warp specialisation is not used: Triton's Hopper pass for it (3.6 and 3.8)
+leaves a kernel of 8 warps, or one with an ``else`` branch (the epilogue's activations), as
+it is, and with 4 warps and a split it fails to compile (3.8: TMA copies of half a box after
+splitting the tile between consumer warp groups; 3.6: at stride 2, whose four phase loops it
+cannot partition).
 """
 import triton
 import triton.language as tl
 
-from ._common import conv_epilogue, mma
+from ._common import conv_epilogue, mma, store_partial
 
 
 @triton.jit
-def _grouped_tile_ids(num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
-    """Flat program id -> (conv group, m tile, n tile). Within a conv group, programs walk
+def _grouped_tile_ids(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
+    """Flat tile id -> (conv group, m tile, n tile). Within a conv group, programs walk
     GROUP_M m tiles down one n-tile column before the next column (tutorial 03): the B tiles
     of a column and the A tiles of the GROUP_M rows stay in L2 while they are reused."""
-    pid = tl.program_id(0)
     tiles = num_pid_m * num_pid_n
     g = pid // tiles
     pid = pid % tiles
@@ -100,15 +115,18 @@ def conv2d_fprop_tma_kernel(
     # channel stride (a phase the stride lacks repeats phase 00, never read); w_desc, the
     # weight as [K, R * S * CGP]
     x_desc00, x_desc01, x_desc10, x_desc11, w_desc,
-    # pointers (res: residual added before the activation; pre: pre-activation, for backward)
-    b_ptr, res_ptr, y_ptr, pre_ptr,
-    # sizes (CGP: CG padded to whole BLOCK_K blocks, the weight's channels per tap)
-    N, H, W, P, Q, R, S, CG, CGP, KG,
+    # pointers (res: residual added before the activation; pre: pre-activation, for backward;
+    # part: split-K workspace [SPLIT, groups, N*P*Q, KG] in float32, used only with SPLIT_K)
+    b_ptr, res_ptr, y_ptr, pre_ptr, part_ptr,
+    # sizes (CGP: CG padded to whole BLOCK_K blocks, the weight's channels per tap;
+    # ITERS_PER_SPLIT: reduction steps per split, counted over all phases)
+    N, H, W, P, Q, R, S, CG, CGP, KG, groups, ITERS_PER_SPLIT,
     # convolution parameters
     pad_h, pad_w, dil_h, dil_w,
-    # strides (in elements) of y and the residual
+    # strides (in elements) of y, the residual and the workspace
     stride_yn, stride_yk, stride_yp, stride_yq,
     stride_rn, stride_rk, stride_rp, stride_rq,
+    stride_pt, stride_pg, stride_pm,
     # epilogue switches (runtime: see conv_epilogue)
     activation, has_residual, store_preact,
     # meta-parameters
@@ -116,15 +134,64 @@ def conv2d_fprop_tma_kernel(
     STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
     BN_IMG: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    SPLIT_K: tl.constexpr, PERSISTENT: tl.constexpr,
 ):
-    BLOCK_M: tl.constexpr = BN_IMG * BH * BW
-
-    # -- which output box and channel block: m tiles are (image, row, column) boxes
     tiles_q = tl.cdiv(Q, BW)
     tiles_p = tl.cdiv(P, BH)
     num_pid_m = tl.cdiv(N, BN_IMG) * tiles_p * tiles_q
     num_pid_n = tl.cdiv(KG, BLOCK_N)
-    g, pid_m, pid_n = _grouped_tile_ids(num_pid_m, num_pid_n, GROUP_M)
+    if PERSISTENT:
+        # a grid of about one program per SM, each walking the tiles a grid apart in the same
+        # grouped order: no program starts or ends per tile, and (flattened) the next tile's
+        # first loads can be issued before this tile's epilogue
+        num_tiles = groups * num_pid_m * num_pid_n
+        for tile in tl.range(tl.program_id(0), num_tiles, tl.num_programs(0), flatten=True):
+            _conv_tile(tile, num_pid_m, num_pid_n, tiles_p, tiles_q,
+                       x_desc00, x_desc01, x_desc10, x_desc11, w_desc,
+                       b_ptr, res_ptr, y_ptr, pre_ptr, part_ptr,
+                       N, H, W, P, Q, R, S, CG, CGP, KG, ITERS_PER_SPLIT,
+                       pad_h, pad_w, dil_h, dil_w,
+                       stride_yn, stride_yk, stride_yp, stride_yq,
+                       stride_rn, stride_rk, stride_rp, stride_rq,
+                       stride_pt, stride_pg, stride_pm,
+                       activation, has_residual, store_preact,
+                       HAS_BIAS, DOT_IN_FP32, STRIDE_H, STRIDE_W, BN_IMG, BH, BW,
+                       BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K)
+    else:
+        _conv_tile(tl.program_id(0), num_pid_m, num_pid_n, tiles_p, tiles_q,
+                   x_desc00, x_desc01, x_desc10, x_desc11, w_desc,
+                   b_ptr, res_ptr, y_ptr, pre_ptr, part_ptr,
+                   N, H, W, P, Q, R, S, CG, CGP, KG, ITERS_PER_SPLIT,
+                   pad_h, pad_w, dil_h, dil_w,
+                   stride_yn, stride_yk, stride_yp, stride_yq,
+                   stride_rn, stride_rk, stride_rp, stride_rq,
+                   stride_pt, stride_pg, stride_pm,
+                   activation, has_residual, store_preact,
+                   HAS_BIAS, DOT_IN_FP32, STRIDE_H, STRIDE_W, BN_IMG, BH, BW,
+                   BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K)
+
+
+@triton.jit
+def _conv_tile(tile, num_pid_m, num_pid_n, tiles_p, tiles_q,
+               x_desc00, x_desc01, x_desc10, x_desc11, w_desc,
+               b_ptr, res_ptr, y_ptr, pre_ptr, part_ptr,
+               N, H, W, P, Q, R, S, CG, CGP, KG, ITERS_PER_SPLIT,
+               pad_h, pad_w, dil_h, dil_w,
+               stride_yn, stride_yk, stride_yp, stride_yq,
+               stride_rn, stride_rk, stride_rp, stride_rq,
+               stride_pt, stride_pg, stride_pm,
+               activation, has_residual, store_preact,
+               HAS_BIAS: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+               STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
+               BN_IMG: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
+               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+               SPLIT_K: tl.constexpr):
+    """One output tile (flat id ``tile``): its reduction, or this split's range of it, then
+    the epilogue (unsplit) or its partial sum's store (SPLIT_K)."""
+    BLOCK_M: tl.constexpr = BN_IMG * BH * BW
+
+    # -- which output box and channel block: m tiles are (image, row, column) boxes
+    g, pid_m, pid_n = _grouped_tile_ids(tile, num_pid_m, num_pid_n, GROUP_M)
     n0 = pid_m // (tiles_p * tiles_q) * BN_IMG
     p0 = (pid_m // tiles_q) % tiles_p * BH
     q0 = pid_m % tiles_q * BW
@@ -133,6 +200,14 @@ def conv2d_fprop_tma_kernel(
 
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)  # transposed: channels x pixels
     num_cb = tl.cdiv(CG, BLOCK_K)
+    if SPLIT_K:
+        # this split's steps [first, last) of the flat reduction: all phases' loops one after
+        # the other, each clipped to the part of it that falls in the range (``done``: the
+        # steps of the phases before)
+        split = tl.program_id(1)
+        first = split * ITERS_PER_SPLIT
+        last = first + ITERS_PER_SPLIT
+        done = 0
 
     # -- reduction: the taps of each stride phase, then over channel blocks within a tap
     for ph in tl.static_range(STRIDE_H):
@@ -151,7 +226,15 @@ def conv2d_fprop_tma_kernel(
                 x_desc = x_desc10
             else:
                 x_desc = x_desc11
-            for it in tl.range(0, taps_r * taps_s * num_cb):
+            steps = taps_r * taps_s * num_cb
+            if SPLIT_K:
+                lo = tl.minimum(tl.maximum(first - done, 0), steps)
+                hi = tl.maximum(tl.minimum(last - done, steps), lo)
+                done += steps
+            else:
+                lo = 0
+                hi = steps
+            for it in tl.range(lo, hi):
                 tap = it // num_cb
                 c0 = (it % num_cb) * BLOCK_K
                 r = r0 + (tap // taps_s) * r_step
@@ -164,29 +247,54 @@ def conv2d_fprop_tma_kernel(
                 # Y^T += W X^T: x's reshaped box as the B operand stays in shared memory
                 acc = mma(w_tile, x_tile.T, acc, DOT_IN_FP32, False)
 
-    # -- epilogue: bias, residual, activation, pointer stores in y's own layout
+    # -- epilogue: bias, residual, activation, pointer stores in y's own layout; or, split,
+    # the partial sum by output pixel row (n * P + p) * Q + q, for the split-K reduction
     offs_m = tl.arange(0, BLOCK_M)
     n = n0 + offs_m // (BH * BW)
     p = p0 + (offs_m // BW) % BH
     q = q0 + offs_m % BW
     mask_m = (n < N) & (p < P) & (q < Q)  # a box may hang over the map's edges
-    y_row = n * stride_yn + p * stride_yp + q * stride_yq
-    r_row = n * stride_rn + p * stride_rp + q * stride_rq
+    if SPLIT_K:
+        y_row = (n * P + p) * Q + q  # the workspace's pixel rows
+        r_row = y_row
+    else:
+        y_row = n * stride_yn + p * stride_yp + q * stride_yq
+        r_row = n * stride_rn + p * stride_rp + q * stride_rq
     if BLOCK_N > 128:
         # two halves of output channels one after the other: a whole 128x256 tile transposed
         # at once, with its residual and store offsets, does not fit in registers
         HALF: tl.constexpr = BLOCK_N // 2
         acc_lo, acc_hi = acc.reshape(2, HALF, BLOCK_M).permute(1, 2, 0).split()
-        _epilogue(acc_lo, pid_n * BLOCK_N, g, KG, y_row, r_row, mask_m, b_ptr, res_ptr, pre_ptr,
-                  y_ptr, stride_yk, stride_rk, activation, has_residual, store_preact, HAS_BIAS,
-                  HALF)
-        _epilogue(acc_hi, pid_n * BLOCK_N + HALF, g, KG, y_row, r_row, mask_m, b_ptr, res_ptr,
-                  pre_ptr, y_ptr, stride_yk, stride_rk, activation, has_residual, store_preact,
-                  HAS_BIAS, HALF)
+        if SPLIT_K:
+            _store_partial_t(acc_lo, pid_n * BLOCK_N, split, g, KG, y_row, mask_m, part_ptr,
+                             stride_pt, stride_pg, stride_pm, HALF)
+            _store_partial_t(acc_hi, pid_n * BLOCK_N + HALF, split, g, KG, y_row, mask_m,
+                             part_ptr, stride_pt, stride_pg, stride_pm, HALF)
+        else:
+            _epilogue(acc_lo, pid_n * BLOCK_N, g, KG, y_row, r_row, mask_m, b_ptr, res_ptr,
+                      pre_ptr, y_ptr, stride_yk, stride_rk, activation, has_residual,
+                      store_preact, HAS_BIAS, HALF)
+            _epilogue(acc_hi, pid_n * BLOCK_N + HALF, g, KG, y_row, r_row, mask_m, b_ptr,
+                      res_ptr, pre_ptr, y_ptr, stride_yk, stride_rk, activation, has_residual,
+                      store_preact, HAS_BIAS, HALF)
     else:
-        _epilogue(acc, pid_n * BLOCK_N, g, KG, y_row, r_row, mask_m, b_ptr, res_ptr, pre_ptr,
-                  y_ptr, stride_yk, stride_rk, activation, has_residual, store_preact, HAS_BIAS,
-                  BLOCK_N)
+        if SPLIT_K:
+            _store_partial_t(acc, pid_n * BLOCK_N, split, g, KG, y_row, mask_m, part_ptr,
+                             stride_pt, stride_pg, stride_pm, BLOCK_N)
+        else:
+            _epilogue(acc, pid_n * BLOCK_N, g, KG, y_row, r_row, mask_m, b_ptr, res_ptr,
+                      pre_ptr, y_ptr, stride_yk, stride_rk, activation, has_residual,
+                      store_preact, HAS_BIAS, BLOCK_N)
+
+
+@triton.jit
+def _store_partial_t(acc_t, k_first, split, g, KG, rows, mask_m, part_ptr,
+                     stride_pt, stride_pg, stride_pm, COLS: tl.constexpr):
+    """store_partial of the transposed accumulator ``acc_t`` [COLS channels, pixels] whose
+    channels start at ``k_first`` within group g, pixels at workspace rows ``rows``."""
+    offs_k = k_first + tl.arange(0, COLS)
+    store_partial(acc_t.T, part_ptr, split, g, rows, mask_m, offs_k, offs_k < KG,
+                  stride_pt, stride_pg, stride_pm)
 
 
 @triton.jit

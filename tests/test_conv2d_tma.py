@@ -5,6 +5,7 @@ milliseconds); the GPU tiles of TMA_CONFIGS are compiled for sm_90 in a subproce
 (test_sm90_signature). Every launch goes through ``conv2d_fprop_tma`` directly, under
 ``aten_forbidden``: the TMA kernel computed what is compared.
 """
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,13 +14,15 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+import triton
 
 import fastconv
 
 from fastconv.bench import tma_report
-from fastconv.kernels.configs import TMA_CONFIGS, TileConfig
+from fastconv.kernels.configs import TMA_CONFIGS, TMA_PERSISTENT_CONFIGS, TileConfig
+from fastconv.conv.plan import ConvProblem, tma_steps, tma_tiles
 from fastconv.conv.tma_launch import (MAX_STRIDE, box_shape, conv2d_fprop_tma,
-                                     tma_fprop_eligible, tma_fprop_launch)
+                                     persistent_programs, tma_fprop_eligible, tma_fprop_launch)
 from helpers import TOL, aten_forbidden, assert_rel_close, rel_err
 
 # interpreter tiles: 32 pixels (e.g. a 1 x 4 x 8 box) x 32 channels x 16 channels a step, and
@@ -42,13 +45,13 @@ def _output(ref, dtype):
 
 
 def _run(x, w, b, stride, padding, dilation, groups, config=SMALL, residual=None,
-         activation=0, preact=None, y=None, ref_shape=None):
+         activation=0, preact=None, y=None, ref_shape=None, split=1):
     if y is None:
         y = _output(torch.empty(ref_shape), x.dtype)
     assert tma_fprop_eligible(x, w, y, groups, residual, stride=stride)
     with aten_forbidden():
         conv2d_fprop_tma(x, w, b, y, stride, padding, dilation, groups, residual, activation,
-                         preact, config=config)
+                         preact, config=config, split=split)
     return y
 
 
@@ -181,11 +184,97 @@ def test_partial_channel_block_reads_nothing_of_the_next_group(dtype):
     assert_rel_close(y[:, KG:], ref[:, KG:], dtype, "group 1 (its boxes reach past C)")
 
 
+# ---------------------------------------------------------------------------- split-K
+@pytest.mark.parametrize("split,stride,epilogue,dtype", [
+    (2, (1, 1), "bias-residual-relu", torch.float16),
+    (3, (2, 2), "bias-silu-preact", torch.bfloat16),
+    (3, (1, 1), "residual-gelu", torch.float16),
+    (40, (2, 2), "bias", torch.float16),  # more ranges than the 18 steps: empty ones add 0
+], ids=["2-s1", "3-s2", "3-s1-gelu", "40-s2"])
+def test_split_k_matches_torch(split, stride, epilogue, dtype, kernel_launches):
+    """Split-K: the reduction over all stride phases' taps x channel blocks cut into ranges
+    (at stride 2, ranges that start and end inside a phase); the partial sums by output pixel
+    row, added by the split-K reduction, which applies bias, residual and activation."""
+    N, C, H, W, K = 2, 32, 7, 6, 24
+    x, w, b = _inputs(N, C, H, W, K, 3, 3, 1, dtype, bias="bias" in epilogue)
+    z = _reference(x, w, b, stride, (1, 1), (1, 1), 1)
+    residual = None
+    if "residual" in epilogue:
+        residual = torch.randn(z.shape, dtype=dtype).to(memory_format=torch.channels_last)
+        z = z + residual.double()
+    activation, ref = 0, z
+    if "relu" in epilogue:
+        activation, ref = 1, torch.relu(z)
+    if "silu" in epilogue:
+        activation, ref = 3, F.silu(z)
+    if "gelu" in epilogue:
+        activation, ref = 4, F.gelu(z)
+    preact = _output(z, dtype) if "preact" in epilogue else None
+    y = _output(z, dtype)
+    _, grid, kwargs, then = tma_fprop_launch(x, w, b, y, stride, (1, 1), (1, 1), 1, residual,
+                                             activation, preact, config=SMALL, split=split)
+    assert grid[1] == split and kwargs["SPLIT_K"] and not kwargs["HAS_BIAS"]
+    # 9 taps x 2 channel blocks of 16, whatever the stride: every tap lies in one phase
+    assert kwargs["ITERS_PER_SPLIT"] == triton.cdiv(18, split)
+    assert then.kernel.fn.__name__ == "conv2d_split_reduce_kernel"
+    y = _run(x, w, b, stride, (1, 1), (1, 1), 1, residual=residual, activation=activation,
+             preact=preact, y=y, split=split)
+    assert [name for name, _, _ in kernel_launches] == \
+        ["conv2d_fprop_tma_kernel", "conv2d_split_reduce_kernel"]
+    assert_rel_close(y, ref, dtype, f"split {split}")
+    if preact is not None:
+        assert_rel_close(preact, z, dtype, "pre-activation")
+
+
+def test_split_k_grouped_stride_2_with_an_empty_phase():
+    """Groups and a stride-2 map one pixel high (its second row phase has no pixels, and no
+    steps): the split ranges are counted as the kernel counts its steps."""
+    N, C, H, W, K, groups = 2, 32, 1, 9, 32, 2
+    x, w, b = _inputs(N, C, H, W, K, 3, 3, groups, torch.float16, bias=True)
+    ref = _reference(x, w, b, (2, 2), (1, 1), (1, 1), groups)
+    pb = ConvProblem(N, C, H, W, K, *ref.shape[2:], 3, 3, groups, torch.float16, (2, 2),
+                     (1, 1), (1, 1))
+    # row tap 1 only (phase 1 has no pixels) x 3 column taps x one block of 16 channels
+    assert tma_steps("fprop", pb, SMALL) == 3
+    y = _run(x, w, b, (2, 2), (1, 1), (1, 1), groups, ref_shape=ref.shape, split=4)
+    assert_rel_close(y, ref, torch.float16, "split 4, groups 2, H 1")
+
+
+# ---------------------------------------------------------------------------- persistent
+@pytest.mark.parametrize("stride,split", [((1, 1), 1), ((2, 2), 1), ((2, 2), 2)])
+def test_persistent_programs_loop_over_tiles(stride, split):
+    """The persistent variant on a one-SM target: a grid smaller than the tile count, each
+    program walking tiles a grid apart (with a split, every split index does so)."""
+    from fastconv.ops.target import Target, planning_for
+    # 8 warps: at most 8 programs an SM (64 warps), fewer than the 12 or 48 tiles here
+    cfg = dataclasses.replace(SMALL, num_warps=8, persistent=True)
+    N, C, H, W, K = 2, 16, 16, 16, 96
+    x, w, b = _inputs(N, C, H, W, K, 3, 3, 1, torch.float16, bias=True)
+    ref = torch.relu(_reference(x, w, b, stride, (1, 1), (1, 1), 1))
+    y = _output(ref, torch.float16)
+    with planning_for(Target("interpreter", True, sms=1)):
+        _, grid, kwargs, _ = tma_fprop_launch(x, w, b, y, stride, (1, 1), (1, 1), 1,
+                                              activation=1, config=cfg, split=split)
+        P, Q = ref.shape[2:]
+        pb = ConvProblem(N, C, H, W, K, P, Q, 3, 3, 1, torch.float16, stride, (1, 1), (1, 1))
+        tiles = tma_tiles("fprop", pb, SMALL)
+        assert kwargs["PERSISTENT"] and grid[0] < tiles, (grid, tiles)
+        y = _run(x, w, b, stride, (1, 1), (1, 1), 1, config=cfg, activation=1, y=y,
+                 split=split)
+    assert_rel_close(y, ref, torch.float16, f"persistent, stride {stride}, split {split}")
+
+
+def test_persistent_grid_is_one_program_per_sm_for_the_gpu_tiles():
+    for cfg in TMA_PERSISTENT_CONFIGS["16"]:
+        assert persistent_programs(cfg, 10_000, "cpu") == 132  # the default SM count
+        assert persistent_programs(cfg, 50, "cpu") == 50
+
+
 def test_launch_by_keyword():
     """(kernel, grid, kwargs): every kernel argument by name, descriptors of the phases."""
     x, w, _ = _inputs(2, 16, 9, 9, 16, 3, 3, 1, torch.float16)
     y = _output(torch.empty(2, 16, 5, 5), torch.float16)
-    kernel, grid, kwargs = tma_fprop_launch(x, w, None, y, (2, 2), (1, 1), (1, 1), 1,
+    kernel, grid, kwargs, then = tma_fprop_launch(x, w, None, y, (2, 2), (1, 1), (1, 1), 1,
                                             config=SMALL)
     params = set(kernel.arg_names)
     assert params <= set(kwargs) and set(kwargs) - params <= {"num_warps", "num_stages"}
@@ -245,18 +334,21 @@ def test_gpu_check_script_runs_here():
 
 @pytest.mark.xdist_group("gpu_compile")
 def test_sm90_signature(tmp_path):
-    """Every TMA_CONFIGS tile, bf16 and fp16, on ResNet-50 layer shapes, compiled for sm_90:
-    TMA copies for both operands, wgmma with N >= 128 and both operands in shared memory, the
-    configured stages, no spills. Runs in a subprocess without TRITON_INTERPRET."""
+    """Every TMA_CONFIGS tile, bf16 and fp16, on ResNet-50 layer shapes, compiled for sm_90,
+    plain and as its split-K and persistent variants (tma_report.VARIANTS): TMA copies for both
+    operands, wgmma with N >= 128 and both operands in shared memory, the configured stages,
+    no spills. Runs in a subprocess without TRITON_INTERPRET."""
     out = tmp_path / "tma.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-m", "fastconv.bench.tma_report", "--json", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "fastconv.bench.tma_report", "--json", str(out),
+                           "--variants", "all"],
                           env=env, capture_output=True, text=True, timeout=1800)
     assert out.exists(), proc.stderr[-3000:]
     rows = json.loads(out.read_text())
-    assert len(rows) == len(TMA_CONFIGS["16"]) * len(tma_report.LAYERS) * 2
+    assert len(rows) == len(TMA_CONFIGS["16"]) * 2 * sum(len(v[-1]) for v in tma_report.VARIANTS)
+    assert {r["variant"] for r in rows} == {v[0] for v in tma_report.VARIANTS}
     for r in rows:
-        what = f"{r['layer']} {r['dtype']} {r['tile']}"
+        what = f"{r['variant']} {r['layer']} {r['dtype']} {r['tile']}"
         assert not r["error"], f"{what}: {r['error']}"
         assert r["spill_bytes"] == 0, f"{what}: {r['spill_bytes']} bytes of spills"
         assert r["tma_x"] > 0 and r["tma_w"] > 0, \
@@ -296,6 +388,72 @@ def test_the_op_runs_the_tma_kernel_on_sm90_and_replays_it(kernel_launches):
     for y, x, w, b in outs:
         ref = F.conv2d(x.double(), w.double(), b.double(), padding=1, stride=(2, 1))
         assert rel_err(y, ref) < TOL[torch.bfloat16]
+
+
+def test_the_plan_splits_a_late_7x7_layer_on_tma_at_batch_32():
+    """ResNet-50's 512 -> 512 3x3 over 7x7 at batch 32 on sm_90 (132 SMs): 56 tiles of 128x128
+    (16 x 1 x 8 boxes), too few; split 3 ways (72 steps: 3 ranges of 24) they give 168
+    programs, where the 128x256 tile would need 5 ranges of its 28 tiles. explain() says so."""
+    from fastconv.conv.autotune import candidates
+    from fastconv.conv.launch import conv_problem
+    from fastconv.conv.plan import TMA_FAMILY, reduction_steps
+    x = torch.randn(32, 512, 7, 7).to(torch.float16).contiguous(
+        memory_format=torch.channels_last)
+    w = torch.randn(512, 512, 3, 3).to(torch.float16)
+    plans = fastconv.explain(x, w, padding=1, target="sm_90")
+    fprop = plans.fprop
+    assert fprop.family == TMA_FAMILY and fprop.split == 3, fprop
+    assert (fprop.config.block_m, fprop.config.block_n) == (128, 128)
+    assert not fprop.config.persistent  # the plan's default: nothing has measured it
+    assert "split-K 3 (56 output tiles for 132 SMs)" in str(plans)
+    assert "72 reduction steps run in 3 ranges (168 programs)" in str(plans)
+    pb = conv_problem(x.shape, w.shape, (32, 512, 7, 7), 1, torch.float16, padding=(1, 1))
+    assert reduction_steps("fprop", TMA_FAMILY, pb, fprop.config) == 72
+    # the autotuner times each tile and its persistent variant, each with its own split
+    options = candidates(fprop, pb, "cpu")
+    assert [(c.config.block_n, c.config.persistent, c.split) for c in options] == \
+        [(256, False, 5), (128, False, 3), (256, True, 5), (128, True, 3)]
+    # a batch of 256 fills the SMs unsplit
+    big = torch.empty(256, 512, 7, 7, dtype=torch.float16, device="meta").contiguous(
+        memory_format=torch.channels_last)
+    assert tma_plan_of(big, w).split == 1
+
+
+def tma_plan_of(x, w):
+    from fastconv.conv.launch import conv_problem
+    from fastconv.conv.plan import tma_plan
+    from fastconv.ops.target import TARGETS, planning_for
+    with planning_for(TARGETS["sm_90"]):
+        return tma_plan(conv_problem(x.shape, w.shape, (x.shape[0], w.shape[0], 7, 7), 1,
+                                     x.dtype, padding=(1, 1)), x.device)
+
+
+def test_the_op_runs_the_tma_kernel_split_through_functional(kernel_launches):
+    """On an sm_90 target of 2 SMs a 1-tile layer of 18 reduction steps splits in 2: the op
+    runs the TMA kernel, then the split-K reduction (bias and relu), also on replay."""
+    import fastconv.functional as FC
+    from fastconv.ops.target import Target, planning_for
+    two_sms = Target("sm_90", False, sms=2, tma=True)
+
+    def tensors():
+        x = torch.randn(1, 128, 4, 5).to(torch.float16).contiguous(
+            memory_format=torch.channels_last)
+        w = (torch.randn(24, 128, 3, 3) / 34).to(torch.float16)
+        return x, w, torch.randn(24).to(torch.float16)
+    outs = []
+    with planning_for(two_sms), aten_forbidden():
+        x, w, b = tensors()
+        plan = fastconv.explain(x, w, padding=1).fprop
+        assert plan.family == "implicit_gemm_tma" and plan.split == 2, plan
+        for _ in range(2):
+            x, w, b = tensors()
+            outs.append((FC.conv2d(x, w, b, padding=1, activation="relu"), x, w, b))
+    assert [name for name, _, _ in kernel_launches] == \
+        ["conv2d_fprop_tma_kernel", "conv2d_split_reduce_kernel"] * 2
+    assert kernel_launches[0][1][1] == 2  # grid axis 1: the split
+    for y, x, w, b in outs:
+        ref = torch.relu(F.conv2d(x.double(), w.double(), b.double(), padding=1))
+        assert_rel_close(y, ref, torch.float16, "split through the op")
 
 
 @pytest.mark.parametrize("groups,dilation,padding,output_padding", [

@@ -3,12 +3,14 @@
     python -m fastconv.bench.tma_gpu_check [--csv FILE] [--no-time]
 
 For each layer (tma_report's ResNet-50 layers, a ResNeXt-50 grouped 3x3), 16-bit dtype, pass
-and tile: the relative error against float64 torch (the forward with bias, residual and relu
-fused; the input gradient, ``conv2d_dgrad_tma_kernel``; the weight gradient,
-``conv2d_wgrad_tma_kernel``), then GPU time (a CUDA graph of the call replayed,
-``triton.testing.do_bench_cudagraph``) of fastconv's TMA kernel and of cuDNN
-(``cudnn.benchmark``; ``convolution_backward`` for the gradients), both channels_last. Before
-any of that, the one check the interpreter cannot settle: the halo of a padded 3x3, read at
+(the forward with bias, residual and relu fused; the input gradient; the weight gradient) and
+tile of that pass's TMA table (the forward's plain and persistent), each with the split-K the
+plan gives it on this GPU (the tile column says "persistent" and "split<n>"): the relative
+error against float64 torch, then GPU time (a CUDA graph of the call replayed,
+``triton.testing.do_bench_cudagraph``) of fastconv's launches and of cuDNN (``cudnn.benchmark``;
+``convolution_backward`` for the gradients), both channels_last. The launches are the seam's
+(``fastconv.conv.launch``) for a plan of that tile, the split-K reduction included. Before any
+of that, the one check the interpreter cannot settle: the halo of a padded 3x3, read at
 negative coordinates, must be TMA's zero fill. Prints one CSV row per case as it finishes.
 """
 import argparse
@@ -19,12 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from fastconv.bench.tma_report import LAYERS
-from fastconv.kernels.configs import TMA_CONFIGS, TMA_DGRAD_CONFIGS, TMA_WGRAD_CONFIGS
-from fastconv.conv.tma_dgrad_launch import tma_dgrad_eligible, tma_dgrad_launches
-from fastconv.conv.tma_launch import conv2d_fprop_tma, tma_fprop_eligible
-from fastconv.conv.tma_wgrad_launch import tma_wgrad_eligible, tma_wgrad_launch
+from fastconv.conv import launch as L
+from fastconv.conv.plan import TMA_FAMILY, Plan, config_table, kernel_of, split_for
+from fastconv.conv.tma_launch import conv2d_fprop_tma
+from fastconv.kernels.configs import TMA_CONFIGS
 from fastconv.numerics import OP_TOLERANCE, rel_err
-from fastconv.ops.launch_cache import run_launches
+from fastconv.ops.launch_cache import Finish, run_launches
 
 # (name, N, C, H, W, K, R, S, stride, pad, groups)
 CHECK_LAYERS = tuple(layer + (1,) for layer in LAYERS) + (
@@ -33,7 +35,6 @@ CHECK_LAYERS = tuple(layer + (1,) for layer in LAYERS) + (
 FIELDS = ("layer", "pass", "dtype", "tile", "rel_err", "tma_ms", "cudnn_ms", "speedup",
           "tma_tflops")
 PASSES = ("fprop", "dgrad", "wgrad")
-# relative error against float64 (fastconv.numerics)
 
 
 def halo_is_zero(device, dtype=torch.float16, config=None) -> bool:
@@ -51,30 +52,44 @@ def halo_is_zero(device, dtype=torch.float16, config=None) -> bool:
                 and (y[:, :, 1:, 1:] > 400).all())
 
 
-def _gradient_run(pass_, x, w, dy, args, cfg):
-    """(run, the tensor it writes) of the TMA input or weight gradient (pass_ "dgrad" or
-    "wgrad") of conv2d(x, w, *args) for the output gradient ``dy``, unsplit."""
+def _call(pass_, cfg, x, w, b, res, dy, args):
+    """(run, tile label) of one pass of conv2d(x, w, *args) as the seam launches a plan of
+    ``cfg`` with the split the plan gives it on this GPU (none elsewhere); ``run()`` starts the
+    launches and returns the result: the forward into a new y (bias, residual, relu), or the
+    input or weight gradient for the output gradient ``dy``."""
     stride, padding, dilation, groups = args
-    if pass_ == "dgrad":
-        dx = torch.empty_like(x)
-        assert tma_dgrad_eligible(dy, w, dx, groups)
-        launches, _ = tma_dgrad_launches(dy, w, dx, stride, padding, dilation, groups,
-                                         config=cfg)
-        return (lambda: run_launches(launches)), dx
-    assert tma_wgrad_eligible(x, dy, w.shape, groups, stride)
-    launch, dw = tma_wgrad_launch(x, dy, w.shape, stride, padding, dilation, groups,
-                                  config=cfg)
-    return (lambda: run_launches([launch])), dw
+    pb = L.conv_problem(x.shape, w.shape, dy.shape, groups, x.dtype, *args[:3])
+    split = split_for(pass_, TMA_FAMILY, pb, cfg, x.device) if x.is_cuda else 1
+    plan = Plan(pass_, TMA_FAMILY, kernel_of(pass_, TMA_FAMILY), cfg, split, "gpu check")
+    finish = None
+    if pass_ == "fprop":
+        out = torch.empty_like(res)
+        _, launches = L.conv2d_fprop(x, w, b, out, *args, residual=res, activation=1,
+                                     plan=plan)
+    elif pass_ == "dgrad":
+        out = torch.empty_like(x)
+        _, launches = L.conv2d_dgrad(dy, w, out, *args, plan=plan)
+    else:
+        _, launches, out = L.conv2d_wgrad(x, dy, w.shape, *args, plan=plan)
+        if isinstance(out, Finish):
+            finish = out
+    kernel = next(one.kernel for one in launches if hasattr(one, "kernel"))
+    assert kernel is kernel_of(pass_, TMA_FAMILY), kernel
+
+    def run():
+        run_launches(launches)
+        return finish.fn(*finish.tensors) if finish is not None else out
+    tile = f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k}" + \
+        (" persistent" if cfg.persistent else "") + (f" split{split}" if split > 1 else "")
+    return run, tile
 
 
 def check(device="cuda", layers=CHECK_LAYERS, configs=None, dtypes=(torch.bfloat16,
           torch.float16), time=True, out=None, passes=PASSES):
     """Rows (dicts of FIELDS) of every case; ``out``, a csv.DictWriter, gets each at once.
-    ``configs``, when given, is the tile list of every pass (default: each pass's table)."""
+    ``configs``, when given, is the tile list of every pass (default: each pass's TMA table)."""
     import triton.testing
 
-    tables = {"fprop": TMA_CONFIGS["16"], "dgrad": TMA_DGRAD_CONFIGS["16"],
-              "wgrad": TMA_WGRAD_CONFIGS["16"]}
     rows = []
     for name, N, C, H, W, K, R, S, stride, pad, groups in layers:
         for dtype in dtypes:
@@ -91,8 +106,6 @@ def check(device="cuda", layers=CHECK_LAYERS, configs=None, dtypes=(torch.bfloat
             for pass_ in passes:
                 if pass_ == "fprop":
                     want = torch.relu(ref + res.double())
-                    y = torch.empty_like(res)
-                    assert tma_fprop_eligible(x, w, y, groups, res, stride=(stride, stride)), name
                     mask = None
                 else:
                     mask = [pass_ == "dgrad", pass_ == "wgrad", False]
@@ -105,17 +118,10 @@ def check(device="cuda", layers=CHECK_LAYERS, configs=None, dtypes=(torch.bfloat
                         (lambda: F.conv2d(x, w, b, *args)) if mask is None else
                         (lambda: torch.ops.aten.convolution_backward(
                             dy, x, w, None, *args[:3], False, (0, 0), groups, mask)))
-                for cfg in configs or tables[pass_]:
-                    if pass_ == "fprop":
-                        def run(cfg=cfg):
-                            conv2d_fprop_tma(x, w, b, y, *args, residual=res, activation=1,
-                                             config=cfg)
-                        got = y.fill_(float("nan"))
-                    else:
-                        run, got = _gradient_run(pass_, x, w, dy, args, cfg)
-                    run()
-                    row = dict(layer=name, dtype=str(dtype).replace("torch.", ""),
-                               tile=f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k}",
+                for cfg in configs or config_table(TMA_FAMILY, False)[pass_]["16"]:
+                    run, tile = _call(pass_, cfg, x, w, b, res, dy, args)
+                    got = run()
+                    row = dict(layer=name, dtype=str(dtype).replace("torch.", ""), tile=tile,
                                rel_err=f"{rel_err(got, want):.2e}")
                     row["pass"] = pass_
                     if time:

@@ -7,7 +7,10 @@ what decides whether it can run like a Hopper GEMM: TMA copies (``cp.async.bulk.
 which descriptors they read, the wgmma instruction shapes, the pipeline depth, registers, spill
 stack and shared memory (``cuobjdump -res-usage``).
 
-    python -m fastconv.bench.tma_report [--json FILE]
+    python -m fastconv.bench.tma_report [--json FILE] [--variants plain,split3,...|all]
+
+Besides the plain tile (``--variants plain``, the default), the kernel's split-K and persistent
+variants compile on the layers they are for (``VARIANTS``).
 
 needs a process without TRITON_INTERPRET. ``--kernels DIR`` compiles the kernel package of a
 source tree instead of the installed one.
@@ -34,6 +37,16 @@ LAYERS = (
     ("512->512 3x3 7x7", 32, 512, 7, 7, 512, 3, 3, 1, 1),
 )
 DTYPES = ("bf16", "fp16")
+# Kernel variants beyond the plain tile, each on the layers it is for: split-K (the 7x7 layer
+# whose 128x128 grid leaves SMs idle, and a stride-2 layer, whose split ranges cross stride
+# phases), the persistent grid, and both together.
+# (name, split, persistent, layer names)
+VARIANTS = (
+    ("plain", 1, False, tuple(layer[0] for layer in LAYERS)),
+    ("split3", 3, False, ("128->128 3x3 s2 56x56", "512->512 3x3 7x7")),
+    ("persistent", 1, True, ("64->64 3x3 56x56", "128->128 3x3 s2 56x56")),
+    ("persistent-split3", 3, True, ("512->512 3x3 7x7",)),
+)
 def _load_kernel(kernels_dir=None):
     if kernels_dir is None:
         from fastconv.kernels import conv2d_fprop_tma_kernel
@@ -53,22 +66,28 @@ def _configs():
             for c in TMA_CONFIGS["16"]]
 
 
-def launch_signature(kernel, dtype, config, layer):
+def launch_signature(kernel, dtype, config, layer, split=1, persistent=False):
     """(signature, constexprs, attrs) of the launch of ``layer`` with ``config``: x, y and
     the residual channels_last, every epilogue feature on, as ``tma_fprop_launch`` passes
-    them and Triton's JIT specialises them."""
+    them and Triton's JIT specialises them; split ``split`` ways (the workspace float32) and
+    persistent as asked."""
     _, N, C, H, W, K, R, S, stride, pad = layer
     bm, bn, bk, _, _ = config
     P = (H + 2 * pad - R) // stride + 1
     Q = (W + 2 * pad - S) // stride + 1
     bn_img, bh, bw = box_shape(bm, N, P, Q)
+    steps = R * S * triton.cdiv(C, bk)  # each tap lies in one stride phase
     ints = dict(N=N, H=H, W=W, P=P, Q=Q, R=R, S=S, CG=C, CGP=triton.cdiv(C, bk) * bk, KG=K,
+                groups=1, ITERS_PER_SPLIT=triton.cdiv(steps, split) if split > 1 else 1,
                 pad_h=pad, pad_w=pad, dil_h=1, dil_w=1,
                 stride_yn=P * Q * K, stride_yk=1, stride_yp=Q * K, stride_yq=K,
                 stride_rn=P * Q * K, stride_rk=1, stride_rp=Q * K, stride_rq=K,
+                stride_pt=N * P * Q * K if split > 1 else 0,
+                stride_pg=N * P * Q * K if split > 1 else 0, stride_pm=K if split > 1 else 0,
                 activation=3, has_residual=1, store_preact=1)
-    meta = dict(HAS_BIAS=True, DOT_IN_FP32=False, STRIDE_H=stride, STRIDE_W=stride,
-                BN_IMG=bn_img, BH=bh, BW=bw, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
+    meta = dict(HAS_BIAS=split == 1, DOT_IN_FP32=False, STRIDE_H=stride, STRIDE_W=stride,
+                BN_IMG=bn_img, BH=bh, BW=bw, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8,
+                SPLIT_K=split > 1, PERSISTENT=persistent)
     x_desc = f"tensordesc<{dtype}[{bn_img}, {bh}, {bw}, {bk}]>"
     signature, constexprs, attrs = {}, dict(meta), {}
     for i, name in enumerate(kernel.arg_names):
@@ -79,7 +98,7 @@ def launch_signature(kernel, dtype, config, layer):
         elif name == "w_desc":
             signature[name] = f"tensordesc<{dtype}[{bn}, {bk}]>"
         elif name.endswith("_ptr"):
-            signature[name] = f"*{dtype}"
+            signature[name] = "*fp32" if name == "part_ptr" and split > 1 else f"*{dtype}"
             attrs[(i,)] = [["tt.divisibility", 16]]
         elif ints[name] == 1:  # Triton's JIT turns an integer equal to 1 into a constant
             signature[name] = "constexpr"
@@ -91,13 +110,17 @@ def launch_signature(kernel, dtype, config, layer):
     return signature, constexprs, attrs
 
 
-def compile_one(kernel, dtype, config, layer, arch=90):
-    """One report row: the layer, dtype and config, and the compiled kernel's figures."""
+def compile_one(kernel, dtype, config, layer, arch=90, variant=VARIANTS[0]):
+    """One report row: the layer, dtype, config and variant (an entry of VARIANTS), and the
+    compiled kernel's figures."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    signature, constexprs, attrs = launch_signature(kernel, dtype, config, layer)
-    row = dict(layer=layer[0], dtype=dtype, tile=f"{config[0]}x{config[1]}x{config[2]}",
+    name, split, persistent, _ = variant
+    signature, constexprs, attrs = launch_signature(kernel, dtype, config, layer, split,
+                                                    persistent)
+    row = dict(layer=layer[0], variant=name, dtype=dtype,
+               tile=f"{config[0]}x{config[1]}x{config[2]}",
                warps=config[3], stages=config[4],
                box="x".join(str(constexprs[k]) for k in ("BN_IMG", "BH", "BW", "BLOCK_K")),
                triton=triton.__version__, error="")
@@ -129,9 +152,11 @@ def compile_one(kernel, dtype, config, layer, arch=90):
     return row
 
 
-def report(kernel, configs=None, layers=LAYERS, dtypes=DTYPES, arch=90):
-    return [compile_one(kernel, dtype, config, layer, arch)
-            for config in (configs or _configs()) for layer in layers for dtype in dtypes]
+def report(kernel, configs=None, layers=LAYERS, dtypes=DTYPES, arch=90, variants=VARIANTS[:1]):
+    """Rows of every config, dtype and variant, on the variant's layers among ``layers``."""
+    return [compile_one(kernel, dtype, config, layer, arch, variant)
+            for variant in variants for config in (configs or _configs())
+            for layer in layers if layer[0] in variant[3] for dtype in dtypes]
 
 
 def main(argv=None):
@@ -139,11 +164,15 @@ def main(argv=None):
     parser.add_argument("--json", help="write the rows to this file")
     parser.add_argument("--kernels", help="load the kernel package from this directory")
     parser.add_argument("--quick", action="store_true", help="one dtype (bf16)")
+    parser.add_argument("--variants", default="plain",
+                        help="comma-separated names of VARIANTS, or 'all' (default: plain)")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET"):
         raise SystemExit("tma_report: unset TRITON_INTERPRET (nothing compiles under it)")
     kernel = _load_kernel(args.kernels)
-    rows = report(kernel, dtypes=("bf16",) if args.quick else DTYPES)
+    names = args.variants.split(",")
+    variants = [v for v in VARIANTS if args.variants == "all" or v[0] in names]
+    rows = report(kernel, dtypes=("bf16",) if args.quick else DTYPES, variants=variants)
     for r in rows:
         print(json.dumps(r))
     if args.json:

@@ -21,6 +21,7 @@ from typing import Callable, Dict, Optional
 import torch
 import triton
 
+from fastconv.kernels.configs import TileConfig
 from fastconv.ops._runtime import INTERPRETING
 from fastconv.ops.launch_cache import not_recorded
 from fastconv.conv.plan import (ConvProblem, kernel_of, Plan, config_table, dtype_class, gemm_dims,
@@ -48,10 +49,14 @@ def candidates(plan: Plan, pb: ConvProblem, device) -> list:
     Not the whole table: the first call of a shape bucket compiles every candidate before it
     times it (a cold compile is 0.3-3 s each on a CPU), and the plan already took the largest
     tile whose grid fills the SMs, so the tiles far from it either leave SMs idle or cut the
-    work finer than the one next to it does. Three at most."""
+    work finer than the one next to it does. Three at most, and the persistent variant of the
+    plan's tile where the family has one (the TMA forward)."""
     table = config_table(plan.family, plan.index_64)[plan.direction][dtype_class(pb.dtype)]
-    at = table.index(plan.config) if plan.config in table else 0
-    configs = [table[at], *table[max(at - 1, 0):at], *table[at + 1:at + 2]]
+    plain = [cfg for cfg in table if not cfg.persistent]
+    at = plain.index(plan.config) if plan.config in plain else 0
+    configs = [plain[at], *plain[max(at - 1, 0):at], *plain[at + 1:at + 2]]
+    configs += [cfg for cfg in table if cfg.persistent and
+                dataclasses.replace(cfg, persistent=False) == plain[at]]
     out = []
     for cfg in configs:
         split = split_for(plan.direction, plan.family, pb, cfg, device)
@@ -111,7 +116,12 @@ def load(path: str, device=None) -> int:
         key = tuple(dtypes.get(k, k) if isinstance(k, str) else k for k in e["key"])
         direction, family, dclass, _, index_64 = key[:5]
         table = config_table(family, index_64)[direction][dclass]
-        cfg = next((c for c in table if dataclasses.asdict(c) == e["config"]), None)
+        # fields the entry lacks (written before they existed) take their defaults
+        try:
+            saved = dataclasses.asdict(TileConfig(**e["config"]))
+        except TypeError:  # a field this version no longer has
+            continue
+        cfg = next((c for c in table if dataclasses.asdict(c) == saved), None)
         if cfg is None:
             continue
         _BEST[key] = Plan(direction, family, kernel_of(direction, family), cfg, 1,

@@ -13,7 +13,6 @@ sums to a workspace allocated here, then the reduction, which adds them and runs
 The GEMM's ``KernelLaunch`` carries the reduction as ``then``.
 """
 import dataclasses
-import functools
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -21,8 +20,10 @@ import triton
 
 from fastconv.conv import autotune
 from fastconv.ops._runtime import INTERPRETING, needs_int64, new_output
-from fastconv.conv.tma_launch import box_shape, tma_fprop_eligible, tma_fprop_launches
-from fastconv.ops.launch_cache import Finish, KernelLaunch, TorchOp, run_launches
+from fastconv.conv.tma_dgrad_launch import tma_dgrad_eligible, tma_dgrad_launches
+from fastconv.conv.tma_launch import tma_fprop_eligible, tma_fprop_launches
+from fastconv.conv.tma_wgrad_launch import tma_wgrad_eligible, tma_wgrad_launch
+from fastconv.ops.launch_cache import Finish, KernelLaunch, run_launches
 from fastconv.conv.plan import (TMA_FAMILY, ConvProblem, Plan, direct_extent, direct_tile,
                                direct_wgrad_taps, direct_wgrad_tiles, gemm_dims, pixel_tiles,
                                plan_conv2d, reduction_steps, spatially_flat,
@@ -76,40 +77,56 @@ def _reduce_meta(cfg, has_bias: bool, index_64: bool) -> dict:
     return meta
 
 
-def _split_workspace(plan: Plan, pb: ConvProblem, like: torch.Tensor, unsplit: torch.Tensor):
-    """(workspace, the GEMM's split arguments by name) of a fprop or dgrad GEMM launch.
+def split_workspace(direction: str, pb: ConvProblem, split: int, steps: int,
+                    like: torch.Tensor, unsplit: torch.Tensor):
+    """(workspace, the GEMM's split arguments by name) of a fprop or dgrad GEMM launch of
+    ``direction`` over ``pb`` whose flat reduction runs ``steps`` steps.
 
     Split: the partial sums [split, groups, rows, cols] in the accumulator dtype (allocated
     here, like ``like``) and the reduction steps per split. Unsplit: ``unsplit`` (a tensor of
     the launch, never touched) and constants, so an unsplit launch compiles one variant.
     """
-    if plan.split == 1:
+    if split == 1:
         return unsplit, dict(part_ptr=unsplit, ITERS_PER_SPLIT=1, stride_pt=0, stride_pg=0,
                              stride_pm=0)
-    rows, cols, _ = gemm_dims(plan.direction, pb)
+    rows, cols, _ = gemm_dims(direction, pb)
     acc_dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
-    part = new_output((plan.split, pb.groups, rows, cols), like, dtype=acc_dtype)
-    steps = reduction_steps(plan.direction, plan.family, pb, plan.config)
-    return part, dict(part_ptr=part, ITERS_PER_SPLIT=triton.cdiv(steps, plan.split),
+    part = new_output((split, pb.groups, rows, cols), like, dtype=acc_dtype)
+    return part, dict(part_ptr=part, ITERS_PER_SPLIT=triton.cdiv(steps, split),
                       **strides_of("p", part, "tgm"))
 
 
-def _reduce_launch(plan: Plan, pb: ConvProblem, part, b, res, y, pre, epilogue: dict,
-                   has_bias: bool) -> KernelLaunch:
-    """The split-K reduction of ``part`` into ``y`` (its pixels (n, p, q) and ``cols`` channels
-    per group), with the epilogue arguments of ``conv_epilogue`` (``_epilogue``)."""
+def reduce_launch(direction: str, pb: ConvProblem, split: int, part, b, res, y, pre,
+                  epilogue: dict, has_bias: bool, index_64: bool) -> KernelLaunch:
+    """The split-K reduction of ``part`` (``split`` partial sums) into ``y`` (its pixels
+    (n, p, q) and ``cols`` channels per group), with the epilogue arguments of
+    ``conv_epilogue`` (``_epilogue``)."""
     from fastconv.kernels import conv2d_split_reduce_kernel
 
-    rows, cols, _ = gemm_dims(plan.direction, pb)
-    cfg = split_reduce_config(plan.direction, pb, part.device)
+    rows, cols, _ = gemm_dims(direction, pb)
+    cfg = split_reduce_config(direction, pb, part.device)
     grid = (triton.cdiv(rows, cfg.block_m) * triton.cdiv(cols, cfg.block_n) * pb.groups,)
     # output pixels (n, p, q) of the forward; input pixels (n, h, w) of the input gradient
-    P, Q = (pb.P, pb.Q) if plan.direction == "fprop" else (pb.H, pb.W)
+    P, Q = (pb.P, pb.Q) if direction == "fprop" else (pb.H, pb.W)
     return KernelLaunch.from_kwargs(conv2d_split_reduce_kernel, grid, dict(
         part_ptr=part, b_ptr=b, res_ptr=res, y_ptr=y, pre_ptr=pre,
-        N=pb.N, P=P, Q=Q, COLS=cols, SPLIT=plan.split, **strides_of("p", part, "tgm"),
+        N=pb.N, P=P, Q=Q, COLS=cols, SPLIT=split, **strides_of("p", part, "tgm"),
         **strides_of("y", y, "ncpq"), **strides_of("r", res, "ncpq"), **epilogue,
-        **_reduce_meta(cfg, has_bias, plan.index_64)))
+        **_reduce_meta(cfg, has_bias, index_64)))
+
+
+def _plan_workspace(plan: Plan, pb: ConvProblem, like: torch.Tensor, unsplit: torch.Tensor):
+    """``split_workspace`` of a pointer-kernel ``plan``."""
+    return split_workspace(plan.direction, pb, plan.split,
+                           reduction_steps(plan.direction, plan.family, pb, plan.config),
+                           like, unsplit)
+
+
+def _plan_reduce(plan: Plan, pb: ConvProblem, part, b, res, y, pre, epilogue: dict,
+                 has_bias: bool) -> KernelLaunch:
+    """``reduce_launch`` of a pointer-kernel ``plan``."""
+    return reduce_launch(plan.direction, pb, plan.split, part, b, res, y, pre, epilogue,
+                         has_bias, plan.index_64)
 
 
 def strides_of(name: str, t: torch.Tensor, axes) -> dict:
@@ -183,7 +200,7 @@ def _direct_vector(tensors, channels: int) -> int:
 def plan_fprop(x, w, y, groups, stride, padding, dilation, residual=None) -> Plan:
     pb = conv_problem(x.shape, w.shape, y.shape, groups, x.dtype, stride, padding, dilation)
     if tma_fprop_eligible(x, w, y, groups, residual, stride):
-        plan = tma_plan(pb, x.device, box_shape)
+        plan = tma_plan(pb, x.device)
         if plan is not None:
             return plan
     flat = all(spatially_flat(t) for t in (x, y, residual) if t is not None)
@@ -192,46 +209,12 @@ def plan_fprop(x, w, y, groups, stride, padding, dilation, residual=None) -> Pla
 
 def plan_dgrad(dy, w, dx, groups, stride, padding, dilation) -> Plan:
     pb = conv_problem(dx.shape, w.shape, dy.shape, groups, dy.dtype, stride, padding, dilation)
-    as_forward = _dgrad_as_forward(dy, w, dx, groups, stride, padding, dilation)
-    if as_forward is not None:
-        plan = tma_plan(as_forward, dy.device, box_shape, "dgrad")
+    if tma_dgrad_eligible(dy, w, dx, groups):
+        plan = tma_plan(pb, dy.device, "dgrad")
         if plan is not None:
             return plan
     flat = spatially_flat(dy) and spatially_flat(dx)
     return plan_conv2d("dgrad", pb, dy.device, needs_int64(dy, w, dx), flat)
-
-
-def _flipped_shape(w_shape, groups) -> tuple:
-    """The weight of the forward convolution that computes conv2d's input gradient (stride
-    1): [C, K / groups, R, S], each group's [K/g, C/g] block transposed, the taps reversed."""
-    k, cg, r, s = w_shape
-    return (cg * groups, k // groups, r, s)
-
-
-def _flip_weight(buf, w, groups):
-    k, cg, r, s = w.shape
-    buf.copy_(w.view(groups, k // groups, cg, r, s).transpose(1, 2).flip(3, 4)
-              .reshape(buf.shape))
-
-
-def _dgrad_padding(w_shape, padding, dilation) -> tuple:
-    return tuple(d * (k - 1) - p for k, p, d in zip(w_shape[2:], padding, dilation))
-
-
-def _dgrad_as_forward(dy, w, dx, groups, stride, padding, dilation):
-    """The forward problem whose output is conv2d's input gradient, where the TMA forward can
-    run it: stride 1 (dx[h] = sum_r dy[h + pad - r*d] w[r] is a convolution of dy with the
-    flipped weight, padded d*(R-1) - pad, over all of dx, output_padding rows included) and a
-    non-negative padding there; else None."""
-    if tuple(stride) != (1, 1):
-        return None
-    pad = _dgrad_padding(w.shape, padding, dilation)
-    if min(pad) < 0:
-        return None
-    wt = torch.empty(_flipped_shape(w.shape, groups), dtype=w.dtype, device="meta")
-    if not tma_fprop_eligible(dy, wt, dx, groups, stride=(1, 1)):
-        return None
-    return conv_problem(dy.shape, wt.shape, dx.shape, groups, dy.dtype, (1, 1), pad, dilation)
 
 
 def plan_wgrad(x, dy, weight_shape, groups, stride, padding, dilation) -> Plan:
@@ -239,6 +222,10 @@ def plan_wgrad(x, dy, weight_shape, groups, stride, padding, dilation) -> Plan:
     # the plan keeps the split-K workspace under 2**31 elements, so only x, dy and the weight
     # itself can need 64-bit offsets
     big_weight = pb.K * pb.CG * pb.R * pb.S >= 2**31
+    if tma_wgrad_eligible(x, dy, weight_shape, groups, stride) and not big_weight:
+        plan = tma_plan(pb, x.device, "wgrad")
+        if plan is not None:
+            return plan
     flat = spatially_flat(x) and spatially_flat(dy)
     return plan_conv2d("wgrad", pb, x.device, needs_int64(x, dy) or big_weight, flat)
 
@@ -263,7 +250,8 @@ def conv2d_fprop(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor],
     def launches(plan):
         if plan.family == TMA_FAMILY:
             return tma_fprop_launches(x, w, bias, y, stride, padding, dilation, groups,
-                                      residual, activation, preact, config=plan.config)
+                                      residual, activation, preact, config=plan.config,
+                                      split=plan.split)
         return fprop_launch(plan, pb, x, w, bias, y, stride, padding, dilation, groups,
                             residual, activation, preact).chain()
     if chosen is None:
@@ -286,10 +274,10 @@ def fprop_launch(plan, pb, x, w, bias, y, stride, padding, dilation, groups, res
     grid = (pixel_tiles("fprop", plan.family, pb, cfg),)
     then = None
     if plan.family != "direct":
-        part, split_args = _split_workspace(plan, pb, x, y)
+        part, split_args = _plan_workspace(plan, pb, x, y)
         if plan.split > 1:
             grid += (plan.split,)
-            then = _reduce_launch(plan, pb, part, b, res, y, pre, epilogue, bias is not None)
+            then = _plan_reduce(plan, pb, part, b, res, y, pre, epilogue, bias is not None)
     if plan.family == "gemm_1x1":
         # A = x as [pixels, channels]; B = w read as [c, k], one group KG rows further on
         meta["VEC"] = _gemm_1x1_vector(x, w, y, res, pre, pb.CG, pb.KG)
@@ -339,10 +327,12 @@ def conv2d_dgrad(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor, stride: Se
 
     def launches(plan):
         if plan.family == TMA_FAMILY:
-            wt = new_output(_flipped_shape(w.shape, groups), w)
-            return [TorchOp(functools.partial(_flip_weight, groups=groups), (wt, w))] + tma_fprop_launches(
-                dy, wt, None, dx, (1, 1), _dgrad_padding(w.shape, padding, dilation),
-                dilation, groups, config=plan.config)
+            launches, part = tma_dgrad_launches(dy, w, dx, stride, padding, dilation, groups,
+                                                config=plan.config, split=plan.split)
+            if plan.split > 1:  # no bias, residual or activation: a plain store into dx
+                launches.append(reduce_launch("dgrad", pb, plan.split, part, dx, dx, dx, dx,
+                                              _epilogue(), False, False))
+            return launches
         return dgrad_launch(plan, pb, dy, w, dx, stride, padding, dilation, groups).chain()
     if chosen is None:
         plan = autotune.tuned(plan, pb, dy.device, lambda p: run_launches(launches(p)))
@@ -362,12 +352,12 @@ def dgrad_launch(plan, pb, dy, w, dx, stride, padding, dilation, groups) -> Kern
         return KernelLaunch.from_kwargs(plan.kernel, grid, dict(
             dy_ptr=dy, w_ptr=w, dx_ptr=dx, **_sizes(pb), C=pb.C, **geometry, **strides,
             **meta))
-    part, split_args = _split_workspace(plan, pb, dy, dx)
+    part, split_args = _plan_workspace(plan, pb, dy, dx)
     then = None
     if plan.split > 1:
         grid += (plan.split,)
         # no bias, residual or activation: the reduction is a plain store into dx
-        then = _reduce_launch(plan, pb, part, dx, dx, dx, dx, _epilogue(), False)
+        then = _plan_reduce(plan, pb, part, dx, dx, dx, dx, _epilogue(), False)
     if plan.family == "gemm_1x1":
         meta["HAS_BIAS"] = False
         meta["VEC"] = _gemm_1x1_vector(dy, w, dx, dx, dx, pb.KG, pb.CG)
@@ -397,6 +387,9 @@ def conv2d_wgrad(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[int],
         return plan, [], new_output(weight_shape, x)
 
     def launch(plan):
+        if plan.family == TMA_FAMILY:
+            return tma_wgrad_launch(x, dy, weight_shape, stride, padding, dilation, groups,
+                                    config=plan.config, split=plan.split)
         return wgrad_launch(plan, pb, x, dy, weight_shape, stride, padding, dilation, groups)
     if chosen is None:
         plan = autotune.tuned(plan, pb, x.device, lambda p: launch(p)[0]())

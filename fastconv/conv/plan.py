@@ -29,6 +29,8 @@ All rules live here, in one place, so that they can be read, tested and explaine
 |             | each at least MIN_SPLIT_STEPS reduction steps, at most MAX_SPLIT_K              |
 |             | (``gemm_split``); a second kernel adds the partial sums in a fixed order and    |
 |             | runs the epilogue                                                               |
+| TMA         | the same rules over the TMA kernels' steps (``tma_steps``), for the TMA tile    |
+|             | whose split gives every SM a program with the fewest ranges (``tma_plan``)      |
 
 Every split keeps its workspace under 2**31 elements, so it never forces 64-bit offsets, and
 adds its partial sums in a fixed order: bitwise reproducible, no atomics.
@@ -52,7 +54,8 @@ from fastconv import kernels
 from fastconv.kernels.configs import (DIRECT_CONFIGS, GEMM_1X1_CONFIGS, GEMM_1X1_CONFIGS_INT64,
                                       GEMM_CONFIGS, GEMM_CONFIGS_INT64, SMALL_TILE,
                                       SPLIT_REDUCE_CONFIG, STEM_CONFIGS, STEM_CONFIGS_INT64,
-                                      TMA_CONFIGS, TileConfig)
+                                      TMA_CONFIGS, TMA_DGRAD_CONFIGS, TMA_PERSISTENT_CONFIGS,
+                                      TMA_WGRAD_CONFIGS, TileConfig)
 from fastconv.ops.target import named_target, sm_count, target_of, target_settings
 
 THIN = 16  # smallest reduction tl.dot accepts
@@ -149,6 +152,11 @@ KERNELS = {
 }
 
 
+# direction -> the TMA kernel of the family TMA_FAMILY
+TMA_KERNELS = {"fprop": kernels.conv2d_fprop_tma_kernel, "dgrad": kernels.conv2d_dgrad_tma_kernel,
+               "wgrad": kernels.conv2d_wgrad_tma_kernel}
+
+
 def dtype_class(dtype: torch.dtype) -> str:
     return {torch.float16: "16", torch.bfloat16: "16", torch.float32: "32",
             torch.float64: "64"}[dtype]
@@ -156,15 +164,17 @@ def dtype_class(dtype: torch.dtype) -> str:
 
 def config_table(family: str, index_64: bool) -> dict:
     """The config table a GPU launch of ``family`` reads (see CONFIG_TABLES)."""
-    if family == TMA_FAMILY:  # the input gradient runs the forward kernel (conv2d_dgrad)
-        return {"fprop": TMA_CONFIGS, "dgrad": TMA_CONFIGS}
+    if family == TMA_FAMILY:
+        # the forward's tiles, then their persistent variants (the autotuner's candidates)
+        fprop = {cls: TMA_CONFIGS[cls] + TMA_PERSISTENT_CONFIGS[cls] for cls in TMA_CONFIGS}
+        return {"fprop": fprop, "dgrad": TMA_DGRAD_CONFIGS, "wgrad": TMA_WGRAD_CONFIGS}
     return next(table for table, values in CONFIG_TABLES[family] if index_64 in values)
 
 
 def kernel_of(direction: str, family: str):
     """The kernel a plan of ``family`` launches in ``direction``."""
     if family == TMA_FAMILY:
-        return kernels.conv2d_fprop_tma_kernel
+        return TMA_KERNELS[direction]
     return KERNELS[(direction, family)]
 
 
@@ -339,6 +349,8 @@ def pixel_tiles(direction: str, family: str, pb: ConvProblem, cfg: TileConfig) -
     """Programs of a fprop or dgrad launch (one grid axis): pixel tiles by channel tiles, per
     group; the direct kernels tile all channels at once, and their pixel tiles are spatial
     tiles of one image (``direct_tile``)."""
+    if family == TMA_FAMILY:
+        return tma_tiles(direction, pb, cfg)
     rows, cols, _ = gemm_dims(direction, pb)
     if family == "direct":
         chans = pb.C if direction == "dgrad" else pb.K
@@ -376,6 +388,8 @@ def wgrad_tiles(family: str, pb: ConvProblem, cfg: TileConfig) -> int:
     if family == "direct":  # channel vectors by input channels of a group by chunks of taps
         return triton.cdiv(pb.K, cfg.block_n) * pb.CG * \
             triton.cdiv(pb.R * pb.S, direct_wgrad_taps(pb))
+    if family == TMA_FAMILY:
+        return tma_tiles("wgrad", pb, cfg)
     cols = pb.CG if family == "gemm_1x1" else pb.R * pb.S * pb.CG
     return triton.cdiv(pb.KG, cfg.block_m) * triton.cdiv(cols, cfg.block_n) * pb.groups
 
@@ -390,7 +404,10 @@ def launch_tiles(direction: str, family: str, pb: ConvProblem, cfg: TileConfig) 
 def reduction_steps(direction: str, family: str, pb: ConvProblem, cfg: TileConfig) -> int:
     """Iterations of the flat reduction loop of a fprop or dgrad GEMM launch: (r, s, channel
     block) for the implicit GEMM, channel blocks for the 1x1 GEMM (R = S = 1), blocks of the
-    flat (r, s, c) index for the stem."""
+    flat (r, s, c) index for the stem, every stride phase's (tap, channel block) for the TMA
+    forward (``pb`` the forward problem it runs)."""
+    if family == TMA_FAMILY:
+        return tma_steps(direction, pb, cfg)
     if family == "stem":
         return triton.cdiv(pb.R * pb.S * pb.CG, cfg.block_k)
     chans = pb.CG if direction == "fprop" else pb.KG
@@ -409,7 +426,7 @@ def gemm_split(direction: str, family: str, pb: ConvProblem, cfg: TileConfig, de
     ``min_steps`` steps, none of them empty, at most MAX_SPLIT_K of them, a workspace under
     2**31 elements.
     """
-    if family in ("direct", TMA_FAMILY) or direction == "wgrad":
+    if family == "direct" or direction == "wgrad":
         return 1
     tiles = pixel_tiles(direction, family, pb, cfg)
     sms = sm_count(device)
@@ -473,8 +490,9 @@ def wgrad_split(family: str, pb: ConvProblem, cfg: TileConfig, device,
                 min_steps: int = MIN_SPLIT_STEPS, once: bool = False) -> int:
     """Enough partial sums that the grid covers the GPU twice over (``once``: once), each at
     least ``min_steps`` steps long."""
-    # the direct kernel's reduction steps are spatial tiles
+    # the direct kernel's reduction steps are spatial tiles, the TMA kernel's pixel boxes
     red, step = (direct_wgrad_tiles(pb, cfg), 1) if family == "direct" else \
+        (tma_steps("wgrad", pb, cfg), 1) if family == TMA_FAMILY else \
         (pb.N * pb.P * pb.Q, cfg.block_k)
     if triton.cdiv(red, step) < MIN_STEPS_TO_SPLIT:
         return 1
@@ -545,16 +563,100 @@ def plan_conv2d(direction: str, pb: ConvProblem, device=None, index_64: bool = F
     return Plan(direction, family, KERNELS[(direction, family)], cfg, split, reason, index_64)
 
 
-def tma_plan(pb: ConvProblem, device, box_shape, direction: str = "fprop") -> "Plan | None":
-    """The TMA forward's plan for ``pb`` (for ``direction`` "dgrad", ``pb`` is the forward
-    convolution that computes the input gradient), or None where the pointer kernels stay: a
-    target without TMA; a plan for no device in particular (the static reports, which plan
-    from meta tensors, are not yet able to compile TMA launches); a forward the stem kernel
-    takes (8 input channels: TMA's smallest, an eighth of its 64-channel steps); or a grid
-    that would leave SMs idle with either TMA tile (batch-1 and late 7x7 layers, which the
-    pointer kernels split).
+def box_shape(block_m: int, N: int, P: int, Q: int) -> Tuple[int, int, int]:
+    """(BN_IMG, BH, BW) of the TMA forward's BLOCK_M-pixel output box: BW 8 or 16 columns, BH
+    rows, BN_IMG images, all powers of two; the one that computes the fewest pixels outside
+    the N x P x Q output (ties: wider, then fewer images). A 7x7 map gets 2 x 8 x 8 at
+    BLOCK_M 128."""
+    best = None
+    for bw in (16, 8):
+        bh = 1
+        while bw * bh <= block_m:
+            bn = block_m // (bw * bh)
+            padded = (triton.cdiv(N, bn) * bn) * (triton.cdiv(P, bh) * bh) \
+                * (triton.cdiv(Q, bw) * bw)
+            key = (padded, -bw, bn)
+            if best is None or key < best[0]:
+                best = (key, (bn, bh, bw))
+            bh *= 2
+    return best[1]
 
-    ``box_shape(block_m, N, P, Q)`` gives the tile's output box (``conv2d_tma.box_shape``).
+
+def _tma_boxes(block: int, N: int, P: int, Q: int) -> int:
+    """Boxes of ``block`` pixels (``box_shape``) that cover N x P x Q pixels."""
+    bn, bh, bw = box_shape(block, N, P, Q)
+    return triton.cdiv(N, bn) * triton.cdiv(P, bh) * triton.cdiv(Q, bw)
+
+
+def tma_tiles(direction: str, pb: ConvProblem, cfg: TileConfig) -> int:
+    """Programs of one split of a TMA launch of ``direction`` over the conv2d ``pb`` (its
+    unsplit, non-persistent grid), per group: the forward's output boxes by output-channel
+    blocks; the input gradient's boxes of one stride phase (sized by the largest, phase
+    (0, 0)) by input-channel blocks, for every phase; the weight gradient's taps by
+    input-channel blocks by output-channel blocks."""
+    if direction == "fprop":
+        return pb.groups * _tma_boxes(cfg.block_m, pb.N, pb.P, pb.Q) * \
+            triton.cdiv(pb.KG, cfg.block_n)
+    if direction == "dgrad":
+        (sh, sw) = pb.stride
+        hp, wp = triton.cdiv(pb.H, sh), triton.cdiv(pb.W, sw)
+        return pb.groups * sh * sw * _tma_boxes(cfg.block_m, pb.N, hp, wp) * \
+            triton.cdiv(pb.CG, cfg.block_n)
+    return pb.groups * pb.R * pb.S * triton.cdiv(pb.CG, cfg.block_m) * \
+        triton.cdiv(pb.KG, cfg.block_n)
+
+
+def _tma_phase_taps(size: int, R: int, stride: int, offset, dil: int) -> list:
+    """Taps of each stride phase ph along one axis whose tap offset ``offset(ph, r)`` is a
+    multiple of ``stride``; a phase without pixels (ph >= size) has none."""
+    return [sum(1 for r in range(R) if offset(ph, r) % stride == 0) if ph < size else 0
+            for ph in range(stride)]
+
+
+def tma_steps(direction: str, pb: ConvProblem, cfg: TileConfig) -> int:
+    """Steps of a TMA launch's reduction: the forward's over every stride phase's (tap, input-
+    channel block) in turn; the input gradient's over its largest phase's (tap, output-channel
+    block); the weight gradient's over output-pixel boxes (``box_shape`` of block_k pixels)."""
+    (sh, sw), (ph_, pw_), (dh, dw) = pb.stride, pb.padding, pb.dilation
+    if direction == "wgrad":
+        return _tma_boxes(cfg.block_k, pb.N, pb.P, pb.Q)
+    if direction == "fprop":  # tap r lies in phase (r * dil - pad) mod stride
+        rows = _tma_phase_taps(pb.H, pb.R, sh, lambda ph, r: r * dh - ph_ - ph, dh)
+        cols = _tma_phase_taps(pb.W, pb.S, sw, lambda ph, r: r * dw - pw_ - ph, dw)
+        return sum(a * b for a in rows for b in cols) * triton.cdiv(pb.CG, cfg.block_k)
+    # input pixel ph receives through tap r when ph + pad - r * dil is a multiple of stride
+    rows = _tma_phase_taps(pb.H, pb.R, sh, lambda ph, r: ph + ph_ - r * dh, dh)
+    cols = _tma_phase_taps(pb.W, pb.S, sw, lambda ph, r: ph + pw_ - r * dw, dw)
+    return max(rows) * max(cols) * triton.cdiv(pb.KG, cfg.block_k)
+
+
+def _tma_fits(direction: str, pb: ConvProblem, cfg: TileConfig) -> bool:
+    """Whether the layer's channels fill ``cfg``'s channel blocks (to the next power of two):
+    the output channels of the forward, the input channels of the input gradient, both of the
+    weight gradient."""
+    if direction == "fprop":
+        return cfg.block_n <= triton.next_power_of_2(pb.KG)
+    if direction == "dgrad":
+        return cfg.block_n <= triton.next_power_of_2(pb.CG)
+    return cfg.block_m <= triton.next_power_of_2(pb.CG) and \
+        cfg.block_n <= triton.next_power_of_2(pb.KG)
+
+
+def tma_plan(pb: ConvProblem, device, direction: str = "fprop") -> "Plan | None":
+    """The plan of the TMA kernel of ``direction`` for the conv2d ``pb``, or None where the
+    pointer kernels stay: a target without TMA; a plan for no device in particular (a named
+    target, ``planning_for``, or a GPU); a forward the stem kernel takes (8 input channels:
+    TMA's smallest, an eighth of its 64-channel steps); or a forward or input gradient whose
+    grid leaves SMs idle with every TMA tile, split-K included.
+
+    The tile: the first of the direction's table (largest first) that the layer's channels fill
+    (``_tma_fits``; the table's last tile fits everything) and whose grid gives every SM a
+    program; else, for the forward and the input gradient, the one whose split-K
+    (``gemm_split``) does so with the fewest ranges, the larger tile on a tie (fewer partial
+    sums through the workspace). The weight gradient takes the first tile that fits and
+    splits its pixel boxes until the grid covers the SMs twice (``wgrad_split``). The plan's
+    tile is never the forward's persistent variant (the autotuner may pick it on a GPU).
+
     The caller has checked that the call's tensors can take the kernel."""
     target = target_of(device)
     on_gpu = device is not None and torch.device(device).type == "cuda"
@@ -566,17 +668,36 @@ def tma_plan(pb: ConvProblem, device, box_shape, direction: str = "fprop") -> "P
     if direction == "fprop" and _family("fprop", pb, True)[0] == "stem":
         return None
     sms = sm_count(device)
-    for cfg in TMA_CONFIGS["16"]:
-        if cfg.block_n > triton.next_power_of_2(pb.KG) and cfg is not TMA_CONFIGS["16"][-1]:
-            continue
-        bn, bh, bw = box_shape(cfg.block_m, pb.N, pb.P, pb.Q)
-        programs = pb.groups * triton.cdiv(pb.N, bn) * triton.cdiv(pb.P, bh) * \
-            triton.cdiv(pb.Q, bw) * triton.cdiv(pb.KG, cfg.block_n)
-        if programs >= sms:
-            reason = (f"{pb.CG} input channels per group, channels_last 16-bit on {target.name}: "
-                      f"both operands by TMA, {bn}x{bh}x{bw} output boxes, {programs} programs")
-            if direction == "dgrad":
-                reason = ("stride 1: the forward kernel over the output gradient with the "
-                          f"weight flipped and transposed; {reason}")
-            return Plan(direction, TMA_FAMILY, kernels.conv2d_fprop_tma_kernel, cfg, 1, reason)
-    return None
+    table = [cfg for cfg in config_table(TMA_FAMILY, False)[direction]["16"]
+             if not cfg.persistent]
+    configs = [cfg for cfg in table if _tma_fits(direction, pb, cfg) or cfg is table[-1]]
+    if direction == "wgrad":
+        cfg = configs[0]
+        chosen = (cfg, wgrad_split(TMA_FAMILY, pb, cfg, device))
+    else:
+        chosen = next(((cfg, 1) for cfg in configs if tma_tiles(direction, pb, cfg) >= sms),
+                      None)
+    if chosen is None:
+        splits = [(cfg, gemm_split(direction, TMA_FAMILY, pb, cfg, device)) for cfg in configs]
+        filled = [(cfg, split) for cfg, split in splits
+                  if tma_tiles(direction, pb, cfg) * split >= sms]
+        if not filled:
+            return None
+        chosen = min(filled, key=lambda c: c[1])  # the first (larger tile) of equals
+    cfg, split = chosen
+    tiles = tma_tiles(direction, pb, cfg)
+    what = {"fprop": f"{pb.CG} input channels per group",
+            "dgrad": f"{pb.KG} output channels per group; by stride phase, one dy box per "
+                     "tap at any stride",
+            "wgrad": f"{pb.CG} input and {pb.KG} output channels per group; a tap and "
+                     "channel blocks per program, reducing over output-pixel boxes"}[direction]
+    reason = (f"{what}, channels_last 16-bit on {target.name}: both operands by TMA, "
+              f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} tiles, {tiles} programs")
+    if split > 1:
+        steps = tma_steps(direction, pb, cfg)
+        why = "to cover the SMs twice" if direction == "wgrad" else \
+            f"{tiles} output tiles for {sms} SMs"
+        reason += (f"; split-K {split} ({why}): the {steps} reduction steps run in {split} "
+                   f"ranges ({tiles * split} programs), whose partial sums are added in a "
+                   "fixed order")
+    return Plan(direction, TMA_FAMILY, kernel_of(direction, TMA_FAMILY), cfg, split, reason)

@@ -1,11 +1,13 @@
 """Launcher of the TMA forward implicit GEMM (``fastconv.kernels.conv2d_fprop_tma_kernel``).
 
 ``tma_fprop_eligible`` says whether a forward conv2d can take the kernel; ``tma_fprop_launch``
-builds its tensor descriptors and returns ``(kernel, grid, kwargs)``, every kernel argument and
-launch option by keyword; ``conv2d_fprop_tma`` starts it. The caller has validated the arguments
-and allocated ``y`` (and ``preact``), as for ``conv2d_launch.conv2d_fprop``.
+builds its tensor descriptors and returns ``(kernel, grid, kwargs, then)``, every kernel argument
+and launch option by keyword, and the split-K reduction that follows a split launch (else None);
+``conv2d_fprop_tma`` starts them. The caller has validated the arguments and allocated ``y``
+(and ``preact``), as for ``conv2d_launch.conv2d_fprop``. A persistent tile
+(``TileConfig.persistent``) launches ``persistent_programs`` programs.
 """
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import torch
 import triton
@@ -13,7 +15,10 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from fastconv.kernels import conv2d_fprop_tma_kernel
 from fastconv.kernels.configs import TileConfig
+# box_shape lives with the plan, which counts the kernel's tiles; callers import it from here
+from fastconv.conv.plan import ConvProblem, box_shape, tma_steps  # noqa: F401
 from fastconv.ops._runtime import INTERPRETING, needs_int64, new_output
+from fastconv.ops.target import sm_count
 from fastconv.ops.launch_cache import KernelLaunch, TorchOp
 
 TMA_DTYPES = (torch.float16, torch.bfloat16)
@@ -21,6 +26,7 @@ TMA_DTYPES = (torch.float16, torch.bfloat16)
 MAX_STRIDE = 2
 GROUP_M = 8  # m tiles walked per n-tile column (L2 reuse; Triton's matmul tutorial uses 8)
 _TMA_ALIGN = 16  # bytes: TMA's alignment of the base address and of every non-unit stride
+_SHARED_PER_SM = 227 * 1024  # sm_90's shared memory a block may take
 
 
 def _tma_capable(t: torch.Tensor) -> bool:
@@ -65,24 +71,6 @@ def tma_fprop_eligible(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor, groups
     return not needs_int64(x, w, y, residual)
 
 
-def box_shape(block_m: int, N: int, P: int, Q: int) -> Tuple[int, int, int]:
-    """(BN_IMG, BH, BW) of a BLOCK_M-pixel output box: BW 8 or 16 columns, BH rows, BN_IMG
-    images, all powers of two; the one that computes the fewest pixels outside the N x P x Q
-    output (ties: wider, then fewer images). A 7x7 map gets 2 x 8 x 8 at BLOCK_M 128."""
-    best = None
-    for bw in (16, 8):
-        bh = 1
-        while bw * bh <= block_m:
-            bn = block_m // (bw * bh)
-            padded = (triton.cdiv(N, bn) * bn) * (triton.cdiv(P, bh) * bh) \
-                * (triton.cdiv(Q, bw) * bw)
-            key = (padded, -bw, bn)
-            if best is None or key < best[0]:
-                best = (key, (bn, bh, bw))
-            bh *= 2
-    return best[1]
-
-
 def _descriptor(t: torch.Tensor, block_shape) -> TensorDescriptor:
     """A descriptor over the strided view ``t`` (last stride 1). A dimension of size 1 may carry
     any stride in torch; TMA wants every stride aligned, and one never stepped may be anything
@@ -109,13 +97,13 @@ def _krsc_weight(w: torch.Tensor, cgp: int):
 
 
 def tma_fprop_launches(x, w, bias, y, stride, padding, dilation, groups, residual=None,
-                       activation=0, preact=None, *, config: TileConfig) -> list:
+                       activation=0, preact=None, *, config: TileConfig, split: int = 1) -> list:
     """What a call runs (``tma_fprop_launch``'s arguments): the weight's repacking, if it
-    needs one (a ``TorchOp``), then the kernel's ``KernelLaunch``."""
-    kernel, grid, kwargs, prep = _launch(x, w, bias, y, stride, padding, dilation, groups,
-                                         residual, activation, preact, config)
-    return ([prep] if prep is not None else []) + [KernelLaunch.from_kwargs(kernel, grid,
-                                                                            kwargs)]
+    needs one (a ``TorchOp``), then the kernel's ``KernelLaunch`` and, split, the split-K
+    reduction that follows it."""
+    launch, prep = _launch(x, w, bias, y, stride, padding, dilation, groups, residual,
+                           activation, preact, config, split)
+    return ([prep] if prep is not None else []) + launch.chain()
 
 
 def tma_fprop_launch(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor],
@@ -123,9 +111,10 @@ def tma_fprop_launch(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tens
                      dilation: Sequence[int], groups: int,
                      residual: Optional[torch.Tensor] = None, activation: int = 0,
                      preact: Optional[torch.Tensor] = None, *,
-                     config: TileConfig) -> tuple:
-    """(kernel, grid, kwargs) of y = act(conv2d(x, w) + bias + residual): start it with
-    ``kernel[grid](**kwargs)``. ``kwargs`` holds every kernel argument and the launch options.
+                     config: TileConfig, split: int = 1) -> tuple:
+    """(kernel, grid, kwargs, then) of y = act(conv2d(x, w) + bias + residual): start it with
+    ``kernel[grid](**kwargs)``, then ``then`` (a ``KernelLaunch``, or None). ``kwargs`` holds
+    every kernel argument and the launch options.
 
     Args:
         x (Tensor[N, C, H, W]), w (Tensor[K, C / groups, R, S]), bias (Tensor[K] or None),
@@ -135,25 +124,49 @@ def tma_fprop_launch(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tens
         activation: a code of ``fastconv.kernels._common`` (0: none).
         preact (Tensor like y, or None): receives the value before the activation.
         config: the tile (block_m = BN_IMG * BH * BW output pixels, block_n output channels,
-            block_k channels per step), warps and stages; e.g. an entry of ``TMA_CONFIGS``.
+            block_k channels per step), warps and stages, and whether the kernel runs
+            persistent (``config.persistent``); e.g. an entry of ``TMA_CONFIGS``.
+        split: split-K. Above 1, the reduction (all stride phases' steps, in the kernel's
+            order) is cut into ``split`` ranges of ``cdiv(steps, split)`` steps (grid axis 1);
+            each program stores its float32 partial sum into a workspace [split, groups,
+            N*P*Q, KG] allocated here, and ``then`` (the split-K reduction) adds them and
+            applies bias, residual, activation and pre-activation.
 
     The weight is repacked first where it needs to be (see ``_krsc_weight``).
     """
-    kernel, grid, kwargs, prep = _launch(x, w, bias, y, stride, padding, dilation, groups,
-                                         residual, activation, preact, config)
+    launch, prep = _launch(x, w, bias, y, stride, padding, dilation, groups, residual,
+                           activation, preact, config, split)
     if prep is not None:
         prep()
-    return kernel, grid, kwargs
+    return launch.kernel, launch.grid, launch.arguments, launch.then
+
+
+def persistent_programs(config: TileConfig, tiles: int, device) -> int:
+    """Grid of the persistent kernel: as many programs as the SMs hold at once, at most one
+    per tile. Per SM: as many as its shared memory holds the stages' x and weight tiles
+    (16-bit), and its 64 resident warps (one for the GPU tiles, 128x128 and 128x256 in 4 and
+    3 stages)."""
+    stage_bytes = (config.block_m + config.block_n) * config.block_k * 2
+    per_sm = min(max(1, _SHARED_PER_SM // (stage_bytes * max(config.num_stages, 1))),
+                 max(1, 64 // config.num_warps))
+    return max(1, min(tiles, sm_count(device) * per_sm))
 
 
 def _launch(x, w, bias, y, stride, padding, dilation, groups, residual, activation, preact,
-            config):
+            config, split=1):
+    # launch.py imports this module; its split-K helpers are imported when a launch needs them
+    from fastconv.conv.launch import reduce_launch, split_workspace
+
     if not all(1 <= s <= MAX_STRIDE for s in stride):
         raise ValueError(f"tma_fprop_launch: stride {tuple(stride)} above {MAX_STRIDE}")
+    if split < 1:
+        raise ValueError(f"tma_fprop_launch: split {split} < 1")
     N, C, H, W = x.shape
     K, CG, R, S = w.shape
     P, Q = y.shape[2:]
     KG = K // groups
+    pb = ConvProblem(N, C, H, W, K, P, Q, R, S, groups, x.dtype, tuple(stride), tuple(padding),
+                     tuple(dilation))
     bn_img, bh, bw = box_shape(config.block_m, N, P, Q)
 
     # x as [N, H, W, C]; phase (ph, pw) = pixels (stride * i + ph, stride * j + pw). A phase with
@@ -168,38 +181,52 @@ def _launch(x, w, bias, y, stride, padding, dilation, groups, residual, activati
     w_krsc, prep = _krsc_weight(w, cgp)
     w_desc = _descriptor(w_krsc.reshape(K, R * S * cgp), (config.block_n, config.block_k))
 
+    b = bias.contiguous() if bias is not None else y  # y: never read when HAS_BIAS is False
     res = residual if residual is not None else y  # never read when has_residual is 0
     pre = preact if preact is not None else y      # never written when store_preact is 0
-    num_pid_m = triton.cdiv(N, bn_img) * triton.cdiv(P, bh) * triton.cdiv(Q, bw)
-    grid = (groups * num_pid_m * triton.cdiv(KG, config.block_n),)
+    epilogue = dict(activation=activation, has_residual=int(residual is not None),
+                    store_preact=int(preact is not None))
+    tiles = groups * triton.cdiv(N, bn_img) * triton.cdiv(P, bh) * triton.cdiv(Q, bw) * \
+        triton.cdiv(KG, config.block_n)
+    grid = (persistent_programs(config, tiles, x.device) if config.persistent else tiles,)
+    # split: the workspace and its reduction, which runs the epilogue (bias included)
+    part, split_args = split_workspace("fprop", pb, split, tma_steps("fprop", pb, config), y, y)
+    then = None
+    if split > 1:
+        grid += (split,)
+        then = reduce_launch("fprop", pb, split, part, b, res, y, pre, epilogue,
+                             bias is not None, False)
     kwargs = dict(
         **{f"x_desc{ph}{pw}": phases.get((ph, pw), phases[0, 0]) for ph in (0, 1)
            for pw in (0, 1)},
-        w_desc=w_desc,
-        b_ptr=bias.contiguous() if bias is not None else y, res_ptr=res, y_ptr=y, pre_ptr=pre,
-        N=N, H=H, W=W, P=P, Q=Q, R=R, S=S, CG=CG, CGP=cgp, KG=KG,
+        w_desc=w_desc, b_ptr=b, res_ptr=res, y_ptr=y, pre_ptr=pre,
+        N=N, H=H, W=W, P=P, Q=Q, R=R, S=S, CG=CG, CGP=cgp, KG=KG, groups=groups,
         pad_h=padding[0], pad_w=padding[1], dil_h=dilation[0], dil_w=dilation[1],
         stride_yn=y.stride(0), stride_yk=y.stride(1), stride_yp=y.stride(2),
         stride_yq=y.stride(3),
         stride_rn=res.stride(0), stride_rk=res.stride(1), stride_rp=res.stride(2),
         stride_rq=res.stride(3),
-        activation=activation, has_residual=int(residual is not None),
-        store_preact=int(preact is not None),
-        HAS_BIAS=bias is not None,
+        **split_args, **epilogue,
+        HAS_BIAS=bias is not None and split == 1,
         # the interpreter's tl.dot is wrong on bfloat16 operands (see kernels._common.mma)
         DOT_IN_FP32=INTERPRETING and x.dtype == torch.bfloat16,
         STRIDE_H=stride[0], STRIDE_W=stride[1], BN_IMG=bn_img, BH=bh, BW=bw,
         BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=GROUP_M,
+        SPLIT_K=split > 1, PERSISTENT=config.persistent,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     if config.max_registers:
         kwargs["maxnreg"] = config.max_registers
-    return conv2d_fprop_tma_kernel, grid, kwargs, prep
+    return KernelLaunch.from_kwargs(conv2d_fprop_tma_kernel, grid, kwargs, then), prep
 
 
 def conv2d_fprop_tma(x, w, bias, y, stride, padding, dilation, groups, residual=None,
-                     activation=0, preact=None, *, config: TileConfig):
+                     activation=0, preact=None, *, config: TileConfig, split: int = 1):
     """Launch ``tma_fprop_launch(...)`` (same arguments); returns the kernel's launch handle."""
-    kernel, grid, kwargs = tma_fprop_launch(x, w, bias, y, stride, padding, dilation, groups,
-                                            residual, activation, preact, config=config)
-    return kernel[grid](**kwargs)
+    kernel, grid, kwargs, then = tma_fprop_launch(x, w, bias, y, stride, padding, dilation,
+                                                  groups, residual, activation, preact,
+                                                  config=config, split=split)
+    handle = kernel[grid](**kwargs)
+    if then is not None:
+        then()
+    return handle
