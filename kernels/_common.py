@@ -178,6 +178,23 @@ def group_tile_ids(num_pid_m, num_pid_n, INDEX_64: tl.constexpr):
 
 
 @triton.jit
+def swizzled_tile_ids(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
+    """Flat tile id -> (conv group, m tile, n tile), the TMA kernels' program order. Within a
+    conv group, programs walk GROUP_M m tiles down one n-tile column before the next column
+    (Triton's matmul tutorial): the tiles of a column and of the GROUP_M rows stay in L2 while
+    they are reused. (``group_tile_ids`` above is the pointer kernels' plain order.)"""
+    tiles = num_pid_m * num_pid_n
+    g = pid // tiles
+    pid = pid % tiles
+    in_group = GROUP_M * num_pid_n
+    first_m = (pid // in_group) * GROUP_M
+    group_size = tl.minimum(num_pid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % in_group) % group_size
+    pid_n = (pid % in_group) // group_size
+    return g, pid_m, pid_n
+
+
+@triton.jit
 def split_k_range(total, STEP: tl.constexpr, ITERS_PER_SPLIT, SPLIT_K: tl.constexpr):
     """(split, start, stop): the bounds of ``range(start, stop, STEP)`` over a reduction loop of
     ``range(0, total, STEP)`` that this program runs.

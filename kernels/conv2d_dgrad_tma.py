@@ -44,8 +44,7 @@ Descriptors are built on the host (see conv2d_fprop_tma: no global scratch, no a
 import triton
 import triton.language as tl
 
-from ._common import mma, phase_taps, split_k_range, store_partial
-from .conv2d_fprop_tma import _grouped_tile_ids
+from ._common import mma, phase_taps, split_k_range, store_partial, swizzled_tile_ids
 
 
 @triton.jit
@@ -77,7 +76,7 @@ def conv2d_dgrad_tma_kernel(
     tiles_i = tl.cdiv(tl.cdiv(H, stride_h), BH)
     num_pid_m = tl.cdiv(N, BN_IMG) * tiles_i * tiles_j
     num_pid_n = tl.cdiv(CG, BLOCK_N)
-    gp, pid_m, pid_n = _grouped_tile_ids(num_pid_m, num_pid_n, GROUP_M)
+    gp, pid_m, pid_n = swizzled_tile_ids(tl.program_id(0), num_pid_m, num_pid_n, GROUP_M)
     g = gp // phases
     ph = (gp % phases) // stride_w
     pw = gp % stride_w

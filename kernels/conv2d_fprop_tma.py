@@ -66,23 +66,7 @@ cannot partition).
 import triton
 import triton.language as tl
 
-from ._common import conv_epilogue, mma, store_partial
-
-
-@triton.jit
-def _grouped_tile_ids(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
-    """Flat tile id -> (conv group, m tile, n tile). Within a conv group, programs walk
-    GROUP_M m tiles down one n-tile column before the next column (tutorial 03): the B tiles
-    of a column and the A tiles of the GROUP_M rows stay in L2 while they are reused."""
-    tiles = num_pid_m * num_pid_n
-    g = pid // tiles
-    pid = pid % tiles
-    in_group = GROUP_M * num_pid_n
-    first_m = (pid // in_group) * GROUP_M
-    group_size = tl.minimum(num_pid_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % in_group) % group_size
-    pid_n = (pid % in_group) // group_size
-    return g, pid_m, pid_n
+from ._common import conv_epilogue, mma, store_partial, swizzled_tile_ids
 
 
 @triton.jit
@@ -191,7 +175,7 @@ def _conv_tile(tile, num_pid_m, num_pid_n, tiles_p, tiles_q,
     BLOCK_M: tl.constexpr = BN_IMG * BH * BW
 
     # -- which output box and channel block: m tiles are (image, row, column) boxes
-    g, pid_m, pid_n = _grouped_tile_ids(tile, num_pid_m, num_pid_n, GROUP_M)
+    g, pid_m, pid_n = swizzled_tile_ids(tile, num_pid_m, num_pid_n, GROUP_M)
     n0 = pid_m // (tiles_p * tiles_q) * BN_IMG
     p0 = (pid_m // tiles_q) % tiles_p * BH
     q0 = pid_m % tiles_q * BW

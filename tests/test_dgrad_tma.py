@@ -313,3 +313,39 @@ def test_sm90_signature():
 
 if __name__ == "__main__":
     main()
+
+
+# ---------------------------------------------------------------------------- through the op
+@pytest.mark.parametrize("groups,stride,dilation,padding,output_padding", [
+    (1, 1, 1, 1, 0), (2, 1, 2, 1, 0), (1, 2, 1, 1, 0), (2, 2, 1, 1, 0), (1, 2, 2, 2, 1)],
+    ids=["3x3", "grouped-dilated", "stride-2", "grouped-stride-2", "transposed-op"])
+def test_the_ops_run_the_tma_input_gradient_on_sm90(kernel_launches, groups, stride, dilation,
+                                                    padding, output_padding):
+    """Planned for an sm_90 (one SM, so that a tiny grid is enough), conv2d's backward and
+    conv_transpose2d's forward run the TMA input gradient at every stride: no pointer
+    input-gradient kernel, the result against float64 torch."""
+    import fastconv.functional as FC
+    from fastconv.ops.target import Target, planning_for
+    one_sm = Target("sm_90", False, sms=1, tma=True)
+    dtype = torch.float16
+    x = torch.randn(2, 32, 7, 6).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = (torch.randn(16, 32 // groups, 3, 3) / 9).to(dtype)
+    conv = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    with planning_for(one_sm), aten_forbidden():
+        if output_padding:
+            wt = w.transpose(0, 1).contiguous() if groups == 1 else w
+            out = FC.conv_transpose2d(x, wt, output_padding=output_padding, **conv)
+        else:
+            xg = x.clone().requires_grad_()
+            y = FC.conv2d(xg, w, **conv)
+            grad = torch.randn_like(y)
+            y.backward(grad)
+    names = [name for name, _, _ in kernel_launches]
+    assert KERNEL in names and "conv2d_dgrad_igemm_kernel" not in names, names
+    if output_padding:
+        ref = F.conv_transpose2d(x.double(), wt.double(), output_padding=output_padding, **conv)
+        assert_rel_close(out, ref, dtype, "conv_transpose2d")
+    else:
+        xr = x.double().requires_grad_()
+        F.conv2d(xr, w.double(), **conv).backward(grad.double())
+        assert_rel_close(xg.grad, xr.grad, dtype, "input gradient")

@@ -12,6 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import fastconv
+
 from fastconv.conv.tma_launch import MAX_STRIDE
 from fastconv.conv.tma_wgrad_launch import tma_wgrad_eligible, tma_wgrad_launch
 from fastconv.kernels.configs import TMA_WGRAD_CONFIGS, TileConfig
@@ -200,6 +202,33 @@ def test_configs_are_hopper_gemm_tiles():
     for cfg in TMA_WGRAD_CONFIGS["16"]:
         assert cfg.block_k == 64 and cfg.num_stages >= 3
         assert cfg.num_warps == 4 * (cfg.block_m // 64)  # one warpgroup per 64 rows
+
+
+@pytest.mark.parametrize("groups,stride", [(1, 1), (2, 2)], ids=["3x3", "grouped-stride-2"])
+def test_the_op_runs_the_tma_weight_gradient_on_sm90(kernel_launches, groups, stride):
+    """Planned for an sm_90 (of 16 SMs), conv2d's backward runs the TMA weight gradient (at
+    stride 1 split into ranges, the plan covering the SMs twice over, then added; the
+    stride-2 layer's 8 steps are too few to split): no pointer weight-gradient kernel, the
+    gradient against float64 torch."""
+    import fastconv.functional as FC
+    from fastconv.conv.plan import TMA_FAMILY
+    from fastconv.ops.target import Target, planning_for
+    sm90 = Target("sm_90", False, sms=16, tma=True)
+    dtype = torch.bfloat16
+    # 8 x 16 x 16 output pixels at stride 1: 32 steps of 64, enough to split
+    x = torch.randn(8, 16, 16, 16).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = (torch.randn(32, 16 // groups, 3, 3) / 12).to(dtype).requires_grad_()
+    with planning_for(sm90), aten_forbidden():
+        plan = fastconv.explain(x, w, stride=stride, padding=1, groups=groups).wgrad
+        y = FC.conv2d(x, w, stride=stride, padding=1, groups=groups)
+        grad = torch.randn_like(y)
+        y.backward(grad)
+    assert plan.family == TMA_FAMILY and (plan.split > 1) == (stride == 1), plan
+    names = [name for name, _, _ in kernel_launches]
+    assert "conv2d_wgrad_tma_kernel" in names and "conv2d_wgrad_igemm_kernel" not in names, names
+    wr = w.detach().double().requires_grad_()
+    F.conv2d(x.double(), wr, stride=stride, padding=1, groups=groups).backward(grad.double())
+    assert_rel_close(w.grad, wr.grad, dtype, "weight gradient")
 
 
 # ---------------------------------------------------------------------------- sm_90 compiles
