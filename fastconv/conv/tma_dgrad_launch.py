@@ -12,7 +12,7 @@ import torch
 import triton
 
 from fastconv.conv.tma_launch import (_TMA_ALIGN, TMA_DTYPES, _descriptor, _tma_capable,
-                                      box_shape)
+                                      box_shape, reduction_block)
 from fastconv.kernels import conv2d_dgrad_tma_kernel
 from fastconv.kernels.configs import TileConfig
 from fastconv.ops._runtime import INTERPRETING, needs_int64, new_output
@@ -100,10 +100,11 @@ def tma_dgrad_launches(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor,
     KG = K // groups
     bn_img, bh, bw = box_shape(config.block_m, N, triton.cdiv(H, stride[0]),
                                triton.cdiv(W, stride[1]))
-    kgp = triton.cdiv(KG, config.block_k) * config.block_k
+    block_k = reduction_block(config, KG)
+    kgp = triton.cdiv(KG, block_k) * block_k
     w_t, prep = _crsk_weight(w, groups, kgp)
-    dy_desc = _descriptor(dy.permute(0, 2, 3, 1), (bn_img, bh, bw, config.block_k))
-    w_desc = _descriptor(w_t.reshape(C, R * S * kgp), (config.block_n, config.block_k))
+    dy_desc = _descriptor(dy.permute(0, 2, 3, 1), (bn_img, bh, bw, block_k))
+    w_desc = _descriptor(w_t.reshape(C, R * S * kgp), (config.block_n, block_k))
 
     tiles = triton.cdiv(N, bn_img) * triton.cdiv(triton.cdiv(H, stride[0]), bh) \
         * triton.cdiv(triton.cdiv(W, stride[1]), bw)
@@ -119,7 +120,7 @@ def tma_dgrad_launches(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor,
                              "split fewer ways")
         steps = phase_steps(R, stride[0], padding[0], dilation[0], H) \
             * phase_steps(S, stride[1], padding[1], dilation[1], W) \
-            * triton.cdiv(KG, config.block_k)
+            * triton.cdiv(KG, block_k)
         split_args = dict(part_ptr=part, ITERS_PER_SPLIT=max(triton.cdiv(steps, split), 1),
                           stride_pt=part.stride(0), stride_pg=part.stride(1),
                           stride_pm=part.stride(2))
@@ -134,7 +135,7 @@ def tma_dgrad_launches(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor,
         # the interpreter's tl.dot is wrong on bfloat16 operands (see kernels._common.mma)
         DOT_IN_FP32=INTERPRETING and dy.dtype == torch.bfloat16,
         SPLIT_K=split > 1, BN_IMG=bn_img, BH=bh, BW=bw,
-        BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=GROUP_M,
+        BLOCK_N=config.block_n, BLOCK_K=block_k, GROUP_M=GROUP_M,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     if config.max_registers:

@@ -152,6 +152,14 @@ def persistent_programs(config: TileConfig, tiles: int, device) -> int:
     return max(1, min(tiles, sm_count(device) * per_sm))
 
 
+def reduction_block(config: TileConfig, channels: int) -> int:
+    """BLOCK_K of a TMA launch that reduces over ``channels`` per tap: the tile's, or fewer
+    where the group has fewer channels (their power of two, at least 16, the K of one wgmma):
+    a ResNeXt group of 8 channels would otherwise multiply 56 zeros for every 8 products, and
+    its boxes would read 8 groups' channels for one. The reduction's steps are the same."""
+    return min(config.block_k, max(16, triton.next_power_of_2(channels)))
+
+
 def _launch(x, w, bias, y, stride, padding, dilation, groups, residual, activation, preact,
             config, split=1):
     # launch.py imports this module; its split-K helpers are imported when a launch needs them
@@ -168,18 +176,19 @@ def _launch(x, w, bias, y, stride, padding, dilation, groups, residual, activati
     pb = ConvProblem(N, C, H, W, K, P, Q, R, S, groups, x.dtype, tuple(stride), tuple(padding),
                      tuple(dilation))
     bn_img, bh, bw = box_shape(config.block_m, N, P, Q)
+    block_k = reduction_block(config, CG)
 
     # x as [N, H, W, C]; phase (ph, pw) = pixels (stride * i + ph, stride * j + pw). A phase with
     # no pixel (H <= ph) has no taps either (the kernel skips it): any descriptor will do there.
     x_nhwc = x.permute(0, 2, 3, 1)
-    box_x = (bn_img, bh, bw, config.block_k)
+    box_x = (bn_img, bh, bw, block_k)
     phases = {(ph, pw): _descriptor(x_nhwc[:, ph::stride[0], pw::stride[1]]
                                     if ph < H and pw < W else x_nhwc, box_x)
               for ph in range(stride[0]) for pw in range(stride[1])}
     # the weight as [K, R * S * CGP] (see _krsc_weight)
-    cgp = triton.cdiv(CG, config.block_k) * config.block_k
+    cgp = triton.cdiv(CG, block_k) * block_k
     w_krsc, prep = _krsc_weight(w, cgp)
-    w_desc = _descriptor(w_krsc.reshape(K, R * S * cgp), (config.block_n, config.block_k))
+    w_desc = _descriptor(w_krsc.reshape(K, R * S * cgp), (config.block_n, block_k))
 
     b = bias.contiguous() if bias is not None else y  # y: never read when HAS_BIAS is False
     res = residual if residual is not None else y  # never read when has_residual is 0
@@ -211,7 +220,7 @@ def _launch(x, w, bias, y, stride, padding, dilation, groups, residual, activati
         # the interpreter's tl.dot is wrong on bfloat16 operands (see kernels._common.mma)
         DOT_IN_FP32=INTERPRETING and x.dtype == torch.bfloat16,
         STRIDE_H=stride[0], STRIDE_W=stride[1], BN_IMG=bn_img, BH=bh, BW=bw,
-        BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=GROUP_M,
+        BLOCK_N=config.block_n, BLOCK_K=block_k, GROUP_M=GROUP_M,
         SPLIT_K=split > 1, PERSISTENT=config.persistent,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
