@@ -186,8 +186,10 @@ TMA_CONFIGS = {
 }
 # The same tiles run persistent (TileConfig.persistent): a grid of about one program per SM,
 # each looping over output tiles. Not the plan's choice (nothing has measured it yet): offered
-# to the autotuner beside TMA_CONFIGS, which keeps it where a GPU times it faster.
-TMA_PERSISTENT_CONFIGS = {cls: [replace(c, persistent=True) for c in configs]
+# to the autotuner beside TMA_CONFIGS, which keeps it where a GPU times it faster. Not the
+# 128x256 tile: it takes all 255 registers already, and persistent it spilled 24 bytes on a
+# stride-2 1x1 (ResNet-50's layer3.0.downsample, `fastconv compile-report --first-call`).
+TMA_PERSISTENT_CONFIGS = {cls: [replace(c, persistent=True) for c in configs if c.block_n <= 128]
                           for cls, configs in TMA_CONFIGS.items()}
 
 # The TMA weight gradient (fastconv.kernels.conv2d_wgrad_tma), 16-bit only: block_m input
