@@ -180,7 +180,8 @@ if [[ $DRY == 1 ]]; then
     echo "SKIPPED: a dry run has no GPU for the TMA check" >"$TMA_OUT"
 elif ((have_tma && t_tma > 0)); then
     (
-        timeout -k 10 "$t_tma" "$PY" -m fastconv.bench.tma_gpu_check --no-time
+        # bf16 only: every pass and tile of the TMA kernels compiles here, beside the warm-up
+        timeout -k 10 "$t_tma" "$PY" -m fastconv.bench.tma_gpu_check --no-time --dtypes bfloat16
         echo "exit status: $?"
     ) >"$TMA_OUT" 2>&1 &
     pids+=($!)
@@ -258,7 +259,7 @@ t_tma=$(limit 90)
 if [[ $DRY != 1 ]] && ((have_tma && t_tma >= 60)); then
     (
         echo "--- timed (GPU time of the TMA kernel and of cuDNN, CUDA graphs)"
-        timeout -k 10 "$t_tma" "$PY" -m fastconv.bench.tma_gpu_check
+        timeout -k 10 "$t_tma" "$PY" -m fastconv.bench.tma_gpu_check --dtypes bfloat16
         echo "exit status: $?"
     ) >>"$TMA_OUT" 2>&1
     cp "$TMA_OUT" "$OUT/tma_check.txt"

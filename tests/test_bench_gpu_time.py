@@ -384,15 +384,18 @@ def test_summary_of_a_synthetic_csv(tmp_path):
 def test_summary_reads_the_tma_and_overhead_files(tmp_path):
     tma = tmp_path / "tma.txt"
     tma.write_text("halo zero fill (negative TMA coordinates): True\n"
-                   "layer,dtype,tile,rel_err,tma_ms,cudnn_ms,speedup,tma_tflops\n"
-                   "a,bfloat16,128x128x64,1.0e-03,,,,\nexit status: 0\n"
+                   "layer,pass,dtype,tile,rel_err,tma_ms,cudnn_ms,speedup,tma_tflops\n"
+                   "a,fprop,bfloat16,128x128x64,1.0e-03,,,,\nexit status: 0\n"
                    "--- timed\nhalo zero fill (negative TMA coordinates): True\n"
-                   "layer,dtype,tile,rel_err,tma_ms,cudnn_ms,speedup,tma_tflops\n"
-                   "a,bfloat16,128x128x64,2.0e-03,0.1,0.08,0.80,500\n"
-                   "b,float16,128x128x64,1.0e-03,0.1,0.1,1.25,500\nexit status: 0\n")
+                   "layer,pass,dtype,tile,rel_err,tma_ms,cudnn_ms,speedup,tma_tflops\n"
+                   "a,fprop,bfloat16,128x128x64,2.0e-03,0.1,0.08,0.80,500\n"
+                   "b,fprop,float16,128x128x64,1.0e-03,0.1,0.1,1.25,500\n"
+                   "a,wgrad,bfloat16,64x128x64 split4,1.0e-03,0.1,0.2,2.00,500\n"
+                   "exit status: 0\n")
     lines = G.tma_lines(str(tma))
     assert lines[0].startswith("TMA check: PASS (exit status 0)") and "True" in lines[0]
-    assert "128x128x64 1.00" in lines[1] and "2.0e-03" in lines[1]
+    assert "fprop 128x128x64 1.00" in lines[1] and "2.0e-03" in lines[1]
+    assert "wgrad 64x128x64 split4 2.00" in lines[1]
     tma.write_text("halo zero fill (negative TMA coordinates): False\nexit status: 1\n")
     assert G.tma_lines(str(tma))[0].startswith("TMA check: FAIL (exit status 1)")
     tma.write_text("SKIPPED: fastconv.bench.tma_gpu_check is not in this checkout\n")

@@ -276,15 +276,17 @@ def tma_lines(path: Optional[str]) -> List[str]:
     verdict = {"0": "PASS", "124": "TIMED OUT", "137": "KILLED"}.get(status, "FAIL")
     lines = [f"TMA check: {verdict} (exit status {status}); "
              f"{halo or 'no halo line: the check did not get that far'}"]
-    # the timed rows, if any: geometric-mean speedup over cuDNN per tile
-    header = next((i for i, line in enumerate(text) if line.startswith("layer,dtype,tile")), None)
+    # the timed rows, if any: geometric-mean speedup over cuDNN per pass and tile
+    header = next((i for i, line in enumerate(text) if line.startswith("layer,")), None)
     if header is not None:
-        body = [line for line in text[header:] if line and "," in line
-                and not line.startswith(("exit status", "halo"))]
+        body = [line for i, line in enumerate(text[header:]) if line and "," in line
+                and not line.startswith(("exit status", "halo"))
+                and (i == 0 or not line.startswith("layer,"))]  # one header
         tiles: Dict[str, list] = {}
         errs = []
         for r in csv.DictReader(body):
-            tiles.setdefault(r.get("tile") or "?", []).append(_float(r.get("speedup")))
+            what = " ".join(filter(None, (r.get("pass"), r.get("tile") or "?")))
+            tiles.setdefault(what, []).append(_float(r.get("speedup")))
             errs.append(_float(r.get("rel_err")))
         timed = {t: _geomean(v) for t, v in tiles.items() if any(math.isfinite(x) for x in v)}
         worst = max((e for e in errs if math.isfinite(e)), default=math.nan)

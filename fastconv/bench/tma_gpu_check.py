@@ -140,13 +140,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fastconv.bench.tma_gpu_check")
     parser.add_argument("--csv", help="also write the rows to this file")
     parser.add_argument("--no-time", action="store_true", help="correctness only")
+    parser.add_argument("--dtypes", nargs="+", choices=["bfloat16", "float16"],
+                        default=["bfloat16", "float16"])
+    parser.add_argument("--passes", nargs="+", choices=PASSES, default=list(PASSES))
     args = parser.parse_args(argv)
     torch.backends.cudnn.benchmark = True  # the baseline of DESIGN.md's performance method
     halo = halo_is_zero("cuda")
     print(f"halo zero fill (negative TMA coordinates): {halo}", flush=True)
     writer = csv.DictWriter(sys.stdout, fieldnames=FIELDS)
     writer.writeheader()
-    rows = check(time=not args.no_time, out=writer)
+    rows = check(time=not args.no_time, out=writer, passes=args.passes,
+                 dtypes=tuple(getattr(torch, d) for d in args.dtypes))
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             file_writer = csv.DictWriter(f, fieldnames=FIELDS)
