@@ -29,6 +29,9 @@ class TileConfig:
     # TMA forward only (conv2d_fprop_tma): a persistent grid, about one program per SM, each
     # looping over output tiles
     persistent: bool = False
+    # TMA forward and input gradient only: the accumulator is [pixels, channels], the group's
+    # channels wgmma's N (16 to 64), for groups narrower than wgmma's 64-row M
+    channels_as_n: bool = False
 
 
 _C = TileConfig
@@ -184,12 +187,32 @@ ROI_CONFIGS = {
 TMA_CONFIGS = {
     "16": [_C(128, 256, 64, 8, 3), _C(128, 128, 64, 8, 4)],
 }
+
+# Narrow groups (ResNeXt's 32 groups of 4 to 32 channels), forward and input gradient alike:
+# the tiles above put the group's channels on wgmma's M, at least 64 rows a warpgroup and
+# 128 or 256 a tile, of which a group of 8 fills 8. These accumulate the other way round
+# (TileConfig.channels_as_n): block_m 128 pixels, block_n the group's channels rounded up to
+# a power of two (wgmma's N: 16, 32, 64), block_k 64 (the launchers narrow it to the group's
+# channels, tma_launch.reduction_block). The pixel box (the A operand) goes through
+# registers. 16 and 32 channels: one warpgroup (4 warps) of two 64-row wgmmas, 50-128
+# registers. 64 channels: two warpgroups (8 warps), one 64-row wgmma each; with 4 warps the
+# forward's fused epilogue (every activation compiled in) held 255 registers and spilled 208
+# bytes, with 8 it takes 186 (254 persistent). A stage is (128 + block_n) x block_k x 2
+# bytes, 24 KB at most: 4 stages.
+TMA_NARROW_CONFIGS = {
+    "16": [_C(128, 64, 64, 8, 4, channels_as_n=True), _C(128, 32, 64, 4, 4, channels_as_n=True),
+           _C(128, 16, 64, 4, 4, channels_as_n=True)],
+}
+
 # The same tiles run persistent (TileConfig.persistent): a grid of about one program per SM,
 # each looping over output tiles. Not the plan's choice (nothing has measured it yet): offered
-# to the autotuner beside TMA_CONFIGS, which keeps it where a GPU times it faster. Not the
-# 128x256 tile: it takes all 255 registers already, and persistent it spilled 24 bytes on a
-# stride-2 1x1 (ResNet-50's layer3.0.downsample, `fastconv compile-report --first-call`).
-TMA_PERSISTENT_CONFIGS = {cls: [replace(c, persistent=True) for c in configs if c.block_n <= 128]
+# to the autotuner beside TMA_CONFIGS and TMA_NARROW_CONFIGS, which keeps it where a GPU
+# times it faster. Not the 128x256 tile: it takes all 255 registers already, and persistent it
+# spilled 24 bytes on a stride-2 1x1 (ResNet-50's layer3.0.downsample, `fastconv
+# compile-report --first-call`); nor the 64-wide narrow tile (186 registers, 254 persistent).
+TMA_PERSISTENT_CONFIGS = {cls: [replace(c, persistent=True)
+                                for c in configs + TMA_NARROW_CONFIGS[cls]
+                                if c.block_n <= (32 if c.channels_as_n else 128)]
                           for cls, configs in TMA_CONFIGS.items()}
 
 # The TMA weight gradient (fastconv.kernels.conv2d_wgrad_tma), 16-bit only: block_m input

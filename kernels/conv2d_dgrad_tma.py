@@ -38,6 +38,13 @@ is one flat loop that Triton software-pipelines (num_stages). With SPLIT_K, grid
 it (ranges past the phase's end are empty) and the partial sums go to a workspace by the
 pixel's row in dX, which conv2d_split_reduce_kernel adds.
 
+Narrow groups (CHANNELS_AS_N): a group of fewer than 64 input channels fills few of wgmma's
+M rows in that orientation, so the kernel can accumulate acc [BLOCK_M pixels, BLOCK_N
+channels] += dY_box @ Wt_tile^T instead, the group's input channels wgmma's N (16 to 64), dy's
+reshaped box the A operand (loaded into registers from shared memory), the weight tile the B
+operand in shared memory, no transpose in the epilogue (see conv2d_fprop_tma). Split-K is the
+same in both orientations.
+
 Descriptors are built on the host (see conv2d_fprop_tma: no global scratch, no allocator,
 ``__grid_constant__`` parameters).
 """
@@ -66,6 +73,7 @@ def conv2d_dgrad_tma_kernel(
     DOT_IN_FP32: tl.constexpr, SPLIT_K: tl.constexpr,
     BN_IMG: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    CHANNELS_AS_N: tl.constexpr,
 ):
     BLOCK_M: tl.constexpr = BN_IMG * BH * BW
 
@@ -97,7 +105,10 @@ def conv2d_dgrad_tma_kernel(
     # has nothing to compute
     box_empty = (i0 >= tl.cdiv(H - ph, stride_h)) | (j0 >= tl.cdiv(W - pw, stride_w))
 
-    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)  # transposed: channels x pixels
+    if CHANNELS_AS_N:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # pixels x channels
+    else:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)  # transposed: channels x pixels
     num_kb = tl.cdiv(KG, BLOCK_K)
     total = tl.where(box_empty, 0, taps_r * taps_s * num_kb)
     split, it_start, it_stop = split_k_range(total, 1, ITERS_PER_SPLIT, SPLIT_K)
@@ -113,8 +124,13 @@ def conv2d_dgrad_tma_kernel(
         dy_tile = dy_desc.load([n0, i0 + p_first - tr * p_step, j0 + q_first - ts * q_step,
                                 g * KG + k0]).reshape(BLOCK_M, BLOCK_K)
         w_tile = w_desc.load([g * CG + c0, (r * S + s) * KGP + k0])
-        # dX^T += Wt dY^T: dy's reshaped box as the B operand stays in shared memory
-        acc = mma(w_tile, dy_tile.T, acc, DOT_IN_FP32, False)
+        if CHANNELS_AS_N:
+            # dX += dY Wt^T: the group's few input channels are wgmma's N (16 to 64); dy's
+            # reshaped box, the A operand, goes through registers
+            acc = mma(dy_tile, w_tile.T, acc, DOT_IN_FP32, False)
+        else:
+            # dX^T += Wt dY^T: dy's reshaped box as the B operand stays in shared memory
+            acc = mma(w_tile, dy_tile.T, acc, DOT_IN_FP32, False)
 
     # -- epilogue: the box's pixels back in dX, h = ph + i * stride_h (likewise w)
     offs_m = tl.arange(0, BLOCK_M)
@@ -126,29 +142,32 @@ def conv2d_dgrad_tma_kernel(
         row = (n * H + h) * W + w  # the workspace's rows are dX's pixels
     else:
         row = n * stride_dxn + h * stride_dxh + w * stride_dxw
-    if BLOCK_N > 128:
+    if CHANNELS_AS_N:
+        # already pixels x channels, at most 64 of them: one store, no transpose
+        _epilogue(acc, c0, g, CG, row, mask_m, split, dx_ptr, part_ptr, stride_dxc,
+                  stride_pt, stride_pg, stride_pm, SPLIT_K, BLOCK_N)
+    elif BLOCK_N > 128:
         # two halves of input channels one after the other: a whole 256-channel tile
         # transposed at once, with its store offsets, does not fit in registers
         HALF: tl.constexpr = BLOCK_N // 2
         acc_lo, acc_hi = acc.reshape(2, HALF, BLOCK_M).permute(1, 2, 0).split()
-        _epilogue(acc_lo, c0, g, CG, row, mask_m, split, dx_ptr, part_ptr, stride_dxc,
+        _epilogue(acc_lo.T, c0, g, CG, row, mask_m, split, dx_ptr, part_ptr, stride_dxc,
                   stride_pt, stride_pg, stride_pm, SPLIT_K, HALF)
-        _epilogue(acc_hi, c0 + HALF, g, CG, row, mask_m, split, dx_ptr, part_ptr, stride_dxc,
-                  stride_pt, stride_pg, stride_pm, SPLIT_K, HALF)
+        _epilogue(acc_hi.T, c0 + HALF, g, CG, row, mask_m, split, dx_ptr, part_ptr,
+                  stride_dxc, stride_pt, stride_pg, stride_pm, SPLIT_K, HALF)
     else:
-        _epilogue(acc, c0, g, CG, row, mask_m, split, dx_ptr, part_ptr, stride_dxc,
+        _epilogue(acc.T, c0, g, CG, row, mask_m, split, dx_ptr, part_ptr, stride_dxc,
                   stride_pt, stride_pg, stride_pm, SPLIT_K, BLOCK_N)
 
 
 @triton.jit
-def _epilogue(acc_t, c_first, g, CG, row, mask_m, split, dx_ptr, part_ptr, stride_dxc,
+def _epilogue(acc, c_first, g, CG, row, mask_m, split, dx_ptr, part_ptr, stride_dxc,
               stride_pt, stride_pg, stride_pm, SPLIT_K: tl.constexpr, COLS: tl.constexpr):
-    """Store the transposed accumulator ``acc_t`` [COLS channels, pixels], whose channels start
-    at ``c_first`` within group g: into dX in its dtype, or unrounded into the split's
-    workspace (``row``: the pixels' offsets in dX, or their rows in the workspace)."""
+    """Store ``acc`` [pixels, COLS channels], whose channels start at ``c_first`` within
+    group g: into dX in its dtype, or unrounded into the split's workspace (``row``: the
+    pixels' offsets in dX, or their rows in the workspace)."""
     offs_c = c_first + tl.arange(0, COLS)
     mask_c = offs_c < CG  # the weight box may run into the next group's channels
-    acc = acc_t.T
     if SPLIT_K:
         store_partial(acc, part_ptr, split, g, row, mask_m, offs_c, mask_c,
                       stride_pt, stride_pg, stride_pm)

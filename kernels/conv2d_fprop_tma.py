@@ -27,6 +27,17 @@ layout conversion, then wgmma from registers, split in K). x's box cannot avoid 
 it is the B operand: the kernel computes Y^T = W @ X^T (acc [BLOCK_N, BLOCK_M]), A = the 2-D
 weight tile, both wgmma operands in shared memory, and transposes once, in the epilogue.
 
+Narrow groups (CHANNELS_AS_N). A group of fewer than 64 output channels (ResNeXt's 32 groups
+of 8, 16, 32) fills few of the transposed tile's 128 or 256 rows of wgmma's M, at least 64 a
+warpgroup: a group of 8 wastes 15 of every 16 products. With CHANNELS_AS_N the kernel
+accumulates the other way round, acc [BLOCK_M pixels, BLOCK_N channels] += X_box @ W_tile^T,
+so that the group's channels are wgmma's N (16 to 64; BLOCK_N their count to a power of two)
+and the pixels its M. x's reshaped box is then the A operand, which Triton loads from shared
+memory into registers before each wgmma (the weight tile, transposed in place, stays the B
+operand in shared memory); the accumulator needs no transpose in the epilogue. Split-K and
+the persistent grid are the same in both orientations; with the switch off the kernel is the
+transposed one above, unchanged.
+
 Stride. A box steps one pixel at a time, so for stride > 1 x is read through stride-phase
 views: phase (ph, pw) holds the pixels h = STRIDE_H * i + ph, w = STRIDE_W * j + pw (base
 offset ph * stride_xh + pw * stride_xw, strides multiplied by the stride). Tap row
@@ -118,7 +129,7 @@ def conv2d_fprop_tma_kernel(
     STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
     BN_IMG: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    SPLIT_K: tl.constexpr, PERSISTENT: tl.constexpr,
+    SPLIT_K: tl.constexpr, PERSISTENT: tl.constexpr, CHANNELS_AS_N: tl.constexpr,
 ):
     tiles_q = tl.cdiv(Q, BW)
     tiles_p = tl.cdiv(P, BH)
@@ -140,7 +151,7 @@ def conv2d_fprop_tma_kernel(
                        stride_pt, stride_pg, stride_pm,
                        activation, has_residual, store_preact,
                        HAS_BIAS, DOT_IN_FP32, STRIDE_H, STRIDE_W, BN_IMG, BH, BW,
-                       BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K)
+                       BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, CHANNELS_AS_N)
     else:
         _conv_tile(tl.program_id(0), num_pid_m, num_pid_n, tiles_p, tiles_q,
                    x_desc00, x_desc01, x_desc10, x_desc11, w_desc,
@@ -152,7 +163,7 @@ def conv2d_fprop_tma_kernel(
                    stride_pt, stride_pg, stride_pm,
                    activation, has_residual, store_preact,
                    HAS_BIAS, DOT_IN_FP32, STRIDE_H, STRIDE_W, BN_IMG, BH, BW,
-                   BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K)
+                   BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, CHANNELS_AS_N)
 
 
 @triton.jit
@@ -169,7 +180,7 @@ def _conv_tile(tile, num_pid_m, num_pid_n, tiles_p, tiles_q,
                STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
                BN_IMG: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-               SPLIT_K: tl.constexpr):
+               SPLIT_K: tl.constexpr, CHANNELS_AS_N: tl.constexpr):
     """One output tile (flat id ``tile``): its reduction, or this split's range of it, then
     the epilogue (unsplit) or its partial sum's store (SPLIT_K)."""
     BLOCK_M: tl.constexpr = BN_IMG * BH * BW
@@ -182,7 +193,10 @@ def _conv_tile(tile, num_pid_m, num_pid_n, tiles_p, tiles_q,
     k0 = g * KG + pid_n * BLOCK_N
     c_base = g * CG
 
-    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)  # transposed: channels x pixels
+    if CHANNELS_AS_N:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # pixels x channels
+    else:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)  # transposed: channels x pixels
     num_cb = tl.cdiv(CG, BLOCK_K)
     if SPLIT_K:
         # this split's steps [first, last) of the flat reduction: all phases' loops one after
@@ -228,8 +242,13 @@ def _conv_tile(tile, num_pid_m, num_pid_n, tiles_p, tiles_q,
                 w = q0 + (s * dil_w - pad_w - pw) // STRIDE_W
                 x_tile = x_desc.load([n0, h, w, c_base + c0]).reshape(BLOCK_M, BLOCK_K)
                 w_tile = w_desc.load([k0, (r * S + s) * CGP + c0])
-                # Y^T += W X^T: x's reshaped box as the B operand stays in shared memory
-                acc = mma(w_tile, x_tile.T, acc, DOT_IN_FP32, False)
+                if CHANNELS_AS_N:
+                    # Y += X W^T: the group's few channels are wgmma's N (16 to 64); x's
+                    # reshaped box, the A operand, goes through registers
+                    acc = mma(x_tile, w_tile.T, acc, DOT_IN_FP32, False)
+                else:
+                    # Y^T += W X^T: x's reshaped box as the B operand stays in shared memory
+                    acc = mma(w_tile, x_tile.T, acc, DOT_IN_FP32, False)
 
     # -- epilogue: bias, residual, activation, pointer stores in y's own layout; or, split,
     # the partial sum by output pixel row (n * P + p) * Q + q, for the split-K reduction
@@ -244,51 +263,60 @@ def _conv_tile(tile, num_pid_m, num_pid_n, tiles_p, tiles_q,
     else:
         y_row = n * stride_yn + p * stride_yp + q * stride_yq
         r_row = n * stride_rn + p * stride_rp + q * stride_rq
-    if BLOCK_N > 128:
+    if CHANNELS_AS_N:
+        # already pixels x channels, at most 64 of them: one epilogue, no transpose
+        if SPLIT_K:
+            _store_partial_cols(acc, pid_n * BLOCK_N, split, g, KG, y_row, mask_m, part_ptr,
+                                stride_pt, stride_pg, stride_pm, BLOCK_N)
+        else:
+            _epilogue(acc, pid_n * BLOCK_N, g, KG, y_row, r_row, mask_m, b_ptr, res_ptr,
+                      pre_ptr, y_ptr, stride_yk, stride_rk, activation, has_residual,
+                      store_preact, HAS_BIAS, BLOCK_N)
+    elif BLOCK_N > 128:
         # two halves of output channels one after the other: a whole 128x256 tile transposed
         # at once, with its residual and store offsets, does not fit in registers
         HALF: tl.constexpr = BLOCK_N // 2
         acc_lo, acc_hi = acc.reshape(2, HALF, BLOCK_M).permute(1, 2, 0).split()
         if SPLIT_K:
-            _store_partial_t(acc_lo, pid_n * BLOCK_N, split, g, KG, y_row, mask_m, part_ptr,
-                             stride_pt, stride_pg, stride_pm, HALF)
-            _store_partial_t(acc_hi, pid_n * BLOCK_N + HALF, split, g, KG, y_row, mask_m,
-                             part_ptr, stride_pt, stride_pg, stride_pm, HALF)
+            _store_partial_cols(acc_lo.T, pid_n * BLOCK_N, split, g, KG, y_row, mask_m,
+                                part_ptr, stride_pt, stride_pg, stride_pm, HALF)
+            _store_partial_cols(acc_hi.T, pid_n * BLOCK_N + HALF, split, g, KG, y_row, mask_m,
+                                part_ptr, stride_pt, stride_pg, stride_pm, HALF)
         else:
-            _epilogue(acc_lo, pid_n * BLOCK_N, g, KG, y_row, r_row, mask_m, b_ptr, res_ptr,
+            _epilogue(acc_lo.T, pid_n * BLOCK_N, g, KG, y_row, r_row, mask_m, b_ptr, res_ptr,
                       pre_ptr, y_ptr, stride_yk, stride_rk, activation, has_residual,
                       store_preact, HAS_BIAS, HALF)
-            _epilogue(acc_hi, pid_n * BLOCK_N + HALF, g, KG, y_row, r_row, mask_m, b_ptr,
+            _epilogue(acc_hi.T, pid_n * BLOCK_N + HALF, g, KG, y_row, r_row, mask_m, b_ptr,
                       res_ptr, pre_ptr, y_ptr, stride_yk, stride_rk, activation, has_residual,
                       store_preact, HAS_BIAS, HALF)
     else:
         if SPLIT_K:
-            _store_partial_t(acc, pid_n * BLOCK_N, split, g, KG, y_row, mask_m, part_ptr,
-                             stride_pt, stride_pg, stride_pm, BLOCK_N)
+            _store_partial_cols(acc.T, pid_n * BLOCK_N, split, g, KG, y_row, mask_m, part_ptr,
+                                stride_pt, stride_pg, stride_pm, BLOCK_N)
         else:
-            _epilogue(acc, pid_n * BLOCK_N, g, KG, y_row, r_row, mask_m, b_ptr, res_ptr,
+            _epilogue(acc.T, pid_n * BLOCK_N, g, KG, y_row, r_row, mask_m, b_ptr, res_ptr,
                       pre_ptr, y_ptr, stride_yk, stride_rk, activation, has_residual,
                       store_preact, HAS_BIAS, BLOCK_N)
 
 
 @triton.jit
-def _store_partial_t(acc_t, k_first, split, g, KG, rows, mask_m, part_ptr,
-                     stride_pt, stride_pg, stride_pm, COLS: tl.constexpr):
-    """store_partial of the transposed accumulator ``acc_t`` [COLS channels, pixels] whose
-    channels start at ``k_first`` within group g, pixels at workspace rows ``rows``."""
+def _store_partial_cols(acc, k_first, split, g, KG, rows, mask_m, part_ptr,
+                        stride_pt, stride_pg, stride_pm, COLS: tl.constexpr):
+    """store_partial of ``acc`` [pixels, COLS channels] whose channels start at ``k_first``
+    within group g, pixels at workspace rows ``rows``."""
     offs_k = k_first + tl.arange(0, COLS)
-    store_partial(acc_t.T, part_ptr, split, g, rows, mask_m, offs_k, offs_k < KG,
+    store_partial(acc, part_ptr, split, g, rows, mask_m, offs_k, offs_k < KG,
                   stride_pt, stride_pg, stride_pm)
 
 
 @triton.jit
-def _epilogue(acc_t, k_first, g, KG, y_row, r_row, mask_m, b_ptr, res_ptr, pre_ptr, y_ptr,
+def _epilogue(acc, k_first, g, KG, y_row, r_row, mask_m, b_ptr, res_ptr, pre_ptr, y_ptr,
               stride_yk, stride_rk, activation, has_residual, store_preact,
               HAS_BIAS: tl.constexpr, COLS: tl.constexpr):
-    """conv_epilogue of the transposed accumulator ``acc_t`` [COLS channels, pixels], whose
-    channels start at ``k_first`` within group g."""
+    """conv_epilogue of ``acc`` [pixels, COLS channels], whose channels start at ``k_first``
+    within group g."""
     offs_k = k_first + tl.arange(0, COLS)
     mask_k = offs_k < KG  # the weight box may run into the next group's filters
-    conv_epilogue(acc_t.T, g * KG + offs_k, mask_k, y_row, r_row, mask_m,
+    conv_epilogue(acc, g * KG + offs_k, mask_k, y_row, r_row, mask_m,
                   b_ptr, res_ptr, pre_ptr, y_ptr, stride_yk, stride_rk,
                   activation, has_residual, store_preact, HAS_BIAS)

@@ -19,7 +19,8 @@ import triton
 import fastconv
 
 from fastconv.bench import tma_report
-from fastconv.kernels.configs import TMA_CONFIGS, TMA_PERSISTENT_CONFIGS, TileConfig
+from fastconv.kernels.configs import (TMA_CONFIGS, TMA_NARROW_CONFIGS, TMA_PERSISTENT_CONFIGS,
+                                      TileConfig)
 from fastconv.conv.plan import ConvProblem, tma_steps, tma_tiles
 from fastconv.conv.tma_launch import (MAX_STRIDE, box_shape, conv2d_fprop_tma,
                                      persistent_programs, tma_fprop_eligible, tma_fprop_launch)
@@ -240,6 +241,125 @@ def test_split_k_grouped_stride_2_with_an_empty_phase():
     assert_rel_close(y, ref, torch.float16, "split 4, groups 2, H 1")
 
 
+# ---------------------------------------------------------------------------- narrow groups
+def _narrow(block_n):
+    """An interpreter tile in the narrow orientation: 32 pixels by ``block_n`` channels, 16
+    channels a step (the launcher narrows it no further: groups here have >= 8 channels)."""
+    return TileConfig(32, block_n, 16, 4, 2, channels_as_n=True)
+
+
+# (groups, channels per group on both sides, stride): groups of 8, 16, 24, 40 channels; the
+# tile is their count to the next power of two, as the plan's
+NARROW_CASES = {
+    "g3x8-s1": (3, 8, (1, 1)),
+    "g2x16-s2": (2, 16, (2, 2)),
+    "g2x24-s1": (2, 24, (1, 1)),
+    "g2x40-s2": (2, 40, (2, 2)),
+}
+
+
+@pytest.mark.parametrize("split", [1, 3])
+@pytest.mark.parametrize("case", NARROW_CASES.values(), ids=NARROW_CASES.keys())
+def test_narrow_orientation_matches_torch(case, split, kernel_launches):
+    """CHANNELS_AS_N: acc [pixels, channels] = X_box @ W_tile^T, the group's output channels
+    wgmma's N. A 32-wide tile over 24 channels and a 64-wide one over 40 run into the next
+    group's filters (or past K): those columns are never stored. Split 3 ways, the partial
+    sums go through the split-K reduction (bias included)."""
+    groups, width, stride = case
+    dtype = torch.float16 if width % 16 else torch.bfloat16
+    N, H, W = 2, 7, 9
+    x, w, b = _inputs(N, groups * width, H, W, groups * width, 3, 3, groups, dtype, bias=True)
+    ref = _reference(x, w, b, stride, (1, 1), (1, 1), groups)
+    cfg = _narrow(max(16, triton.next_power_of_2(width)))
+    y = _run(x, w, b, stride, (1, 1), (1, 1), groups, config=cfg, ref_shape=ref.shape,
+             split=split)
+    names = [name for name, _, _ in kernel_launches]
+    assert names == ["conv2d_fprop_tma_kernel"] + ["conv2d_split_reduce_kernel"] * (split > 1)
+    assert kernel_launches[0][2]["CHANNELS_AS_N"]
+    assert_rel_close(y, ref, dtype, f"narrow {case} split {split}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES_16, ids=str)
+def test_narrow_orientation_fused_epilogue(dtype):
+    """bias + residual + relu on the [pixels, channels] accumulator, and the pre-activation,
+    groups of 24 output channels (16 input) at stride 2."""
+    N, C, H, W, K, groups, stride = 2, 32, 9, 7, 48, 2, (2, 2)
+    x, w, b = _inputs(N, C, H, W, K, 3, 3, groups, dtype, bias=True)
+    z = _reference(x, w, b, stride, (1, 1), (1, 1), groups)
+    residual = torch.randn(z.shape, dtype=dtype).to(memory_format=torch.channels_last)
+    z = z + residual.double()
+    preact = _output(z, dtype)
+    y = _run(x, w, b, stride, (1, 1), (1, 1), groups, config=_narrow(32), residual=residual,
+             activation=1, preact=preact, ref_shape=z.shape)
+    assert_rel_close(y, torch.relu(z), dtype, "narrow bias-residual-relu")
+    assert_rel_close(preact, z, dtype, "narrow pre-activation")
+
+
+@pytest.mark.parametrize("stride,split", [((1, 1), 1), ((2, 2), 2)])
+def test_narrow_orientation_persistent(stride, split):
+    """The persistent variant of a narrow tile on a one-SM target: fewer programs than tiles,
+    each walking tiles a grid apart, groups of 16 channels, with relu."""
+    from fastconv.ops.target import Target, planning_for
+    cfg = dataclasses.replace(_narrow(16), num_warps=8, persistent=True)
+    N, C, H, W, K, groups = 2, 32, 20, 20, 32, 2
+    x, w, b = _inputs(N, C, H, W, K, 3, 3, groups, torch.float16, bias=True)
+    ref = torch.relu(_reference(x, w, b, stride, (1, 1), (1, 1), groups))
+    y = _output(ref, torch.float16)
+    with planning_for(Target("interpreter", True, sms=1)):
+        _, grid, kwargs, _ = tma_fprop_launch(x, w, b, y, stride, (1, 1), (1, 1), groups,
+                                              activation=1, config=cfg, split=split)
+        pb = ConvProblem(N, C, H, W, K, *ref.shape[2:], 3, 3, groups, torch.float16, stride,
+                         (1, 1), (1, 1))
+        assert kwargs["PERSISTENT"] and kwargs["CHANNELS_AS_N"]
+        assert grid[0] < tma_tiles("fprop", pb, cfg), grid
+        y = _run(x, w, b, stride, (1, 1), (1, 1), groups, config=cfg, activation=1, y=y,
+                 split=split)
+    assert_rel_close(y, ref, torch.float16, f"narrow persistent, stride {stride}, split {split}")
+
+
+# ResNeXt-50 32x4d's grouped 3x3 layers with TMA-eligible groups, batch 32:
+# (name, C, H, stride); 32 groups of C / 32 channels
+RESNEXT_GROUPED = [("layer2.0.conv2", 256, 56, 2), ("layer2.1.conv2", 256, 28, 1),
+                   ("layer3.0.conv2", 512, 28, 2), ("layer3.1.conv2", 512, 14, 1),
+                   ("layer4.0.conv2", 1024, 14, 2), ("layer4.1.conv2", 1024, 7, 1)]
+
+
+@pytest.mark.parametrize("layer", RESNEXT_GROUPED, ids=[r[0] for r in RESNEXT_GROUPED])
+def test_the_plan_takes_the_narrow_tile_for_resnext_groups(layer):
+    """On sm_90 ResNeXt-50's grouped 3x3 layers (32 groups of 8, 16, 32 channels) take the
+    narrow tile, block_n the group's channels (16 at least), forward and input gradient;
+    explain() says why; the autotuner's candidates stay narrow."""
+    from fastconv.conv.autotune import candidates
+    from fastconv.conv.launch import conv_problem
+    from fastconv.conv.plan import TMA_FAMILY
+    name, C, H, stride = layer
+    x = torch.empty(32, C, H, H, dtype=torch.bfloat16, device="meta").contiguous(
+        memory_format=torch.channels_last)
+    w = torch.empty(C, C // 32, 3, 3, dtype=torch.bfloat16, device="meta")
+    plans = fastconv.explain(x, w, padding=1, stride=stride, groups=32, target="sm_90")
+    width = max(16, C // 32)
+    for plan, side in ((plans.fprop, "output"), (plans.dgrad, "input")):
+        assert plan.family == TMA_FAMILY and plan.config.channels_as_n, plan
+        assert (plan.config.block_m, plan.config.block_n) == (128, width), plan
+        assert plan.config.num_stages >= 3 and plan.split == 1, plan
+        assert f"narrow groups: {C // 32} {side} channels per group" in plan.reason
+    P = (H + 2 - 3) // stride + 1
+    pb = conv_problem(x.shape, w.shape, (32, C, P, P), 32, torch.bfloat16, stride=(stride,) * 2,
+                      padding=(1, 1))
+    assert all(c.config.channels_as_n for c in candidates(plans.fprop, pb, "cpu"))
+
+
+def test_the_plan_keeps_wide_tiles_from_64_channels_per_group():
+    """64 channels per group (and ungrouped layers) keep the wide tiles."""
+    x = torch.empty(32, 128, 28, 28, dtype=torch.float16, device="meta").contiguous(
+        memory_format=torch.channels_last)
+    w = torch.empty(128, 64, 3, 3, dtype=torch.float16, device="meta")
+    plans = fastconv.explain(x, w, padding=1, groups=2, target="sm_90")
+    assert plans.fprop.family == "implicit_gemm_tma" and not plans.fprop.config.channels_as_n
+    assert plans.dgrad.family == "implicit_gemm_tma" and not plans.dgrad.config.channels_as_n
+    assert "narrow" not in plans.fprop.reason
+
+
 # ---------------------------------------------------------------------------- persistent
 @pytest.mark.parametrize("stride,split", [((1, 1), 1), ((2, 2), 1), ((2, 2), 2)])
 def test_persistent_programs_loop_over_tiles(stride, split):
@@ -266,7 +386,10 @@ def test_persistent_programs_loop_over_tiles(stride, split):
 
 def test_persistent_grid_is_one_program_per_sm_for_the_gpu_tiles():
     for cfg in TMA_PERSISTENT_CONFIGS["16"]:
-        assert persistent_programs(cfg, 10_000, "cpu") == 132  # the default SM count
+        # the wide tiles: one an SM (the default SM count, 132); the narrow ones (one
+        # warpgroup, at most 24 KB a stage): as many as shared memory holds, 2 or 3
+        programs = persistent_programs(cfg, 10_000, "cpu")
+        assert programs in ((2 * 132, 3 * 132) if cfg.channels_as_n else (132,)), cfg
         assert persistent_programs(cfg, 50, "cpu") == 50
 
 
@@ -317,6 +440,14 @@ def test_configs_are_hopper_gemm_tiles():
     for cfg in TMA_CONFIGS["16"]:
         assert (cfg.block_m, cfg.block_k, cfg.num_warps) == (128, 64, 8)
         assert cfg.block_n in (128, 256) and cfg.num_stages >= 3
+        assert not cfg.channels_as_n
+    # the narrow-group tiles: 128 pixels by 16, 32 or 64 channels, one warpgroup (two for
+    # 64 channels, whose forward epilogue spilled on one)
+    assert sorted(c.block_n for c in TMA_NARROW_CONFIGS["16"]) == [16, 32, 64]
+    for cfg in TMA_NARROW_CONFIGS["16"]:
+        assert (cfg.block_m, cfg.block_k) == (128, 64)
+        assert cfg.num_warps == (8 if cfg.block_n == 64 else 4)
+        assert cfg.channels_as_n and not cfg.persistent and cfg.num_stages >= 3
 
 
 def test_gpu_check_script_runs_here():
@@ -337,7 +468,10 @@ def test_sm90_signature(tmp_path):
     """Every TMA_CONFIGS tile, bf16 and fp16, on ResNet-50 layer shapes, compiled for sm_90,
     plain and as its split-K and persistent variants (tma_report.VARIANTS): TMA copies for both
     operands, wgmma with N >= 128 and both operands in shared memory, the configured stages,
-    no spills. Runs in a subprocess without TRITON_INTERPRET."""
+    no spills. The narrow variants compile each of ResNeXt-50's grouped 3x3 layers (and a
+    group of 40) with its narrow tile: wgmma's N the tile's channels, A (the pixel box) from
+    registers, the same TMA, stages and no spills. Runs in a subprocess without
+    TRITON_INTERPRET."""
     out = tmp_path / "tma.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-m", "fastconv.bench.tma_report", "--json", str(out),
@@ -345,7 +479,10 @@ def test_sm90_signature(tmp_path):
                           env=env, capture_output=True, text=True, timeout=1800)
     assert out.exists(), proc.stderr[-3000:]
     rows = json.loads(out.read_text())
-    assert len(rows) == len(TMA_CONFIGS["16"]) * 2 * sum(len(v[-1]) for v in tma_report.VARIANTS)
+    wide = [v for v in tma_report.VARIANTS if not v[0].startswith("narrow")]
+    narrow = [v for v in tma_report.VARIANTS if v[0].startswith("narrow")]
+    assert len(rows) == 2 * (len(TMA_CONFIGS["16"]) * sum(len(v[-1]) for v in wide)
+                             + sum(len(v[-1]) for v in narrow))
     assert {r["variant"] for r in rows} == {v[0] for v in tma_report.VARIANTS}
     for r in rows:
         what = f"{r['variant']} {r['layer']} {r['dtype']} {r['tile']}"
@@ -353,10 +490,18 @@ def test_sm90_signature(tmp_path):
         assert r["spill_bytes"] == 0, f"{what}: {r['spill_bytes']} bytes of spills"
         assert r["tma_x"] > 0 and r["tma_w"] > 0, \
             f"{what}: TMA copies of x {r['tma_x']}, of the weight {r['tma_w']}"
-        assert r["wgmma"] and all(int(s.split("n")[1].split("k")[0]) >= 128 for s in r["wgmma"]), \
-            f"{what}: {r['wgmma']}"
-        assert r["wgmma_a"] == "shared", what
+        widths = {int(s.split("n")[1].split("k")[0]) for s in r["wgmma"]}
+        if r["variant"].startswith("narrow"):
+            # the group's channels are wgmma's N: the tile's width, A from registers
+            assert widths == {int(r["tile"].split("x")[1])}, f"{what}: {r['wgmma']}"
+            assert r["wgmma_a"] == "registers", what
+        else:
+            assert widths and min(widths) >= 128, f"{what}: {r['wgmma']}"
+            assert r["wgmma_a"] == "shared", what
         assert r["num_stages"] >= 3 and r["num_stages"] == r["stages"], what
+    # the plan's narrow tiles for ResNeXt's groups of 8, 16 and 32 channels all compiled
+    assert {r["tile"] for r in rows if r["variant"] == "narrow"} >= \
+        {"128x16x64", "128x32x64", "128x64x64"}
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from fastconv.conv.tma_dgrad_launch import phase_steps, tma_dgrad_eligible, tma_dgrad_launches
-from fastconv.kernels.configs import TMA_DGRAD_CONFIGS, TileConfig
+from fastconv.kernels.configs import TMA_DGRAD_CONFIGS, TMA_NARROW_CONFIGS, TileConfig
 from fastconv.ops.launch_cache import KernelLaunch, TorchOp, run_launches
 from helpers import assert_rel_close, aten_forbidden, compiled_rows, print_compiled_rows
 
@@ -70,11 +70,11 @@ def _run(dy, w, dx, stride, padding, dilation, groups, split=1, config=SMALL):
     return total.reshape(N, C, H, W)
 
 
-def _check(case, dtype, split=1):
+def _check(case, dtype, split=1, config=SMALL):
     N, C, H, W, K, R, S, stride, padding, dilation, groups, extra = case
     dy, w, ref = _problem(N, C, H, W, K, R, S, stride, padding, dilation, groups, extra, dtype)
     dx = _poisoned(ref.shape, dtype)
-    out = _run(dy, w, dx, stride, padding, dilation, groups, split)
+    out = _run(dy, w, dx, stride, padding, dilation, groups, split, config)
     assert_rel_close(out, ref, dtype, f"{case} split {split}")
 
 
@@ -125,6 +125,51 @@ def test_split_k(case, dtype, kernel_launches):
     _check(case, dtype, split=3)
     names = [name for name, _, _ in kernel_launches]
     assert names == [KERNEL] and kernel_launches[0][1][1] == 3
+
+
+# ------------------------------------------------------------------ narrow groups
+# (groups, input channels per group, output channels per group, stride): the narrow
+# orientation puts the group's input channels on wgmma's N, 8, 16, 24 and 40 of them (tiles
+# of 16, 16, 32, 64: 24 and 40 run into the next group's rows of Wt, never stored)
+NARROW_CASES = {
+    "g3-cg8-kg16-s1": (3, 8, 16, (1, 1)),
+    "g2-cg16-kg8-s2": (2, 16, 8, (2, 2)),
+    "g2-cg24-kg24-s1": (2, 24, 24, (1, 1)),
+    "g2-cg40-kg16-s2": (2, 40, 16, (2, 2)),
+}
+
+
+@pytest.mark.parametrize("split", [1, 3])
+@pytest.mark.parametrize("case", NARROW_CASES.values(), ids=NARROW_CASES.keys())
+def test_narrow_orientation(case, split, kernel_launches):
+    """CHANNELS_AS_N: acc [pixels, channels] = dY_box @ Wt_tile^T, the group's input channels
+    wgmma's N; unsplit into dx, split 3 ways into the workspace."""
+    groups, cg, kg, stride = case
+    dtype = torch.float16 if cg % 16 else torch.bfloat16
+    width = max(16, 1 << (cg - 1).bit_length())
+    config = TileConfig(32, width, 16, 4, 2, channels_as_n=True)
+    _check((2, groups * cg, 7, 9, groups * kg, 3, 3, stride, (1, 1), (1, 1), groups, (0, 0)),
+           dtype, split, config)
+    assert [name for name, _, _ in kernel_launches] == [KERNEL]
+    assert kernel_launches[0][2]["CHANNELS_AS_N"]
+    assert kernel_launches[0][1][1:] == ((split,) if split > 1 else ())
+
+
+def test_the_plan_takes_the_narrow_tile_by_input_channels_per_group():
+    """The input gradient's channel side is the input channels: 32 groups of 16 input and 64
+    output channels take the narrow 16-wide tile for dx and the wide one for the forward;
+    32 groups of 8 input channels (ResNeXt-50's layer2) the 16-wide tile too."""
+    import fastconv
+    for C, K, width in ((512, 2048, 16), (256, 256, 16)):
+        x = torch.empty(32, C, 28, 28, dtype=torch.float16, device="meta").contiguous(
+            memory_format=torch.channels_last)
+        w = torch.empty(K, C // 32, 3, 3, dtype=torch.float16, device="meta")
+        plans = fastconv.explain(x, w, padding=1, groups=32, target="sm_90")
+        dgrad = plans.dgrad
+        assert dgrad.family == "implicit_gemm_tma" and dgrad.config.channels_as_n, dgrad
+        assert dgrad.config.block_n == width and dgrad.config.num_stages >= 3
+        assert f"narrow groups: {C // 32} input channels per group" in dgrad.reason
+        assert plans.fprop.config.channels_as_n == (K // 32 < 64), plans.fprop
 
 
 def test_iterations_per_split_follow_the_largest_phase():
@@ -216,11 +261,13 @@ def test_configs_are_hopper_gemm_tiles():
     for cfg in TMA_DGRAD_CONFIGS["16"]:
         assert (cfg.block_m, cfg.block_k, cfg.num_warps) == (128, 64, 8)
         assert cfg.block_n in (128, 256) and cfg.num_stages >= 3
+        assert not cfg.channels_as_n
 
 
 # ------------------------------------------------------------------ sm_90 code generation
 # ResNet-50's input gradients at batch 32 and ResNeXt's grouped 3x3 (32 groups of 8 and of 16
-# channels), as the forward layer: (name, N, C, H, W, K, R, S, stride, padding, groups)
+# channels), as the forward layer: (name, N, C, H, W, K, R, S, stride, padding, groups); each
+# compiled with every TMA_DGRAD_CONFIGS tile (the wide orientation)
 COMPILE_LAYERS = [
     ("64->64 3x3 56x56", 32, 64, 56, 56, 64, 3, 3, 1, 1, 1),
     ("128->128 3x3 s2 56x56", 32, 128, 56, 56, 128, 3, 3, 2, 1, 1),
@@ -230,6 +277,18 @@ COMPILE_LAYERS = [
     ("resnext 256 g32x8 3x3 56x56", 32, 256, 56, 56, 256, 3, 3, 1, 1, 32),
     ("resnext 512 g32x16 3x3 28x28", 32, 512, 28, 28, 512, 3, 3, 1, 1, 32),
 ]
+# ResNeXt-50's grouped 3x3 layers (32 groups of 8, 16, 32 channels, the first of a stage at
+# stride 2) and a group of 40, each compiled with its narrow tile (NARROW_COMPILE: the tile
+# the plan takes, block_n its input channels per group to a power of two)
+NARROW_COMPILE_LAYERS = [
+    ("resnext 256 g32x8 3x3 s2 56x56", 32, 256, 56, 56, 256, 3, 3, 2, 1, 32),
+    ("resnext 256 g32x8 3x3 28x28", 32, 256, 28, 28, 256, 3, 3, 1, 1, 32),
+    ("resnext 512 g32x16 3x3 14x14", 32, 512, 14, 14, 512, 3, 3, 1, 1, 32),
+    ("resnext 1024 g32x32 3x3 s2 14x14", 32, 1024, 14, 14, 1024, 3, 3, 2, 1, 32),
+    ("resnext 1024 g32x32 3x3 7x7", 32, 1024, 7, 7, 1024, 3, 3, 1, 1, 32),
+    ("g8x40 3x3 28x28", 32, 320, 28, 28, 320, 3, 3, 1, 1, 8),
+]
+NARROW_COMPILE = "narrow"
 COMPILE_DTYPES = ("bfloat16", "float16")
 
 
@@ -244,8 +303,13 @@ def _compile(job):
     from fastconv.bench import compile_report as CR
 
     index, dtype_name, cfg_index = job
-    name, N, C, H, W, K, R, S, stride, pad, groups = COMPILE_LAYERS[index]
-    cfg = TMA_DGRAD_CONFIGS["16"][cfg_index]
+    if cfg_index == NARROW_COMPILE:
+        name, N, C, H, W, K, R, S, stride, pad, groups = NARROW_COMPILE_LAYERS[index]
+        width = max(16, triton.next_power_of_2(C // groups))
+        cfg = next(c for c in TMA_NARROW_CONFIGS["16"] if c.block_n == width)
+    else:
+        name, N, C, H, W, K, R, S, stride, pad, groups = COMPILE_LAYERS[index]
+        cfg = TMA_DGRAD_CONFIGS["16"][cfg_index]
     dtype = getattr(torch, dtype_name)
     P, Q = (H + 2 * pad - R) // stride + 1, (W + 2 * pad - S) // stride + 1
     meta = dict(dtype=dtype, device="meta", memory_format=torch.channels_last)
@@ -258,6 +322,7 @@ def _compile(job):
                                    dtype=dtype)
     row = CR.compile_variant(variant, 90)
     out = dict(layer=name, dtype=dtype_name, tile=f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k}",
+               narrow=cfg.channels_as_n,
                num_stages=cfg.num_stages, box="x".join(str(launches[1].meta[k])
                                                         for k in ("BN_IMG", "BH", "BW")),
                registers=row["registers"], stack=row["stack"], shared=row["shared"],
@@ -285,7 +350,9 @@ def _compile(job):
 
 def _compile_jobs():
     return [(i, d, c) for c in range(len(TMA_DGRAD_CONFIGS["16"]))
-            for i in range(len(COMPILE_LAYERS)) for d in COMPILE_DTYPES]
+            for i in range(len(COMPILE_LAYERS)) for d in COMPILE_DTYPES] + \
+        [(i, d, NARROW_COMPILE) for i in range(len(NARROW_COMPILE_LAYERS))
+         for d in COMPILE_DTYPES]
 
 
 def main():
@@ -296,7 +363,9 @@ def main():
 def test_sm90_signature():
     """Every TMA_DGRAD_CONFIGS tile, bf16 and fp16, on the layers above, compiled for sm_90: no
     error, no spills, TMA copies for both operands, wgmma with N >= 128 (the pixels) and both
-    operands in shared memory, at least 3 stages."""
+    operands in shared memory, at least 3 stages. The narrow tiles on ResNeXt's grouped layers
+    (NARROW_COMPILE_LAYERS): the same, but wgmma's N the tile's width (the group's input
+    channels) and its A operand (dy's box) from registers."""
     rows = compiled_rows(__file__)
     assert len(rows) == len(_compile_jobs())
     for r in rows:
@@ -305,9 +374,13 @@ def test_sm90_signature():
         assert int(r["stack"]) == 0, f"{what}: {r['stack']} bytes of spill stack"
         assert r["tma_dy"] > 0 and r["tma_w"] > 0, \
             f"{what}: TMA copies of dy {r['tma_dy']}, of the weight {r['tma_w']}"
-        assert r["wgmma"] and all(int(re.search(r"n(\d+)", s).group(1)) >= 128
-                                  for s in r["wgmma"]), f"{what}: {r['wgmma']}"
-        assert r["wgmma_a"] == "shared", what
+        widths = {int(re.search(r"n(\d+)", s).group(1)) for s in r["wgmma"]}
+        if r["narrow"]:
+            assert widths == {int(r["tile"].split("x")[1])}, f"{what}: {r['wgmma']}"
+            assert r["wgmma_a"] == "registers", what
+        else:
+            assert widths and min(widths) >= 128, f"{what}: {r['wgmma']}"
+            assert r["wgmma_a"] == "shared", what
         assert r["num_stages"] >= 3 and r["stages"] == r["num_stages"], what
 
 

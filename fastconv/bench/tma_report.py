@@ -10,7 +10,9 @@ stack and shared memory (``cuobjdump -res-usage``).
     python -m fastconv.bench.tma_report [--json FILE] [--variants plain,split3,...|all]
 
 Besides the plain tile (``--variants plain``, the default), the kernel's split-K and persistent
-variants compile on the layers they are for (``VARIANTS``).
+variants compile on the layers they are for (``VARIANTS``), and the narrow-group orientation
+(``TMA_NARROW_CONFIGS``: the group's channels as wgmma's N) on ResNeXt-50's grouped 3x3 layers,
+each with the narrow tile the plan gives it (``narrow_config``).
 
 needs a process without TRITON_INTERPRET. ``--kernels DIR`` compiles the kernel package of a
 source tree instead of the installed one.
@@ -27,7 +29,7 @@ import triton
 
 from fastconv.bench.compile_report import resource_usage
 from fastconv.conv.tma_launch import box_shape
-from fastconv.kernels.configs import TMA_CONFIGS
+from fastconv.kernels.configs import TMA_CONFIGS, TMA_NARROW_CONFIGS
 
 # (name, N, C, H, W, K, R, S, stride, pad): ResNet-50 layers at batch 32
 LAYERS = (
@@ -35,6 +37,17 @@ LAYERS = (
     ("128->128 3x3 s2 56x56", 32, 128, 56, 56, 128, 3, 3, 2, 1),
     ("256->64 1x1 56x56", 32, 256, 56, 56, 64, 1, 1, 1, 0),
     ("512->512 3x3 7x7", 32, 512, 7, 7, 512, 3, 3, 1, 1),
+)
+# ResNeXt-50 32x4d's grouped 3x3 layers at batch 32 (32 groups of 8, 16 and 32 channels; the
+# first of each stage at stride 2), and a group of 40 channels (a 64-wide tile, its last 24
+# columns past the group): (name, ..., groups)
+NARROW_LAYERS = (
+    ("resnext g32x8 3x3 s2 56x56", 32, 256, 56, 56, 256, 3, 3, 2, 1, 32),
+    ("resnext g32x8 3x3 28x28", 32, 256, 28, 28, 256, 3, 3, 1, 1, 32),
+    ("resnext g32x16 3x3 14x14", 32, 512, 14, 14, 512, 3, 3, 1, 1, 32),
+    ("resnext g32x32 3x3 s2 14x14", 32, 1024, 14, 14, 1024, 3, 3, 2, 1, 32),
+    ("resnext g32x32 3x3 7x7", 32, 1024, 7, 7, 1024, 3, 3, 1, 1, 32),
+    ("g8x40 3x3 28x28", 32, 320, 28, 28, 320, 3, 3, 1, 1, 8),
 )
 DTYPES = ("bf16", "fp16")
 # Kernel variants beyond the plain tile, each on the layers it is for: split-K (the 7x7 layer
@@ -46,6 +59,13 @@ VARIANTS = (
     ("split3", 3, False, ("128->128 3x3 s2 56x56", "512->512 3x3 7x7")),
     ("persistent", 1, True, ("64->64 3x3 56x56", "128->128 3x3 s2 56x56")),
     ("persistent-split3", 3, True, ("512->512 3x3 7x7",)),
+    # the narrow orientation (names starting "narrow"): every grouped layer plain, split-K and
+    # persistent on layers of each narrow tile, stride 1 and 2
+    ("narrow", 1, False, tuple(layer[0] for layer in NARROW_LAYERS)),
+    ("narrow-split3", 3, False, ("resnext g32x8 3x3 s2 56x56", "resnext g32x32 3x3 7x7",
+                                 "g8x40 3x3 28x28")),
+    ("narrow-persistent", 1, True, ("resnext g32x16 3x3 14x14", "resnext g32x32 3x3 s2 14x14",
+                                    "g8x40 3x3 28x28")),
 )
 def _load_kernel(kernels_dir=None):
     if kernels_dir is None:
@@ -66,28 +86,42 @@ def _configs():
             for c in TMA_CONFIGS["16"]]
 
 
-def launch_signature(kernel, dtype, config, layer, split=1, persistent=False):
+def narrow_config(layer):
+    """The TMA_NARROW_CONFIGS tile of a grouped layer, as the plan takes it: block_n the
+    group's output channels to the next power of two, at least 16."""
+    groups = layer[10] if len(layer) > 10 else 1
+    width = max(16, triton.next_power_of_2(layer[5] // groups))
+    c = next(c for c in TMA_NARROW_CONFIGS["16"] if c.block_n == width)
+    return (c.block_m, c.block_n, c.block_k, c.num_warps, c.num_stages)
+
+
+def launch_signature(kernel, dtype, config, layer, split=1, persistent=False,
+                     channels_as_n=False):
     """(signature, constexprs, attrs) of the launch of ``layer`` with ``config``: x, y and
     the residual channels_last, every epilogue feature on, as ``tma_fprop_launch`` passes
-    them and Triton's JIT specialises them; split ``split`` ways (the workspace float32) and
-    persistent as asked."""
-    _, N, C, H, W, K, R, S, stride, pad = layer
+    them and Triton's JIT specialises them (BLOCK_K narrowed to the group's channels, as
+    ``tma_launch.reduction_block`` does); split ``split`` ways (the workspace float32),
+    persistent and in the narrow orientation as asked."""
+    _, N, C, H, W, K, R, S, stride, pad = layer[:10]
+    groups = layer[10] if len(layer) > 10 else 1
+    CG, KG = C // groups, K // groups
     bm, bn, bk, _, _ = config
+    bk = min(bk, max(16, triton.next_power_of_2(CG)))
     P = (H + 2 * pad - R) // stride + 1
     Q = (W + 2 * pad - S) // stride + 1
     bn_img, bh, bw = box_shape(bm, N, P, Q)
-    steps = R * S * triton.cdiv(C, bk)  # each tap lies in one stride phase
-    ints = dict(N=N, H=H, W=W, P=P, Q=Q, R=R, S=S, CG=C, CGP=triton.cdiv(C, bk) * bk, KG=K,
-                groups=1, ITERS_PER_SPLIT=triton.cdiv(steps, split) if split > 1 else 1,
+    steps = R * S * triton.cdiv(CG, bk)  # each tap lies in one stride phase
+    ints = dict(N=N, H=H, W=W, P=P, Q=Q, R=R, S=S, CG=CG, CGP=triton.cdiv(CG, bk) * bk, KG=KG,
+                groups=groups, ITERS_PER_SPLIT=triton.cdiv(steps, split) if split > 1 else 1,
                 pad_h=pad, pad_w=pad, dil_h=1, dil_w=1,
                 stride_yn=P * Q * K, stride_yk=1, stride_yp=Q * K, stride_yq=K,
                 stride_rn=P * Q * K, stride_rk=1, stride_rp=Q * K, stride_rq=K,
                 stride_pt=N * P * Q * K if split > 1 else 0,
-                stride_pg=N * P * Q * K if split > 1 else 0, stride_pm=K if split > 1 else 0,
+                stride_pg=N * P * Q * KG if split > 1 else 0, stride_pm=KG if split > 1 else 0,
                 activation=3, has_residual=1, store_preact=1)
     meta = dict(HAS_BIAS=split == 1, DOT_IN_FP32=False, STRIDE_H=stride, STRIDE_W=stride,
                 BN_IMG=bn_img, BH=bh, BW=bw, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8,
-                SPLIT_K=split > 1, PERSISTENT=persistent)
+                SPLIT_K=split > 1, PERSISTENT=persistent, CHANNELS_AS_N=channels_as_n)
     x_desc = f"tensordesc<{dtype}[{bn_img}, {bh}, {bw}, {bk}]>"
     signature, constexprs, attrs = {}, dict(meta), {}
     for i, name in enumerate(kernel.arg_names):
@@ -118,7 +152,7 @@ def compile_one(kernel, dtype, config, layer, arch=90, variant=VARIANTS[0]):
 
     name, split, persistent, _ = variant
     signature, constexprs, attrs = launch_signature(kernel, dtype, config, layer, split,
-                                                    persistent)
+                                                    persistent, name.startswith("narrow"))
     row = dict(layer=layer[0], variant=name, dtype=dtype,
                tile=f"{config[0]}x{config[1]}x{config[2]}",
                warps=config[3], stages=config[4],
@@ -152,11 +186,20 @@ def compile_one(kernel, dtype, config, layer, arch=90, variant=VARIANTS[0]):
     return row
 
 
-def report(kernel, configs=None, layers=LAYERS, dtypes=DTYPES, arch=90, variants=VARIANTS[:1]):
-    """Rows of every config, dtype and variant, on the variant's layers among ``layers``."""
-    return [compile_one(kernel, dtype, config, layer, arch, variant)
-            for variant in variants for config in (configs or _configs())
-            for layer in layers if layer[0] in variant[3] for dtype in dtypes]
+def report(kernel, configs=None, layers=LAYERS + NARROW_LAYERS, dtypes=DTYPES, arch=90,
+           variants=VARIANTS[:1]):
+    """Rows of every config, dtype and variant, on the variant's layers among ``layers``; a
+    narrow variant compiles each layer's own narrow tile (``narrow_config``)."""
+    rows = []
+    for variant in variants:
+        for layer in layers:
+            if layer[0] not in variant[3]:
+                continue
+            narrow = variant[0].startswith("narrow")
+            for config in ([narrow_config(layer)] if narrow else configs or _configs()):
+                rows += [compile_one(kernel, dtype, config, layer, arch, variant)
+                         for dtype in dtypes]
+    return rows
 
 
 def main(argv=None):

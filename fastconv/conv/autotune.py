@@ -50,9 +50,13 @@ def candidates(plan: Plan, pb: ConvProblem, device) -> list:
     times it (a cold compile is 0.3-3 s each on a CPU), and the plan already took the largest
     tile whose grid fills the SMs, so the tiles far from it either leave SMs idle or cut the
     work finer than the one next to it does. Three at most, and the persistent variant of the
-    plan's tile where the family has one (the TMA forward)."""
+    plan's tile where the family has one (the TMA forward). The TMA tables hold both
+    orientations (``TileConfig.channels_as_n``); neighbours are the plan's orientation's."""
     table = config_table(plan.family, plan.index_64)[plan.direction][dtype_class(pb.dtype)]
-    plain = [cfg for cfg in table if not cfg.persistent]
+    # neighbours in the plan's orientation only: a narrow-group tile (channels_as_n) beside
+    # narrow ones, a wide tile beside wide ones
+    plain = [cfg for cfg in table if not cfg.persistent
+             and cfg.channels_as_n == plan.config.channels_as_n]
     at = plain.index(plan.config) if plan.config in plain else 0
     configs = [plain[at], *plain[max(at - 1, 0):at], *plain[at + 1:at + 2]]
     configs += [cfg for cfg in table if cfg.persistent and

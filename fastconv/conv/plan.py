@@ -30,7 +30,9 @@ All rules live here, in one place, so that they can be read, tested and explaine
 |             | (``gemm_split``); a second kernel adds the partial sums in a fixed order and    |
 |             | runs the epilogue                                                               |
 | TMA         | the same rules over the TMA kernels' steps (``tma_steps``), for the TMA tile    |
-|             | whose split gives every SM a program with the fewest ranges (``tma_plan``)      |
+|             | whose split gives every SM a program with the fewest ranges (``tma_plan``); a   |
+|             | group of fewer than 64 channels on the accumulator's channel side takes the     |
+|             | narrow orientation (``narrow_tma_config``)                                      |
 
 Every split keeps its workspace under 2**31 elements, so it never forces 64-bit offsets, and
 adds its partial sums in a fixed order: bitwise reproducible, no atomics.
@@ -54,8 +56,8 @@ from fastconv import kernels
 from fastconv.kernels.configs import (DIRECT_CONFIGS, GEMM_1X1_CONFIGS, GEMM_1X1_CONFIGS_INT64,
                                       GEMM_CONFIGS, GEMM_CONFIGS_INT64, SMALL_TILE,
                                       SPLIT_REDUCE_CONFIG, STEM_CONFIGS, STEM_CONFIGS_INT64,
-                                      TMA_CONFIGS, TMA_DGRAD_CONFIGS, TMA_PERSISTENT_CONFIGS,
-                                      TMA_WGRAD_CONFIGS, TileConfig)
+                                      TMA_CONFIGS, TMA_DGRAD_CONFIGS, TMA_NARROW_CONFIGS,
+                                      TMA_PERSISTENT_CONFIGS, TMA_WGRAD_CONFIGS, TileConfig)
 from fastconv.ops.target import named_target, sm_count, target_of, target_settings
 
 THIN = 16  # smallest reduction tl.dot accepts
@@ -165,9 +167,13 @@ def dtype_class(dtype: torch.dtype) -> str:
 def config_table(family: str, index_64: bool) -> dict:
     """The config table a GPU launch of ``family`` reads (see CONFIG_TABLES)."""
     if family == TMA_FAMILY:
-        # the forward's tiles, then their persistent variants (the autotuner's candidates)
-        fprop = {cls: TMA_CONFIGS[cls] + TMA_PERSISTENT_CONFIGS[cls] for cls in TMA_CONFIGS}
-        return {"fprop": fprop, "dgrad": TMA_DGRAD_CONFIGS, "wgrad": TMA_WGRAD_CONFIGS}
+        # the forward's tiles, the narrow-group tiles, then the persistent variants of both
+        # (the autotuner's candidates); the input gradient's tiles and the narrow ones
+        fprop = {cls: TMA_CONFIGS[cls] + TMA_NARROW_CONFIGS[cls] + TMA_PERSISTENT_CONFIGS[cls]
+                 for cls in TMA_CONFIGS}
+        dgrad = {cls: TMA_DGRAD_CONFIGS[cls] + TMA_NARROW_CONFIGS[cls]
+                 for cls in TMA_DGRAD_CONFIGS}
+        return {"fprop": fprop, "dgrad": dgrad, "wgrad": TMA_WGRAD_CONFIGS}
     return next(table for table, values in CONFIG_TABLES[family] if index_64 in values)
 
 
@@ -630,6 +636,32 @@ def tma_steps(direction: str, pb: ConvProblem, cfg: TileConfig) -> int:
     return max(rows) * max(cols) * triton.cdiv(pb.KG, cfg.block_k)
 
 
+# A forward's output channels per group (an input gradient's input channels) below this take
+# the narrow orientation: wgmma's M, where the wide tiles put them, is 64 rows a warpgroup
+NARROW_GROUP = 64
+
+
+def _tma_channels(direction: str, pb: ConvProblem) -> int:
+    """The channels per group on the accumulator's channel side of a forward or input
+    gradient: the output channels of the forward, the input channels of the input
+    gradient."""
+    return pb.KG if direction == "fprop" else pb.CG
+
+
+def narrow_tma_config(direction: str, pb: ConvProblem) -> "TileConfig | None":
+    """The TMA_NARROW_CONFIGS tile of a forward or input gradient whose group has fewer than
+    NARROW_GROUP channels on the accumulator's channel side (``_tma_channels``): block_n
+    their count to the next power of two, at least 16 (the smallest N of tl.dot); else
+    None. The wide tiles would put those channels on wgmma's M, 128 or 256 rows of which a
+    group of 8 fills 8: a narrow tile computes [pixels, channels] with the group's channels
+    as wgmma's N instead."""
+    channels = _tma_channels(direction, pb)
+    if direction == "wgrad" or channels >= NARROW_GROUP:
+        return None
+    width = max(THIN, triton.next_power_of_2(channels))
+    return next(cfg for cfg in TMA_NARROW_CONFIGS["16"] if cfg.block_n == width)
+
+
 def _tma_fits(direction: str, pb: ConvProblem, cfg: TileConfig) -> bool:
     """Whether the layer's channels fill ``cfg``'s channel blocks (to the next power of two):
     the output channels of the forward, the input channels of the input gradient, both of the
@@ -657,6 +689,11 @@ def tma_plan(pb: ConvProblem, device, direction: str = "fprop") -> "Plan | None"
     splits its pixel boxes until the grid covers the SMs twice (``wgrad_split``). The plan's
     tile is never the forward's persistent variant (the autotuner may pick it on a GPU).
 
+    A forward whose groups have fewer than NARROW_GROUP output channels, or an input gradient
+    whose groups have fewer than NARROW_GROUP input channels, takes the narrow tile instead
+    (``narrow_tma_config``: the group's channels as wgmma's N, 16 to 64 wide), split by the
+    same rule where its grid leaves SMs idle.
+
     The caller has checked that the call's tensors can take the kernel."""
     target = target_of(device)
     on_gpu = device is not None and torch.device(device).type == "cuda"
@@ -668,9 +705,11 @@ def tma_plan(pb: ConvProblem, device, direction: str = "fprop") -> "Plan | None"
     if direction == "fprop" and _family("fprop", pb, True)[0] == "stem":
         return None
     sms = sm_count(device)
+    narrow = narrow_tma_config(direction, pb)
     table = [cfg for cfg in config_table(TMA_FAMILY, False)[direction]["16"]
-             if not cfg.persistent]
-    configs = [cfg for cfg in table if _tma_fits(direction, pb, cfg) or cfg is table[-1]]
+             if not cfg.persistent and not cfg.channels_as_n]
+    configs = [narrow] if narrow is not None else \
+        [cfg for cfg in table if _tma_fits(direction, pb, cfg) or cfg is table[-1]]
     if direction == "wgrad":
         cfg = configs[0]
         chosen = (cfg, wgrad_split(TMA_FAMILY, pb, cfg, device))
@@ -693,6 +732,11 @@ def tma_plan(pb: ConvProblem, device, direction: str = "fprop") -> "Plan | None"
                      "channel blocks per program, reducing over output-pixel boxes"}[direction]
     reason = (f"{what}, channels_last 16-bit on {target.name}: both operands by TMA, "
               f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} tiles, {tiles} programs")
+    if cfg.channels_as_n:
+        side = "output" if direction == "fprop" else "input"
+        reason += (f"; narrow groups: {_tma_channels(direction, pb)} {side} channels per group "
+                   f"(fewer than {NARROW_GROUP}) as wgmma's N, {cfg.block_n} wide, the pixels "
+                   "as its M (accumulator [pixels, channels])")
     if split > 1:
         steps = tma_steps(direction, pb, cfg)
         why = "to cover the SMs twice" if direction == "wgrad" else \

@@ -85,8 +85,9 @@ def tma_dgrad_launches(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor,
             extent (conv_transpose2d's output_padding).
         stride, padding, dilation: pairs.
         config: the tile (block_m = BN_IMG * BH * BW input pixels of one stride phase,
-            block_n input channels, block_k output channels per step), warps and stages;
-            e.g. an entry of ``TMA_DGRAD_CONFIGS``.
+            block_n input channels, block_k output channels per step), warps, stages and
+            orientation (``config.channels_as_n``: the input channels as wgmma's N, for
+            narrow groups); e.g. an entry of ``TMA_DGRAD_CONFIGS`` or ``TMA_NARROW_CONFIGS``.
         split: ways the reduction over (taps, output channels) is split.
 
     Returns:
@@ -136,6 +137,7 @@ def tma_dgrad_launches(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor,
         DOT_IN_FP32=INTERPRETING and dy.dtype == torch.bfloat16,
         SPLIT_K=split > 1, BN_IMG=bn_img, BH=bh, BW=bw,
         BLOCK_N=config.block_n, BLOCK_K=block_k, GROUP_M=GROUP_M,
+        CHANNELS_AS_N=config.channels_as_n,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     if config.max_registers:

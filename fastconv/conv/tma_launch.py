@@ -125,7 +125,9 @@ def tma_fprop_launch(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tens
         preact (Tensor like y, or None): receives the value before the activation.
         config: the tile (block_m = BN_IMG * BH * BW output pixels, block_n output channels,
             block_k channels per step), warps and stages, and whether the kernel runs
-            persistent (``config.persistent``); e.g. an entry of ``TMA_CONFIGS``.
+            persistent (``config.persistent``) and in which orientation
+            (``config.channels_as_n``: the output channels as wgmma's N, for narrow groups);
+            e.g. an entry of ``TMA_CONFIGS`` or ``TMA_NARROW_CONFIGS``.
         split: split-K. Above 1, the reduction (all stride phases' steps, in the kernel's
             order) is cut into ``split`` ranges of ``cdiv(steps, split)`` steps (grid axis 1);
             each program stores its float32 partial sum into a workspace [split, groups,
@@ -221,7 +223,7 @@ def _launch(x, w, bias, y, stride, padding, dilation, groups, residual, activati
         DOT_IN_FP32=INTERPRETING and x.dtype == torch.bfloat16,
         STRIDE_H=stride[0], STRIDE_W=stride[1], BN_IMG=bn_img, BH=bh, BW=bw,
         BLOCK_N=config.block_n, BLOCK_K=block_k, GROUP_M=GROUP_M,
-        SPLIT_K=split > 1, PERSISTENT=config.persistent,
+        SPLIT_K=split > 1, PERSISTENT=config.persistent, CHANNELS_AS_N=config.channels_as_n,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     if config.max_registers:
