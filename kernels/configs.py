@@ -178,14 +178,20 @@ ROI_CONFIGS = {
     "ordered": [_C(1, 128, 0, 4, 1, max_registers=128)],
 }
 
-# The TMA forward implicit GEMM (fastconv.kernels.conv2d_fprop_tma), 16-bit only: the shape of a
+# The TMA forward implicit GEMM (fastconv.kernels.conv2d_fprop_tma), 16-bit: the shape of a
 # Hopper GEMM known to run near cuDNN (DESIGN.md, Performance method): 128x128 and 128x256 tiles,
 # 64 channels a step (a 128-byte row, TMA's widest swizzle), 8 warps (two warpgroups, each
 # issuing wgmma on 64 rows). Stages as many as shared memory holds: 4 x 32 KB for 128x128,
 # 3 x 48 KB for 128x256, under sm_90's 227 KB per block with the epilogue's scratch.
 # block_m counts output pixels, a box of BN_IMG x BH x BW (conv2d_tma.box_shape).
+#
+# float32 (TF32 wgmma, m64nNk8): an element of 4 bytes, so 32 channels a step make the same
+# 128-byte row and a 128x128 stage the same 32 KB; each step is half the 16-bit one's
+# products, so more of them in flight: 6 stages, 192 KB. No 128x256: its float32 epilogue
+# held all 255 registers and spilled 24-40 bytes at 3 and 4 stages.
 TMA_CONFIGS = {
     "16": [_C(128, 256, 64, 8, 3), _C(128, 128, 64, 8, 4)],
+    "32": [_C(128, 128, 32, 8, 6)],
 }
 
 # Narrow groups (ResNeXt's 32 groups of 4 to 32 channels), forward and input gradient alike:
@@ -199,9 +205,11 @@ TMA_CONFIGS = {
 # forward's fused epilogue (every activation compiled in) held 255 registers and spilled 208
 # bytes, with 8 it takes 186 (254 persistent). A stage is (128 + block_n) x block_k x 2
 # bytes, 24 KB at most: 4 stages.
+# float32 has none: its narrow groups stay on the pointer kernels (plan.tma_plan).
 TMA_NARROW_CONFIGS = {
     "16": [_C(128, 64, 64, 8, 4, channels_as_n=True), _C(128, 32, 64, 4, 4, channels_as_n=True),
            _C(128, 16, 64, 4, 4, channels_as_n=True)],
+    "32": [],
 }
 
 # The same tiles run persistent (TileConfig.persistent): a grid of about one program per SM,
@@ -210,6 +218,7 @@ TMA_NARROW_CONFIGS = {
 # times it faster. Not the 128x256 tile: it takes all 255 registers already, and persistent it
 # spilled 24 bytes on a stride-2 1x1 (ResNet-50's layer3.0.downsample, `fastconv
 # compile-report --first-call`); nor the 64-wide narrow tile (186 registers, 254 persistent).
+# float32's 128x128x32 persistent takes 255 registers (175-200 plain) without spilling.
 TMA_PERSISTENT_CONFIGS = {cls: [replace(c, persistent=True)
                                 for c in configs + TMA_NARROW_CONFIGS[cls]
                                 if c.block_n <= (32 if c.channels_as_n else 128)]

@@ -38,6 +38,12 @@ operand in shared memory); the accumulator needs no transpose in the epilogue. S
 the persistent grid are the same in both orientations; with the switch off the kernel is the
 transposed one above, unchanged.
 
+float32 (ALLOW_TF32). wgmma multiplies float32 only as TF32 (m64nNk8), and takes 32-bit
+operands from shared memory only K-major: the weight tile [BLOCK_N, BLOCK_K] and x's box
+transposed, [BLOCK_K, BLOCK_M] with K contiguous, both are, so the transposed orientation keeps
+both operands in shared memory. With ALLOW_TF32 off the dot is exact float32, which wgmma
+cannot run (the plan does not launch that).
+
 Stride. A box steps one pixel at a time, so for stride > 1 x is read through stride-phase
 views: phase (ph, pw) holds the pixels h = STRIDE_H * i + ph, w = STRIDE_W * j + pw (base
 offset ph * stride_xh + pw * stride_xw, strides multiplied by the stride). Tap row
@@ -125,7 +131,7 @@ def conv2d_fprop_tma_kernel(
     # epilogue switches (runtime: see conv_epilogue)
     activation, has_residual, store_preact,
     # meta-parameters
-    HAS_BIAS: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+    HAS_BIAS: tl.constexpr, DOT_IN_FP32: tl.constexpr, ALLOW_TF32: tl.constexpr,
     STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
     BN_IMG: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
@@ -150,7 +156,7 @@ def conv2d_fprop_tma_kernel(
                        stride_rn, stride_rk, stride_rp, stride_rq,
                        stride_pt, stride_pg, stride_pm,
                        activation, has_residual, store_preact,
-                       HAS_BIAS, DOT_IN_FP32, STRIDE_H, STRIDE_W, BN_IMG, BH, BW,
+                       HAS_BIAS, DOT_IN_FP32, ALLOW_TF32, STRIDE_H, STRIDE_W, BN_IMG, BH, BW,
                        BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, CHANNELS_AS_N)
     else:
         _conv_tile(tl.program_id(0), num_pid_m, num_pid_n, tiles_p, tiles_q,
@@ -162,7 +168,7 @@ def conv2d_fprop_tma_kernel(
                    stride_rn, stride_rk, stride_rp, stride_rq,
                    stride_pt, stride_pg, stride_pm,
                    activation, has_residual, store_preact,
-                   HAS_BIAS, DOT_IN_FP32, STRIDE_H, STRIDE_W, BN_IMG, BH, BW,
+                   HAS_BIAS, DOT_IN_FP32, ALLOW_TF32, STRIDE_H, STRIDE_W, BN_IMG, BH, BW,
                    BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, CHANNELS_AS_N)
 
 
@@ -176,7 +182,7 @@ def _conv_tile(tile, num_pid_m, num_pid_n, tiles_p, tiles_q,
                stride_rn, stride_rk, stride_rp, stride_rq,
                stride_pt, stride_pg, stride_pm,
                activation, has_residual, store_preact,
-               HAS_BIAS: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+               HAS_BIAS: tl.constexpr, DOT_IN_FP32: tl.constexpr, ALLOW_TF32: tl.constexpr,
                STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
                BN_IMG: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
@@ -245,10 +251,10 @@ def _conv_tile(tile, num_pid_m, num_pid_n, tiles_p, tiles_q,
                 if CHANNELS_AS_N:
                     # Y += X W^T: the group's few channels are wgmma's N (16 to 64); x's
                     # reshaped box, the A operand, goes through registers
-                    acc = mma(x_tile, w_tile.T, acc, DOT_IN_FP32, False)
+                    acc = mma(x_tile, w_tile.T, acc, DOT_IN_FP32, ALLOW_TF32)
                 else:
                     # Y^T += W X^T: x's reshaped box as the B operand stays in shared memory
-                    acc = mma(w_tile, x_tile.T, acc, DOT_IN_FP32, False)
+                    acc = mma(w_tile, x_tile.T, acc, DOT_IN_FP32, ALLOW_TF32)
 
     # -- epilogue: bias, residual, activation, pointer stores in y's own layout; or, split,
     # the partial sum by output pixel row (n * P + p) * Q + q, for the split-K reduction

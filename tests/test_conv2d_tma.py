@@ -416,7 +416,7 @@ def test_eligibility():
     assert not tma_fprop_eligible(x, w, y, 1, stride=(MAX_STRIDE + 1, 1))
     assert not tma_fprop_eligible(x.contiguous(), w, y, 1)         # NCHW x: channels not unit
     assert not tma_fprop_eligible(x, w, y.contiguous(), 1)         # NCHW y
-    assert not tma_fprop_eligible(x.float(), w.float(), y.float(), 1)
+    assert not tma_fprop_eligible(x.double(), w.double(), y.double(), 1)
     assert not tma_fprop_eligible(x, w.bfloat16(), y, 1)
     assert not tma_fprop_eligible(x, w, y, 1, residual=y[:1])
     # CG = 12: x's pixel stride is 24 bytes, not a multiple of 16
@@ -600,3 +600,166 @@ def test_the_op_runs_the_tma_kernel_split_through_functional(kernel_launches):
     for y, x, w, b in outs:
         ref = torch.relu(F.conv2d(x.double(), w.double(), b.double(), padding=1))
         assert_rel_close(y, ref, torch.float16, "split through the op")
+
+
+# ---------------------------------------------------------------------------- float32 (TF32)
+# float32 runs the TMA forward in TF32 (wgmma's only float32 form), so it is held to TF32's
+# tolerance (DESIGN.md, numerics). The interpreter's tl.dot multiplies in full float32 whatever
+# the input precision, so here the error is float32's; the bound is the kernel's on a GPU.
+TF32_CASES = {k: CASES[k] for k in ("1x1", "3x3-pad1", "3x3-s2-cg24", "1x1-s2-downsample",
+                                    "resnext-g2-cg24-s2", "g2-cg8-kg24",
+                                    "s(1,2)-pad(0,1)-5x3")}
+# groups of 4 and 12 channels: 16 and 48 bytes a pixel, TMA-aligned in float32 only
+TF32_CASES["g2-cg12-s2"] = (2, 24, 9, 8, 16, 3, 3, (2, 2), (1, 1), (1, 1), 2)
+TF32_CASES["g4-cg4"] = (1, 16, 6, 7, 16, 3, 3, (1, 1), (1, 1), (1, 1), 4)
+
+
+def _assert_tf32_close(out, ref, what):
+    from fastconv.numerics import OP_TOLERANCE_TF32
+    err = rel_err(out, ref)
+    assert err < OP_TOLERANCE_TF32, f"{what}: relative error {err:.3e}"
+
+
+@pytest.mark.parametrize("case", TF32_CASES.values(), ids=TF32_CASES.keys())
+def test_tf32_matches_torch(case):
+    N, C, H, W, K, R, S, stride, padding, dilation, groups = case
+    x, w, _ = _inputs(N, C, H, W, K, R, S, groups, torch.float32)
+    ref = _reference(x, w, None, stride, padding, dilation, groups)
+    _, _, kwargs, _ = tma_fprop_launch(x, w, None, _output(ref, torch.float32), stride, padding,
+                                       dilation, groups, config=SMALL)
+    assert kwargs["ALLOW_TF32"] and kwargs["BLOCK_K"] == 16
+    y = _run(x, w, None, stride, padding, dilation, groups, ref_shape=ref.shape)
+    _assert_tf32_close(y, ref, f"{case}")
+
+
+@pytest.mark.parametrize("split", [1, 3])
+def test_tf32_fused_epilogue_and_split(split, kernel_launches):
+    """Bias, an NCHW residual, SiLU and the pre-activation, grouped at stride 2, unsplit and
+    split 3 ways (float32 partial sums, then the split-K reduction's epilogue)."""
+    N, C, H, W, K, stride, groups = 2, 32, 9, 7, 48, (2, 2), 2
+    x, w, b = _inputs(N, C, H, W, K, 3, 3, groups, torch.float32, bias=True)
+    z = _reference(x, w, b, stride, (1, 1), (1, 1), groups)
+    residual = torch.randn(z.shape)
+    z = z + residual.double()
+    preact = _output(z, torch.float32)
+    y = _run(x, w, b, stride, (1, 1), (1, 1), groups, residual=residual, activation=3,
+             preact=preact, ref_shape=z.shape, split=split)
+    names = [name for name, _, _ in kernel_launches]
+    assert names == ["conv2d_fprop_tma_kernel"] + ["conv2d_split_reduce_kernel"] * (split > 1)
+    _assert_tf32_close(y, F.silu(z), f"split {split}")
+    _assert_tf32_close(preact, z, f"pre-activation, split {split}")
+
+
+def test_tf32_follows_cudnns_switch_in_the_launch():
+    x, w, _ = _inputs(1, 16, 6, 6, 16, 3, 3, 1, torch.float32)
+    y = _output(torch.empty(1, 16, 6, 6), torch.float32)
+    flag = torch.backends.cudnn.allow_tf32
+    try:
+        for allow in (True, False):
+            torch.backends.cudnn.allow_tf32 = allow
+            kwargs = tma_fprop_launch(x, w, None, y, (1, 1), (1, 1), (1, 1), 1,
+                                      config=SMALL)[2]
+            assert kwargs["ALLOW_TF32"] is allow
+    finally:
+        torch.backends.cudnn.allow_tf32 = flag
+    x16, w16 = x.half(), w.half()
+    kwargs = tma_fprop_launch(x16, w16, None, y.half(), (1, 1), (1, 1), (1, 1), 1,
+                              config=SMALL)[2]
+    assert not kwargs["ALLOW_TF32"]
+
+
+def test_tf32_eligibility():
+    """float32: 16-byte alignment is 4 channels per group; float64 never."""
+    x, w, _ = _inputs(2, 16, 8, 8, 16, 3, 3, 1, torch.float32)
+    y = _output(torch.empty(2, 16, 8, 8), torch.float32)
+    assert tma_fprop_eligible(x, w, y, 1)
+    assert tma_fprop_eligible(x, w[:, :4], y, 4)          # groups of 4 channels: 16 bytes
+    assert not tma_fprop_eligible(x, w[:, :2], y, 8)      # of 2: 8 bytes
+    assert not tma_fprop_eligible(x.double(), w.double(), y.double(), 1)
+    assert not tma_fprop_eligible(x, w.half(), y, 1)
+
+
+@pytest.mark.parametrize("layer", [
+    ("resnet50 layer1 3x3", 64, 56, 1, 1),
+    ("resnet50 layer4 3x3 s2", 512, 14, 2, 1),
+    ("resnext g32x4 3x3", 128, 56, 1, 32),  # narrow groups: no float32 narrow tiles
+], ids=lambda layer: layer[0])
+def test_the_plan_takes_tma_for_float32_only_with_tf32(layer):
+    """On sm_90 a float32 channels_last forward takes the TMA kernel (TMA_CONFIGS["32"]) while
+    cuDNN's TF32 switch is on, and explain() says TF32; with it off (exact float32) the
+    pointer kernels; the input and weight gradients stay on the pointer kernels either way.
+    The autotuner's candidates are the float32 table's."""
+    from fastconv.conv.autotune import candidates
+    from fastconv.conv.launch import conv_problem
+    from fastconv.conv.plan import TMA_FAMILY
+    _, C, H, stride, groups = layer
+    x = torch.empty(32, C, H, H, device="meta").contiguous(memory_format=torch.channels_last)
+    w = torch.empty(C, C // groups, 3, 3, device="meta")
+    flag = torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = True
+        plans = fastconv.explain(x, w, padding=1, stride=stride, groups=groups,
+                                 target="sm_90")
+        assert plans.dgrad.family != TMA_FAMILY and plans.wgrad.family != TMA_FAMILY
+        fprop = plans.fprop
+        if groups > 1:
+            assert fprop.family != TMA_FAMILY, fprop
+        else:
+            assert fprop.family == TMA_FAMILY and fprop.config in TMA_CONFIGS["32"], fprop
+            assert "float32 in TF32" in fprop.reason
+            P = (H + 2 - 3) // stride + 1
+            pb = conv_problem(x.shape, w.shape, (32, C, P, P), 1, torch.float32,
+                              stride=(stride,) * 2, padding=(1, 1))
+            options = candidates(fprop, pb, "cpu")
+            assert options[0].config == fprop.config
+            assert [c.config.persistent for c in options] == [False, True]
+            assert all(dataclasses.replace(c.config, persistent=False) in TMA_CONFIGS["32"]
+                       for c in options)
+        torch.backends.cudnn.allow_tf32 = False
+        plans = fastconv.explain(x, w, padding=1, stride=stride, groups=groups,
+                                 target="sm_90")
+        assert plans.fprop.family != TMA_FAMILY, plans.fprop
+        assert "TF32" not in plans.fprop.reason
+    finally:
+        torch.backends.cudnn.allow_tf32 = flag
+
+
+def test_tf32_tiles_fill_shared_memory_and_persist_one_an_sm():
+    """float32 tiles: 32 channels a step (a 128-byte row, as 16-bit's 64), 128 pixels by 128
+    channels on two warpgroups, 3 stages or more within sm_90's 227 KB; persistent, one
+    program an SM."""
+    assert TMA_CONFIGS["32"] and not TMA_NARROW_CONFIGS["32"]
+    for cfg in TMA_CONFIGS["32"]:
+        assert (cfg.block_m, cfg.block_k, cfg.num_warps) == (128, 32, 8)
+        stage = (cfg.block_m + cfg.block_n) * cfg.block_k * 4
+        assert cfg.num_stages >= 3 and cfg.num_stages * stage <= 227 * 1024 - 4096
+    for cfg in TMA_PERSISTENT_CONFIGS["32"]:
+        assert persistent_programs(cfg, 10_000, "cpu", element_size=4) == 132
+
+
+@pytest.mark.xdist_group("gpu_compile")
+def test_sm90_signature_tf32(tmp_path):
+    """Every TMA_CONFIGS["32"] tile in float32 with TF32 on ResNet-50 layer shapes, compiled
+    for sm_90, plain and as its split-K and persistent variants: TMA copies for both operands,
+    wgmma on tf32 operands with N >= 128 and both operands in shared memory, the configured
+    stages (3 or more), no spills. Runs in a subprocess without TRITON_INTERPRET."""
+    out = tmp_path / "tma.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "fastconv.bench.tma_report", "--json", str(out),
+                           "--variants", "all", "--dtypes", "fp32"],
+                          env=env, capture_output=True, text=True, timeout=1800)
+    assert out.exists(), proc.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    wide = [v for v in tma_report.VARIANTS if not v[0].startswith("narrow")]
+    assert len(rows) == len(TMA_CONFIGS["32"]) * sum(len(v[-1]) for v in wide)
+    assert {r["variant"] for r in rows} == {v[0] for v in wide}
+    for r in rows:
+        what = f"{r['variant']} {r['layer']} {r['tile']}"
+        assert not r["error"], f"{what}: {r['error']}"
+        assert r["spill_bytes"] == 0, f"{what}: {r['spill_bytes']} bytes of spills"
+        assert r["tma_x"] > 0 and r["tma_w"] > 0, what
+        assert r["wgmma_type"] == ["tf32"], f"{what}: {r['wgmma_type']}"
+        widths = {int(s.split("n")[1].split("k")[0]) for s in r["wgmma"]}
+        assert widths and min(widths) >= 128 and r["wgmma_a"] == "shared", what
+        assert r["num_stages"] >= 3 and r["num_stages"] == r["stages"], what
+    assert proc.returncode == 0, proc.stdout[-3000:]

@@ -1,6 +1,7 @@
 """Static sm_90 signature of the TMA forward kernel (``conv2d_fprop_tma_kernel``), no GPU needed.
 
-Compiles the kernel for each 16-bit dtype, each entry of ``TMA_CONFIGS`` and a few ResNet-50
+Compiles the kernel for each dtype (16-bit, and float32 in TF32), each entry of its class's
+``TMA_CONFIGS`` and a few ResNet-50
 layer shapes, specialised as a launch of ``fastconv.conv.tma_launch`` specialises it (integers
 equal to 1 become constants; pointers and integers divisible by 16 are marked so), and reads
 what decides whether it can run like a Hopper GEMM: TMA copies (``cp.async.bulk.tensor``) and
@@ -8,11 +9,13 @@ which descriptors they read, the wgmma instruction shapes, the pipeline depth, r
 stack and shared memory (``cuobjdump -res-usage``).
 
     python -m fastconv.bench.tma_report [--json FILE] [--variants plain,split3,...|all]
+                                        [--dtypes bf16,fp16,fp32]
 
 Besides the plain tile (``--variants plain``, the default), the kernel's split-K and persistent
 variants compile on the layers they are for (``VARIANTS``), and the narrow-group orientation
 (``TMA_NARROW_CONFIGS``: the group's channels as wgmma's N) on ResNeXt-50's grouped 3x3 layers,
-each with the narrow tile the plan gives it (``narrow_config``).
+each with the narrow tile the plan gives it (``narrow_config``; 16-bit only, as the narrow
+tiles are). float32 compiles as the launcher passes it with TF32 on (``ALLOW_TF32``).
 
 needs a process without TRITON_INTERPRET. ``--kernels DIR`` compiles the kernel package of a
 source tree instead of the installed one.
@@ -50,6 +53,7 @@ NARROW_LAYERS = (
     ("g8x40 3x3 28x28", 32, 320, 28, 28, 320, 3, 3, 1, 1, 8),
 )
 DTYPES = ("bf16", "fp16")
+TF32_DTYPES = ("fp32",)  # float32 with TF32 on: not in the default run
 # Kernel variants beyond the plain tile, each on the layers it is for: split-K (the 7x7 layer
 # whose 128x128 grid leaves SMs idle, and a stride-2 layer, whose split ranges cross stride
 # phases), the persistent grid, and both together.
@@ -80,10 +84,15 @@ def _load_kernel(kernels_dir=None):
     return module.conv2d_fprop_tma_kernel
 
 
-def _configs():
-    """(block_m, block_n, block_k, num_warps, num_stages) of TMA_CONFIGS["16"]."""
+def _class(dtype: str) -> str:
+    return "32" if dtype == "fp32" else "16"
+
+
+def _configs(dtype="bf16"):
+    """(block_m, block_n, block_k, num_warps, num_stages) of TMA_CONFIGS of ``dtype``'s
+    class."""
     return [(c.block_m, c.block_n, c.block_k, c.num_warps, c.num_stages)
-            for c in TMA_CONFIGS["16"]]
+            for c in TMA_CONFIGS[_class(dtype)]]
 
 
 def narrow_config(layer):
@@ -119,7 +128,8 @@ def launch_signature(kernel, dtype, config, layer, split=1, persistent=False,
                 stride_pt=N * P * Q * K if split > 1 else 0,
                 stride_pg=N * P * Q * KG if split > 1 else 0, stride_pm=KG if split > 1 else 0,
                 activation=3, has_residual=1, store_preact=1)
-    meta = dict(HAS_BIAS=split == 1, DOT_IN_FP32=False, STRIDE_H=stride, STRIDE_W=stride,
+    meta = dict(HAS_BIAS=split == 1, DOT_IN_FP32=False, ALLOW_TF32=dtype == "fp32",
+                STRIDE_H=stride, STRIDE_W=stride,
                 BN_IMG=bn_img, BH=bh, BW=bw, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8,
                 SPLIT_K=split > 1, PERSISTENT=persistent, CHANNELS_AS_N=channels_as_n)
     x_desc = f"tensordesc<{dtype}[{bn_img}, {bh}, {bw}, {bk}]>"
@@ -175,6 +185,9 @@ def compile_one(kernel, dtype, config, layer, arch=90, variant=VARIANTS[0]):
             tma_w=len(re.findall(r"cp\.async\.bulk\.tensor\.2d", ptx)),
             wgmma=sorted(set(re.findall(r"wgmma\.mma_async\.sync\.aligned\.(m\d+n\d+k\d+)",
                                         ptx))),
+            # the operand types: "f16", "bf16" or "tf32" (float32's only tensor-core form)
+            wgmma_type=sorted(set(re.findall(
+                r"wgmma\.mma_async\.sync\.aligned\.m\d+n\d+k\d+\.f32\.(\w+)\.", ptx))),
             # "shared": every wgmma reads A by descriptor from shared memory (SS), as B always
             # is; "registers": some read it from registers (RS), loaded there from shared first
             wgmma_a=("registers" if re.search(r"wgmma\.mma_async[^{]*\{[^}]*\},\s*\{", ptx)
@@ -196,9 +209,11 @@ def report(kernel, configs=None, layers=LAYERS + NARROW_LAYERS, dtypes=DTYPES, a
             if layer[0] not in variant[3]:
                 continue
             narrow = variant[0].startswith("narrow")
-            for config in ([narrow_config(layer)] if narrow else configs or _configs()):
-                rows += [compile_one(kernel, dtype, config, layer, arch, variant)
-                         for dtype in dtypes]
+            for dtype in dtypes:
+                if narrow and _class(dtype) != "16":
+                    continue  # no narrow float32 tiles
+                for config in ([narrow_config(layer)] if narrow else configs or _configs(dtype)):
+                    rows.append(compile_one(kernel, dtype, config, layer, arch, variant))
     return rows
 
 
@@ -207,6 +222,8 @@ def main(argv=None):
     parser.add_argument("--json", help="write the rows to this file")
     parser.add_argument("--kernels", help="load the kernel package from this directory")
     parser.add_argument("--quick", action="store_true", help="one dtype (bf16)")
+    parser.add_argument("--dtypes", default=",".join(DTYPES),
+                        help="comma-separated, of bf16, fp16, fp32 (TF32) (default: bf16,fp16)")
     parser.add_argument("--variants", default="plain",
                         help="comma-separated names of VARIANTS, or 'all' (default: plain)")
     args = parser.parse_args(argv)
@@ -215,7 +232,8 @@ def main(argv=None):
     kernel = _load_kernel(args.kernels)
     names = args.variants.split(",")
     variants = [v for v in VARIANTS if args.variants == "all" or v[0] in names]
-    rows = report(kernel, dtypes=("bf16",) if args.quick else DTYPES, variants=variants)
+    dtypes = ("bf16",) if args.quick else tuple(args.dtypes.split(","))
+    rows = report(kernel, dtypes=dtypes, variants=variants)
     for r in rows:
         print(json.dumps(r))
     if args.json:

@@ -674,9 +674,21 @@ def _tma_fits(direction: str, pb: ConvProblem, cfg: TileConfig) -> bool:
         cfg.block_n <= triton.next_power_of_2(pb.KG)
 
 
+def tma_dtypes(direction: str) -> tuple:
+    """The dtypes the TMA kernel of ``direction`` runs now: 16-bit, and for the forward
+    float32 while cuDNN's TF32 switch is on (read at plan time, as the launch's ALLOW_TF32
+    is; a call's cache key holds the switch): wgmma multiplies float32 only in TF32, so
+    exact float32 keeps the pointer kernels."""
+    if direction == "fprop" and torch.backends.cudnn.allow_tf32:
+        return (torch.float16, torch.bfloat16, torch.float32)
+    return (torch.float16, torch.bfloat16)
+
+
 def tma_plan(pb: ConvProblem, device, direction: str = "fprop") -> "Plan | None":
     """The plan of the TMA kernel of ``direction`` for the conv2d ``pb``, or None where the
-    pointer kernels stay: a target without TMA; a plan for no device in particular (a named
+    pointer kernels stay: a dtype the direction's TMA kernel does not run (``tma_dtypes``:
+    16-bit, or for the forward float32 with TF32 on, narrow groups excepted); a target
+    without TMA; a plan for no device in particular (a named
     target, ``planning_for``, or a GPU); a forward the stem kernel takes (8 input channels:
     TMA's smallest, an eighth of its 64-channel steps); or a forward or input gradient whose
     grid leaves SMs idle with every TMA tile, split-K included.
@@ -697,7 +709,7 @@ def tma_plan(pb: ConvProblem, device, direction: str = "fprop") -> "Plan | None"
     The caller has checked that the call's tensors can take the kernel."""
     target = target_of(device)
     on_gpu = device is not None and torch.device(device).type == "cuda"
-    if pb.dtype not in (torch.float16, torch.bfloat16) or not target.tma or \
+    if pb.dtype not in tma_dtypes(direction) or not target.tma or \
             (named_target() is None and not on_gpu):
         return None
     # the TMA kernel steps tap by tap over 64 channels: 8 channels (the smallest TMA takes)
@@ -706,7 +718,9 @@ def tma_plan(pb: ConvProblem, device, direction: str = "fprop") -> "Plan | None"
         return None
     sms = sm_count(device)
     narrow = narrow_tma_config(direction, pb)
-    table = [cfg for cfg in config_table(TMA_FAMILY, False)[direction]["16"]
+    if narrow is not None and pb.dtype == torch.float32:
+        return None  # no narrow float32 tiles (kernels/configs.py, TMA_NARROW_CONFIGS)
+    table = [cfg for cfg in config_table(TMA_FAMILY, False)[direction][dtype_class(pb.dtype)]
              if not cfg.persistent and not cfg.channels_as_n]
     configs = [narrow] if narrow is not None else \
         [cfg for cfg in table if _tma_fits(direction, pb, cfg) or cfg is table[-1]]
@@ -730,7 +744,9 @@ def tma_plan(pb: ConvProblem, device, direction: str = "fprop") -> "Plan | None"
                      "tap at any stride",
             "wgrad": f"{pb.CG} input and {pb.KG} output channels per group; a tap and "
                      "channel blocks per program, reducing over output-pixel boxes"}[direction]
-    reason = (f"{what}, channels_last 16-bit on {target.name}: both operands by TMA, "
+    dtype = "float32 in TF32 (torch.backends.cudnn.allow_tf32)" \
+        if pb.dtype == torch.float32 else "16-bit"
+    reason = (f"{what}, channels_last {dtype} on {target.name}: both operands by TMA, "
               f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} tiles, {tiles} programs")
     if cfg.channels_as_n:
         side = "output" if direction == "fprop" else "input"

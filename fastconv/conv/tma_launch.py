@@ -22,6 +22,9 @@ from fastconv.ops.target import sm_count
 from fastconv.ops.launch_cache import KernelLaunch, TorchOp
 
 TMA_DTYPES = (torch.float16, torch.bfloat16)
+# The forward also takes float32, multiplied in TF32 where cuDNN's switch allows it (the plan
+# keeps exact float32 on the pointer kernels, see plan.tma_plan): wgmma has no exact fp32
+TMA_FPROP_DTYPES = TMA_DTYPES + (torch.float32,)
 # The kernel takes the stride phases as four descriptor parameters (see its docstring)
 MAX_STRIDE = 2
 GROUP_M = 8  # m tiles walked per n-tile column (L2 reuse; Triton's matmul tutorial uses 8)
@@ -42,15 +45,16 @@ def tma_fprop_eligible(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor, groups
                        stride: Optional[Sequence[int]] = None) -> bool:
     """Whether ``conv2d(x, w, groups=groups)`` into ``y`` can run on the TMA kernel.
 
-    Requires: float16 or bfloat16 x, w and y; x and y with unit channel stride (channels_last);
-    a GPU with TMA (sm_90 or newer), or the interpreter for CPU tensors; CG = C / groups a
-    multiple of 8 and x's pixel strides and address 16-byte aligned (TMA's rule, which also keeps
-    every stride-phase view aligned); 32-bit offsets everywhere (``needs_int64``: TMA coordinates
+    Requires: float16, bfloat16 or float32 x, w and y; x and y with unit channel stride
+    (channels_last); a GPU with TMA (sm_90 or newer), or the interpreter for CPU tensors;
+    CG = C / groups a whole number of 16 bytes (8 16-bit or 4 float32 channels) and x's pixel
+    strides and address 16-byte aligned (TMA's rule, which also keeps every stride-phase view
+    aligned); 32-bit offsets everywhere (``needs_int64``: TMA coordinates
     are 32-bit, and so is the epilogue's arithmetic); ``residual``, if any, shaped like y.
     ``stride``, when given, must be at most ``MAX_STRIDE`` on both axes; without it that rule is
     left to ``tma_fprop_launch``, which raises ValueError.
     """
-    if x.dtype not in TMA_DTYPES or w.dtype != x.dtype or y.dtype != x.dtype:
+    if x.dtype not in TMA_FPROP_DTYPES or w.dtype != x.dtype or y.dtype != x.dtype:
         return False
     if x.dim() != 4 or w.dim() != 4 or y.dim() != 4 or not _tma_capable(x):
         return False
@@ -58,9 +62,9 @@ def tma_fprop_eligible(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor, groups
     K, CG = w.shape[:2]
     if groups < 1 or C != CG * groups or K % groups or x.numel() == 0 or y.numel() == 0:
         return False
-    if CG % 8 or x.stride(1) != 1 or y.stride(1) != 1:
-        return False
     step = _TMA_ALIGN // x.element_size()
+    if CG % step or x.stride(1) != 1 or y.stride(1) != 1:
+        return False
     if any(x.stride(d) % step for d in (0, 2, 3) if x.shape[d] > 1) \
             or x.data_ptr() % _TMA_ALIGN:
         return False
@@ -143,12 +147,12 @@ def tma_fprop_launch(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tens
     return launch.kernel, launch.grid, launch.arguments, launch.then
 
 
-def persistent_programs(config: TileConfig, tiles: int, device) -> int:
+def persistent_programs(config: TileConfig, tiles: int, device, element_size: int = 2) -> int:
     """Grid of the persistent kernel: as many programs as the SMs hold at once, at most one
     per tile. Per SM: as many as its shared memory holds the stages' x and weight tiles
-    (16-bit), and its 64 resident warps (one for the GPU tiles, 128x128 and 128x256 in 4 and
-    3 stages)."""
-    stage_bytes = (config.block_m + config.block_n) * config.block_k * 2
+    (of ``element_size`` bytes an element), and its 64 resident warps (one for the GPU
+    tiles, 128x128 and 128x256 in 4 and 3 stages, float32's 128x128x32 in 6)."""
+    stage_bytes = (config.block_m + config.block_n) * config.block_k * element_size
     per_sm = min(max(1, _SHARED_PER_SM // (stage_bytes * max(config.num_stages, 1))),
                  max(1, 64 // config.num_warps))
     return max(1, min(tiles, sm_count(device) * per_sm))
@@ -158,7 +162,9 @@ def reduction_block(config: TileConfig, channels: int) -> int:
     """BLOCK_K of a TMA launch that reduces over ``channels`` per tap: the tile's, or fewer
     where the group has fewer channels (their power of two, at least 16, the K of one wgmma):
     a ResNeXt group of 8 channels would otherwise multiply 56 zeros for every 8 products, and
-    its boxes would read 8 groups' channels for one. The reduction's steps are the same."""
+    its boxes would read 8 groups' channels for one. The reduction's steps are the same.
+    16 holds for float32 too: TF32's wgmma and tl.dot take K 8, so 16 is a valid block, and
+    a box row of 64 bytes is one TMA copies."""
     return min(config.block_k, max(16, triton.next_power_of_2(channels)))
 
 
@@ -199,7 +205,8 @@ def _launch(x, w, bias, y, stride, padding, dilation, groups, residual, activati
                     store_preact=int(preact is not None))
     tiles = groups * triton.cdiv(N, bn_img) * triton.cdiv(P, bh) * triton.cdiv(Q, bw) * \
         triton.cdiv(KG, config.block_n)
-    grid = (persistent_programs(config, tiles, x.device) if config.persistent else tiles,)
+    grid = (persistent_programs(config, tiles, x.device, x.element_size())
+            if config.persistent else tiles,)
     # split: the workspace and its reduction, which runs the epilogue (bias included)
     part, split_args = split_workspace("fprop", pb, split, tma_steps("fprop", pb, config), y, y)
     then = None
@@ -221,6 +228,10 @@ def _launch(x, w, bias, y, stride, padding, dilation, groups, residual, activati
         HAS_BIAS=bias is not None and split == 1,
         # the interpreter's tl.dot is wrong on bfloat16 operands (see kernels._common.mma)
         DOT_IN_FP32=INTERPRETING and x.dtype == torch.bfloat16,
+        # cuDNN's switch, as launch._meta reads it. The plan brings float32 here only with TF32
+        # on (plan.tma_plan): wgmma has no exact float32, and an exact tl.dot would be FMAs.
+        # The interpreter's tl.dot multiplies in full float32 either way.
+        ALLOW_TF32=x.dtype == torch.float32 and torch.backends.cudnn.allow_tf32,
         STRIDE_H=stride[0], STRIDE_W=stride[1], BN_IMG=bn_img, BH=bh, BW=bw,
         BLOCK_N=config.block_n, BLOCK_K=block_k, GROUP_M=GROUP_M,
         SPLIT_K=split > 1, PERSISTENT=config.persistent, CHANNELS_AS_N=config.channels_as_n,
