@@ -688,8 +688,8 @@ def tma_plan(pb: ConvProblem, device, direction: str = "fprop") -> "Plan | None"
     """The plan of the TMA kernel of ``direction`` for the conv2d ``pb``, or None where the
     pointer kernels stay: a dtype the direction's TMA kernel does not run (``tma_dtypes``:
     16-bit, or for the forward float32 with TF32 on, narrow groups excepted); a target
-    without TMA; a plan for no device in particular (a named
-    target, ``planning_for``, or a GPU); a forward the stem kernel takes (8 input channels:
+    without TMA; a plan for no device in particular (neither a GPU nor a named target,
+    ``planning_for``); a forward the stem kernel takes (8 input channels:
     TMA's smallest, an eighth of its 64-channel steps); or a forward or input gradient whose
     grid leaves SMs idle with every TMA tile, split-K included.
 
