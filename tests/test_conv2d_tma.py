@@ -457,6 +457,12 @@ def test_gpu_check_script_runs_here():
     assert tma_gpu_check.halo_is_zero("cpu", config=SMALL)
     tiny = (("tiny g2 s2", 2, 16, 6, 7, 16, 3, 3, 2, 1, 2),)
     rows = tma_gpu_check.check("cpu", layers=tiny, configs=[SMALL], time=False)
+    # on a GPU each layer runs the tiles it may take: the grouped layer's narrow ones
+    for layer in tma_gpu_check.CHECK_LAYERS:
+        name, N, C, H, W, K, R, S, _, _, groups = layer
+        for pass_ in ("fprop", "dgrad"):
+            tiles = tma_gpu_check._tiles(pass_, N, C, H, W, K, R, S, groups, torch.bfloat16)
+            assert tiles and {t.channels_as_n for t in tiles} == {C // groups < 64}, name
     assert sorted((r["pass"], r["dtype"]) for r in rows) == sorted(
         (p, d) for p in tma_gpu_check.PASSES for d in ("bfloat16", "float16"))
     for r in rows:

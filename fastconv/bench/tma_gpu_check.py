@@ -4,8 +4,9 @@
 
 For each layer (tma_report's ResNet-50 layers, a ResNeXt-50 grouped 3x3), 16-bit dtype, pass
 (the forward with bias, residual and relu fused; the input gradient; the weight gradient) and
-tile of that pass's TMA table (the forward's plain and persistent), each with the split-K the
-plan gives it on this GPU (the tile column says "persistent" and "split<n>"): the relative
+tile of that pass's TMA table a layer may run (the forward's plain and persistent; the narrow
+tiles on the grouped layer, the wide ones on the others), each with the split-K the plan gives
+it on this GPU (the tile column says "persistent" and "split<n>"): the relative
 error against float64 torch, then GPU time (a CUDA graph of the call replayed,
 ``triton.testing.do_bench_cudagraph``) of fastconv's launches and of cuDNN (``cudnn.benchmark``;
 ``convolution_backward`` for the gradients), both channels_last. The launches are the seam's
@@ -22,7 +23,8 @@ import torch.nn.functional as F
 
 from fastconv.bench.tma_report import LAYERS
 from fastconv.conv import launch as L
-from fastconv.conv.plan import TMA_FAMILY, Plan, config_table, kernel_of, split_for
+from fastconv.conv.plan import (TMA_FAMILY, Plan, config_table, kernel_of, narrow_tma_config,
+                                split_for)
 from fastconv.conv.tma_launch import conv2d_fprop_tma
 from fastconv.kernels.configs import TMA_CONFIGS
 from fastconv.numerics import OP_TOLERANCE, rel_err
@@ -84,6 +86,16 @@ def _call(pass_, cfg, x, w, b, res, dy, args):
     return run, tile
 
 
+def _tiles(pass_, N, C, H, W, K, R, S, groups, dtype) -> list:
+    """The tiles of ``pass_``'s TMA table a layer may run: the narrow ones (and their
+    persistent variants) where its groups are narrow (``plan.narrow_tma_config``), else the
+    wide ones."""
+    pb = L.conv_problem((N, C, H, W), (K, C // groups, R, S), (N, K, H, W), groups, dtype)
+    narrow = narrow_tma_config(pass_, pb) is not None
+    return [cfg for cfg in config_table(TMA_FAMILY, False)[pass_]["16"]
+            if cfg.channels_as_n == narrow]
+
+
 def check(device="cuda", layers=CHECK_LAYERS, configs=None, dtypes=(torch.bfloat16,
           torch.float16), time=True, out=None, passes=PASSES):
     """Rows (dicts of FIELDS) of every case; ``out``, a csv.DictWriter, gets each at once.
@@ -118,7 +130,7 @@ def check(device="cuda", layers=CHECK_LAYERS, configs=None, dtypes=(torch.bfloat
                         (lambda: F.conv2d(x, w, b, *args)) if mask is None else
                         (lambda: torch.ops.aten.convolution_backward(
                             dy, x, w, None, *args[:3], False, (0, 0), groups, mask)))
-                for cfg in configs or config_table(TMA_FAMILY, False)[pass_]["16"]:
+                for cfg in configs or _tiles(pass_, N, C, H, W, K, R, S, groups, dtype):
                     run, tile = _call(pass_, cfg, x, w, b, res, dy, args)
                     got = run()
                     row = dict(layer=name, dtype=str(dtype).replace("torch.", ""), tile=tile,
