@@ -354,7 +354,6 @@ def first_call_variants(case_list, dtypes=C.DTYPES, layouts=C.LAYOUTS,
     plan's own config). Triton compiles a variant once per process and cache directory, so
     the distinct variants are what a cold cache compiles."""
     from fastconv.conv import autotune
-    from fastconv.conv.launch import conv_problem
 
     out = []
     for case in case_list:
@@ -368,10 +367,8 @@ def first_call_variants(case_list, dtypes=C.DTYPES, layouts=C.LAYOUTS,
                     plan, chain = _conv_case_launches(case, pass_, dtype, layout)
                     options = [plan]
                     if tuned:
-                        pb = conv_problem((case.N, case.C, case.H, case.W), case.weight_shape,
-                                          (case.N, case.K, *case.output_hw), case.groups,
-                                          dtype, case.stride, case.pads, case.dilation)
-                        options += [p for p in autotune.candidates(plan, pb, None)
+                        options += [p for p in autotune.candidates(plan, case.problem(dtype),
+                                                                   None)
                                     if p.config != plan.config]
                     for i, option in enumerate(options):
                         if i:
