@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastconv.conv.tma_dgrad_launch import phase_steps, tma_dgrad_eligible, tma_dgrad_launches
+from fastconv.conv.plan import ConvProblem, tma_steps
+from fastconv.conv.tma_dgrad_launch import tma_dgrad_eligible, tma_dgrad_launches
 from fastconv.kernels.configs import TMA_DGRAD_CONFIGS, TMA_NARROW_CONFIGS, TileConfig
 from fastconv.ops.launch_cache import KernelLaunch, TorchOp, run_launches
 from helpers import assert_rel_close, aten_forbidden, compiled_rows, print_compiled_rows
@@ -179,8 +180,11 @@ def test_iterations_per_split_follow_the_largest_phase():
     w = torch.empty(64, 32, 3, 3, dtype=torch.float16, device="meta")
     dx = torch.empty(2, 32, 14, 14, dtype=torch.float16, device="meta").contiguous(
         memory_format=torch.channels_last)
-    assert phase_steps(3, 2, 1, 1, 14) == 2 and phase_steps(1, 2, 0, 1, 14) == 1
-    assert phase_steps(3, 3, 1, 1, 2) == 1  # phase 2 (no pixels) would have had one too
+    def taps(R, stride, pad, H):  # the largest phase's taps along the rows: 16 channels, 1 step
+        return tma_steps("dgrad", ConvProblem(1, 16, H, 1, 16, 1, 1, R, 1, 1, torch.float16,
+                                              (stride, 1), (pad, 0)), SMALL)
+    assert taps(3, 2, 1, 14) == 2 and taps(1, 2, 0, 14) == 1
+    assert taps(3, 3, 1, 2) == 1  # phase 2 (no pixels) would have had one too
     launches, part = tma_dgrad_launches(dy, w, dx, (2, 2), (1, 1), (1, 1), 1, config=SMALL,
                                         split=3)
     args = launches[1].arguments

@@ -612,27 +612,24 @@ def tma_tiles(direction: str, pb: ConvProblem, cfg: TileConfig) -> int:
         triton.cdiv(pb.KG, cfg.block_n)
 
 
-def _tma_phase_taps(size: int, R: int, stride: int, offset, dil: int) -> list:
-    """Taps of each stride phase ph along one axis whose tap offset ``offset(ph, r)`` is a
-    multiple of ``stride``; a phase without pixels (ph >= size) has none."""
-    return [sum(1 for r in range(R) if offset(ph, r) % stride == 0) if ph < size else 0
-            for ph in range(stride)]
+def _tma_phase_taps(size: int, R: int, stride: int, pad: int, dil: int) -> list:
+    """Taps of each stride phase ph along one axis: those r with ph + pad - r * dil a multiple
+    of ``stride`` (``_phase_taps``). For the input gradient, the taps through which phase ph's
+    pixels receive; for the forward, the taps whose offset r * dil - pad lies in phase ph (the
+    same condition). A phase without pixels (ph >= size) has none: the kernels skip it."""
+    return [_phase_taps(ph + pad, dil, stride, R) if ph < size else 0 for ph in range(stride)]
 
 
 def tma_steps(direction: str, pb: ConvProblem, cfg: TileConfig) -> int:
     """Steps of a TMA launch's reduction: the forward's over every stride phase's (tap, input-
     channel block) in turn; the input gradient's over its largest phase's (tap, output-channel
     block); the weight gradient's over output-pixel boxes (``box_shape`` of block_k pixels)."""
-    (sh, sw), (ph_, pw_), (dh, dw) = pb.stride, pb.padding, pb.dilation
     if direction == "wgrad":
         return _tma_boxes(cfg.block_k, pb.N, pb.P, pb.Q)
-    if direction == "fprop":  # tap r lies in phase (r * dil - pad) mod stride
-        rows = _tma_phase_taps(pb.H, pb.R, sh, lambda ph, r: r * dh - ph_ - ph, dh)
-        cols = _tma_phase_taps(pb.W, pb.S, sw, lambda ph, r: r * dw - pw_ - ph, dw)
+    rows = _tma_phase_taps(pb.H, pb.R, pb.stride[0], pb.padding[0], pb.dilation[0])
+    cols = _tma_phase_taps(pb.W, pb.S, pb.stride[1], pb.padding[1], pb.dilation[1])
+    if direction == "fprop":
         return sum(a * b for a in rows for b in cols) * triton.cdiv(pb.CG, cfg.block_k)
-    # input pixel ph receives through tap r when ph + pad - r * dil is a multiple of stride
-    rows = _tma_phase_taps(pb.H, pb.R, sh, lambda ph, r: ph + ph_ - r * dh, dh)
-    cols = _tma_phase_taps(pb.W, pb.S, sw, lambda ph, r: ph + pw_ - r * dw, dw)
     return max(rows) * max(cols) * triton.cdiv(pb.KG, cfg.block_k)
 
 

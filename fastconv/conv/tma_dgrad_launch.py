@@ -11,8 +11,9 @@ from typing import Sequence, Tuple
 import torch
 import triton
 
-from fastconv.conv.tma_launch import (_TMA_ALIGN, TMA_DTYPES, _descriptor, _tma_capable,
-                                      box_shape, reduction_block)
+from fastconv.conv.tma_launch import (TMA_DTYPES, _descriptor, _tma_capable, box_shape,
+                                      reduction_block, tma_readable)
+from fastconv.conv.plan import ConvProblem, tma_steps, tma_tiles
 from fastconv.kernels import conv2d_dgrad_tma_kernel
 from fastconv.kernels.configs import TileConfig
 from fastconv.ops._runtime import INTERPRETING, needs_int64, new_output
@@ -40,20 +41,9 @@ def tma_dgrad_eligible(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor, grou
         return False
     if dy.numel() == 0 or dx.numel() == 0 or (K // groups) % 8:
         return False
-    if dy.stride(1) != 1 or dx.stride(1) != 1:
-        return False
-    step = _TMA_ALIGN // dy.element_size()
-    if any(dy.stride(d) % step for d in (0, 2, 3) if dy.shape[d] > 1) \
-            or dy.data_ptr() % _TMA_ALIGN:
+    if not tma_readable(dy) or dx.stride(1) != 1:
         return False
     return not needs_int64(dy, w, dx)
-
-
-def phase_steps(R: int, stride: int, pad: int, dil: int, extent: int) -> int:
-    """The most taps r along one axis through which a stride phase of ``extent`` input pixels
-    receives: (ph + pad - r * dil) divisible by ``stride``, over the phases that hold pixels."""
-    return max(sum((ph + pad - r * dil) % stride == 0 for r in range(R))
-               for ph in range(min(stride, extent)))
 
 
 def _copy_taps(buf: torch.Tensor, w: torch.Tensor) -> None:
@@ -96,6 +86,9 @@ def tma_dgrad_launches(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor,
             [split, groups, N * H * W, C / groups] of partial sums, by dx's pixel rows
             (n * H + h) * W + w, that the caller reduces into dx.
     """
+    # launch.py imports this module; its split-K workspace is imported when a launch needs it
+    from fastconv.conv.launch import split_workspace
+
     N, C, H, W = dx.shape
     K, CG, R, S = w.shape
     KG = K // groups
@@ -107,24 +100,17 @@ def tma_dgrad_launches(dy: torch.Tensor, w: torch.Tensor, dx: torch.Tensor,
     dy_desc = _descriptor(dy.permute(0, 2, 3, 1), (bn_img, bh, bw, block_k))
     w_desc = _descriptor(w_t.reshape(C, R * S * kgp), (config.block_n, block_k))
 
-    tiles = triton.cdiv(N, bn_img) * triton.cdiv(triton.cdiv(H, stride[0]), bh) \
-        * triton.cdiv(triton.cdiv(W, stride[1]), bw)
-    grid = (groups * stride[0] * stride[1] * tiles * triton.cdiv(CG, config.block_n),)
-    if split == 1:
-        part = dx
-        split_args = dict(part_ptr=dx, ITERS_PER_SPLIT=1, stride_pt=0, stride_pg=0,
-                          stride_pm=0)
-    else:
-        part = new_output((split, groups, N * H * W, CG), dy, dtype=torch.float32)
+    pb = ConvProblem(N, C, H, W, K, *dy.shape[2:], R, S, groups, dy.dtype, tuple(stride),
+                     tuple(padding), tuple(dilation))
+    grid = (tma_tiles("dgrad", pb, config),)
+    # the largest phase's (tap, channel block) steps, in ranges (ITERS_PER_SPLIT) of the
+    # workspace [split, groups, N*H*W, CG] by dx's pixel rows; unsplit, dx and constants
+    part, split_args = split_workspace("dgrad", pb, split, tma_steps("dgrad", pb, config), dy,
+                                       dx)
+    if split > 1:
         if needs_int64(part):
             raise ValueError("tma_dgrad_launches: the split-K workspace needs 64-bit offsets; "
                              "split fewer ways")
-        steps = phase_steps(R, stride[0], padding[0], dilation[0], H) \
-            * phase_steps(S, stride[1], padding[1], dilation[1], W) \
-            * triton.cdiv(KG, block_k)
-        split_args = dict(part_ptr=part, ITERS_PER_SPLIT=max(triton.cdiv(steps, split), 1),
-                          stride_pt=part.stride(0), stride_pg=part.stride(1),
-                          stride_pm=part.stride(2))
         grid += (split,)
     kwargs = dict(
         dy_desc=dy_desc, w_desc=w_desc, dx_ptr=dx, **split_args,

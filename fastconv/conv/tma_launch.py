@@ -62,17 +62,22 @@ def tma_fprop_eligible(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor, groups
     K, CG = w.shape[:2]
     if groups < 1 or C != CG * groups or K % groups or x.numel() == 0 or y.numel() == 0:
         return False
-    step = _TMA_ALIGN // x.element_size()
-    if CG % step or x.stride(1) != 1 or y.stride(1) != 1:
-        return False
-    if any(x.stride(d) % step for d in (0, 2, 3) if x.shape[d] > 1) \
-            or x.data_ptr() % _TMA_ALIGN:
+    if CG % (_TMA_ALIGN // x.element_size()) or not tma_readable(x) or y.stride(1) != 1:
         return False
     if residual is not None and tuple(residual.shape) != tuple(y.shape):
         return False
     if stride is not None and not all(1 <= s <= MAX_STRIDE for s in stride):
         return False
     return not needs_int64(x, w, y, residual)
+
+
+def tma_readable(t: torch.Tensor) -> bool:
+    """Whether TMA can read the 4-D [N, C, H, W] tensor ``t`` as [N, H, W, C]: unit channel
+    stride (channels_last), its address and its other strides (of dimensions longer than 1)
+    16-byte aligned."""
+    step = _TMA_ALIGN // t.element_size()
+    return t.stride(1) == 1 and t.data_ptr() % _TMA_ALIGN == 0 \
+        and not any(t.stride(d) % step for d in (0, 2, 3) if t.shape[d] > 1)
 
 
 def _descriptor(t: torch.Tensor, block_shape) -> TensorDescriptor:

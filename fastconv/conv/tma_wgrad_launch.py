@@ -11,21 +11,12 @@ from typing import Sequence, Tuple
 import torch
 import triton
 
-from fastconv.conv.tma_launch import MAX_STRIDE, TMA_DTYPES, _descriptor, _tma_capable, box_shape
+from fastconv.conv.tma_launch import (MAX_STRIDE, TMA_DTYPES, _descriptor, _tma_capable,
+                                      box_shape, tma_readable)
 from fastconv.kernels import conv2d_wgrad_tma_kernel
 from fastconv.kernels.configs import TileConfig
 from fastconv.ops._runtime import INTERPRETING, needs_int64, new_output
 from fastconv.ops.launch_cache import KernelLaunch
-
-_TMA_ALIGN = 16  # bytes: TMA's alignment of the base address and of every non-unit stride
-
-
-def _tma_operand(t: torch.Tensor) -> bool:
-    """A 4-D [N, C, H, W] tensor TMA can read as [N, H, W, C]: unit channel stride, its other
-    strides (of dimensions longer than 1) and its address 16-byte aligned."""
-    step = _TMA_ALIGN // t.element_size()
-    return t.stride(1) == 1 and t.data_ptr() % _TMA_ALIGN == 0 \
-        and not any(t.stride(d) % step for d in (0, 2, 3) if t.shape[d] > 1)
 
 
 def tma_wgrad_eligible(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[int],
@@ -51,7 +42,7 @@ def tma_wgrad_eligible(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence
         return False
     if x.numel() == 0 or dy.numel() == 0 or CG % 8 or (K // groups) % 8:
         return False
-    if not (_tma_operand(x) and _tma_operand(dy)):
+    if not (tma_readable(x) and tma_readable(dy)):
         return False
     if not all(1 <= st <= MAX_STRIDE for st in stride):
         return False
