@@ -16,7 +16,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from fastconv.kernels import conv2d_fprop_tma_kernel
 from fastconv.kernels.configs import TileConfig
 # box_shape lives with the plan, which counts the kernel's tiles; callers import it from here
-from fastconv.conv.plan import ConvProblem, box_shape, tma_steps  # noqa: F401
+from fastconv.conv.plan import ConvProblem, box_shape, tma_steps, tma_tiles  # noqa: F401
 from fastconv.ops._runtime import INTERPRETING, needs_int64, new_output
 from fastconv.ops.target import sm_count
 from fastconv.ops.launch_cache import KernelLaunch, TorchOp
@@ -208,8 +208,7 @@ def _launch(x, w, bias, y, stride, padding, dilation, groups, residual, activati
     pre = preact if preact is not None else y      # never written when store_preact is 0
     epilogue = dict(activation=activation, has_residual=int(residual is not None),
                     store_preact=int(preact is not None))
-    tiles = groups * triton.cdiv(N, bn_img) * triton.cdiv(P, bh) * triton.cdiv(Q, bw) * \
-        triton.cdiv(KG, config.block_n)
+    tiles = tma_tiles("fprop", pb, config)
     grid = (persistent_programs(config, tiles, x.device, x.element_size())
             if config.persistent else tiles,)
     # split: the workspace and its reduction, which runs the epilogue (bias included)

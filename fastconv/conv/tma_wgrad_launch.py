@@ -13,6 +13,7 @@ import triton
 
 from fastconv.conv.tma_launch import (MAX_STRIDE, TMA_DTYPES, _descriptor, _tma_capable,
                                       box_shape, tma_readable)
+from fastconv.conv.plan import ConvProblem, tma_steps, tma_tiles
 from fastconv.kernels import conv2d_wgrad_tma_kernel
 from fastconv.kernels.configs import TileConfig
 from fastconv.ops._runtime import INTERPRETING, needs_int64, new_output
@@ -80,8 +81,10 @@ def tma_wgrad_launch(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[i
     K, CG, R, S = weight_shape
     P, Q = dy.shape[2:]
     KG = K // groups
+    pb = ConvProblem(N, C, H, W, K, P, Q, R, S, groups, x.dtype, tuple(stride), tuple(padding),
+                     tuple(dilation))
     bn_img, bh, bw = box_shape(config.block_k, N, P, Q)
-    steps = triton.cdiv(N, bn_img) * triton.cdiv(P, bh) * triton.cdiv(Q, bw)
+    steps = tma_steps("wgrad", pb, config)
 
     # x as [N, H, W, C]; phase (ph, pw) = pixels (stride * i + ph, stride * j + pw). A phase with
     # no pixel (H <= ph) has no steps either (the kernel skips it): any descriptor will do there.
@@ -98,8 +101,7 @@ def tma_wgrad_launch(x: torch.Tensor, dy: torch.Tensor, weight_shape: Sequence[i
     else:
         part = new_output((split, *weight_shape), x, dtype=torch.float32)
         p_strides = part.stride()
-    grid = (groups * R * S * triton.cdiv(CG, config.block_m) * triton.cdiv(KG, config.block_n),
-            split)
+    grid = (tma_tiles("wgrad", pb, config), split)
     kwargs = dict(
         **{f"x_desc{ph}{pw}": phases.get((ph, pw), phases[0, 0]) for ph in (0, 1)
            for pw in (0, 1)},
