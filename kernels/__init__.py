@@ -5,13 +5,13 @@ dispatch plan and the config lists are in :mod:`fastconv.ops`.
 """
 from .conv2d_fprop_igemm import conv2d_fprop_igemm_kernel
 from .conv2d_fprop_stem import conv2d_fprop_stem_kernel
-# Importable, but not yet in __all__: __all__ lists the kernels the dispatcher launches, which
-# the compile report and the 64-bit-offset tests must each cover; the plan does not launch the
-# TMA forward yet (fastconv.conv.tma_launch; checked by tests/test_conv2d_tma.py), nor the TMA
-# weight gradient (fastconv.conv.tma_wgrad_launch; tests/test_wgrad_tma.py).
+# The TMA kernels (the plan's TMA family on sm_90) are importable but not in __all__, which
+# lists the kernels of plan.CONFIG_TABLES that the generic compile report and the 64-bit-offset
+# tests must each cover: TMA launches never take 64-bit offsets, and their tiles are compiled
+# by their own tests (test_conv2d_tma, test_dgrad_tma, test_wgrad_tma) and, as the benchmark's
+# layers launch them, by tests/test_hopper_gemms.py.
 from .conv2d_fprop_tma import conv2d_fprop_tma_kernel  # noqa: F401
 from .conv2d_wgrad_tma import conv2d_wgrad_tma_kernel  # noqa: F401
-# likewise the TMA input gradient (fastconv.conv.tma_dgrad_launch; tests/test_dgrad_tma.py)
 from .conv2d_dgrad_tma import conv2d_dgrad_tma_kernel  # noqa: F401
 from .conv2d_dgrad_igemm import conv2d_dgrad_igemm_kernel
 from .conv2d_wgrad_igemm import conv2d_wgrad_igemm_kernel

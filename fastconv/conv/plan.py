@@ -75,9 +75,10 @@ LAST_RESORT_SPLIT_STEPS = 2
 MIN_STEPS_TO_SPLIT = 16
 
 FAMILIES = ("implicit_gemm", "gemm_1x1", "stem", "direct")
-# The forward on Hopper's tensor memory accelerator: both operands by TMA, 128x128 and 128x256
-# tiles (kernels/conv2d_fprop_tma.py). Chosen by ``tma_plan`` where a call can take it; not in
-# CONFIG_TABLES, whose entries the compile report builds for sm_90 and sm_80 alike.
+# Every direction on Hopper's tensor memory accelerator: both operands by TMA, 128x128 and
+# 128x256 tiles, narrow ones for narrow groups (kernels/conv2d_{fprop,dgrad,wgrad}_tma.py).
+# Chosen by ``tma_plan`` where a call can take it; not in CONFIG_TABLES, whose entries the
+# compile report builds for sm_90 and sm_80 alike.
 TMA_FAMILY = "implicit_gemm_tma"
 
 # family -> [(config table, the INDEX_64 values its configs are launched with)]. The plan reads
